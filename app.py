@@ -1,0 +1,370 @@
+"""ACE Music Studio: the page, the named API endpoints, and the command line.
+
+``python app.py`` starts the studio on 127.0.0.1:7860 with the default checkpoint;
+``python app.py --model tiny`` starts it offline on a random-weight test model.
+Importing this module loads no model and no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+import backend as backend_module
+from backend import Backend, Cancelled, ModelUnavailableError, RunControl
+from checkpoints import REGISTRY, TINY_MODEL_NAME, resolve_model
+from controls import GENERATE_CONTROLS, build_panel, form_values
+from modes import MAX_BATCH, GenerateRequest
+from outputs import OutputStore, Run, default_outputs_dir, load_settings
+from studio import STUDIO_NAME, Studio
+from theme import CSS, brutalist_mono
+from tooltips import TOOLTIPS
+
+log = logging.getLogger("ace_studio")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+QUEUE_MAX_SIZE = 32  # waiting requests beyond this get a "busy" answer
+GPU_CONCURRENCY_ID = "gpu"  # every event that runs the model shares one slot
+MAX_UPLOAD = "20mb"  # settings.json uploads only, for now
+TEST_MODEL_BANNER = (
+    "**Test model: outputs noise.** The `tiny` model has random weights; it exists so the "
+    "studio runs offline. Start with `--model xl-turbo` (or another checkpoint) for real music."
+)
+
+
+class ActiveRuns:
+    """The run each browser session has in flight, so that Cancel reaches the right one."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, RunControl] = {}
+        self._lock = threading.Lock()
+
+    def start(self, key: str, control: RunControl) -> None:
+        with self._lock:
+            self._runs[key] = control
+
+    def finish(self, key: str, control: RunControl) -> None:
+        with self._lock:
+            if self._runs.get(key) is control:
+                del self._runs[key]
+
+    def cancel(self, key: str) -> bool:
+        with self._lock:
+            control = self._runs.get(key)
+        if control is None:
+            return False
+        control.cancel()
+        return True
+
+
+def _session_key(request: gr.Request | None) -> str:
+    return (request.session_hash if request is not None else None) or "anonymous"
+
+
+def _status_markdown(studio: Studio) -> str:
+    return f"`{html.escape(studio.backend.status())}`"
+
+
+def _run_summary(run: Run) -> str:
+    req = run.settings["request"]
+    seeds = ", ".join(str(take.seed) for take in run.takes)
+    seconds = run.settings["timings_s"]["generate"]
+    return (
+        f"Saved **{html.escape(run.run_id)}**: {len(run.takes)} take(s), "
+        f"{req['audio_duration']:g} s, seed {seeds}, {seconds:.1f} s to generate."
+    )
+
+
+def _run_files(run: Run) -> list[str]:
+    files = [str(path) for take in run.takes for path in take.files.values()]
+    return [*files, str(run.settings_path)]
+
+
+def run_generate(
+    studio: Studio,
+    runs: ActiveRuns,
+    values: dict[str, Any],
+    session: str,
+    progress: Callable[[float, str], None] | None,
+    new_seed: bool = False,
+) -> Run | None:
+    """Validate, generate and save one request; ``None`` when the user cancelled.
+
+    Turns the studio's plain exceptions into ``gr.Error`` messages; nothing is saved
+    on any failure.
+    """
+    try:
+        request = GenerateRequest.from_values(values)
+    except ValueError as error:
+        raise gr.Error(str(error), title="Check the settings") from error
+    if new_seed:
+        request = request.with_seed(-1)
+    control = RunControl(progress)
+    runs.start(session, control)
+    try:
+        return studio.generate(request, control)
+    except Cancelled:
+        return None
+    except ModelUnavailableError as error:
+        raise gr.Error(str(error), title="Model unavailable", duration=None) from error
+    except ValueError as error:
+        raise gr.Error(str(error), title="Could not generate") from error
+    except OSError as error:
+        raise gr.Error(f"Could not write the output files: {error}", title="Disk problem") from error
+    finally:
+        runs.finish(session, control)
+
+
+def build_ui(studio: Studio) -> gr.Blocks:
+    runs = ActiveRuns()
+    defaults = studio.defaults()
+    names: list[str] = []
+
+    with gr.Blocks(title=STUDIO_NAME) as demo:
+        with gr.Row(elem_classes="studio-header"):
+            gr.Markdown(f"## {STUDIO_NAME}")
+            status = gr.Markdown(_status_markdown(studio), elem_classes="studio-status")
+        if studio.backend.spec.is_tiny:
+            gr.Markdown(TEST_MODEL_BANNER, elem_classes="test-model-banner")
+
+        with gr.Tabs(), gr.Tab("Generate", id="generate"), gr.Row():
+            with gr.Column(scale=1):
+                main = build_panel(GENERATE_CONTROLS, defaults, "main")
+                with gr.Accordion("Advanced", open=False):
+                    advanced = build_panel(GENERATE_CONTROLS, defaults, "advanced")
+                with gr.Row(elem_classes="studio-actions"):
+                    generate_btn = gr.Button("Generate", variant="primary")
+                    retake_btn = gr.Button("Retake", variant="secondary")
+                    cancel_btn = gr.Button("Cancel", variant="stop")
+            with gr.Column(scale=1, elem_classes="studio-takes"):
+                summary = gr.Markdown("")
+                players = [
+                    gr.Audio(
+                        label=f"Take {i + 1}",
+                        type="filepath",
+                        interactive=False,
+                        visible=i == 0,
+                        elem_id=f"take{i + 1}",
+                    )
+                    for i in range(MAX_BATCH)
+                ]
+                downloads = gr.File(
+                    label="Downloads (WAV, FLAC, MP3, settings)",
+                    file_count="multiple",
+                )
+                with gr.Accordion("Settings", open=False):
+                    settings_text = gr.Code(
+                        label="settings.json",
+                        language="json",
+                        interactive=True,
+                        elem_id="settings_text",
+                    )
+                    gr.Markdown(TOOLTIPS["settings_text"])
+                    settings_upload = gr.File(label="Upload settings.json", file_types=[".json"])
+                    apply_btn = gr.Button("Apply settings")
+
+        form = {**main, **advanced}
+        names = list(form)
+
+        def generate_handler(
+            new_seed: bool = False,
+            progress: gr.Progress = gr.Progress(track_tqdm=True),
+            request: gr.Request = None,
+            **values: Any,
+        ) -> tuple:
+            run = run_generate(
+                studio,
+                runs,
+                values,
+                _session_key(request),
+                lambda fraction, message: progress(fraction, desc=message),
+                new_seed=new_seed,
+            )
+            if run is None:
+                return (
+                    "Cancelled: nothing was saved; earlier takes are untouched.",
+                    *[gr.skip()] * MAX_BATCH,
+                    gr.skip(),
+                    gr.skip(),
+                    _status_markdown(studio),
+                )
+            take_paths = [str(take.files["wav"]) for take in run.takes]
+            player_updates = [
+                gr.update(
+                    value=take_paths[i] if i < len(take_paths) else None,
+                    visible=i < len(take_paths),
+                )
+                for i in range(MAX_BATCH)
+            ]
+            return (
+                _run_summary(run),
+                *player_updates,
+                _run_files(run),
+                json.dumps(run.settings, indent=2, ensure_ascii=False),
+                _status_markdown(studio),
+            )
+
+        ui_outputs = [summary, *players, downloads, settings_text, status]
+        run_options = dict(concurrency_id=GPU_CONCURRENCY_ID, concurrency_limit=1)
+        generate_btn.click(
+            generate_handler,
+            inputs_kwargs={"new_seed": gr.State(False), **form},
+            outputs=ui_outputs,
+            api_visibility="private",
+            **run_options,
+        )
+        retake_btn.click(
+            generate_handler,
+            inputs_kwargs={"new_seed": gr.State(True), **form},
+            outputs=ui_outputs,
+            api_visibility="private",
+            **run_options,
+        )
+
+        def cancel_handler(request: gr.Request = None) -> str:
+            if runs.cancel(_session_key(request)):
+                return "Cancelling…"
+            return "Nothing is running."
+
+        cancel_btn.click(cancel_handler, outputs=summary, queue=False, api_visibility="private")
+
+        def apply_handler(text: str, upload: str | None) -> list:
+            source = upload or text
+            if not source or not str(source).strip():
+                raise gr.Error("Paste a settings.json into the box or upload one first.")
+            try:
+                data = load_settings(source)
+                restored = GenerateRequest.from_values(data["request"])
+            except ValueError as error:
+                raise gr.Error(str(error), title="Could not apply settings") from error
+            return form_values(restored, names)
+
+        apply_btn.click(
+            apply_handler,
+            inputs=[settings_text, settings_upload],
+            outputs=list(form.values()),
+            api_name="apply_settings",
+        )
+
+        # The named API endpoint: keyword parameters carry the GenerateRequest names;
+        # it returns the run's files and its settings.
+        api_files = gr.File(file_count="multiple", visible=False)
+        api_settings = gr.JSON(visible=False)
+
+        def generate_api(
+            bpm: int | None = None,
+            progress: gr.Progress = gr.Progress(track_tqdm=True),
+            request: gr.Request = None,
+            **values: Any,
+        ) -> tuple[list[str], dict]:
+            # bpm is spelled out so that API clients may omit it: an empty field means "auto".
+            run = run_generate(
+                studio,
+                runs,
+                {**values, "bpm": bpm},
+                _session_key(request),
+                lambda f, m: progress(f, desc=m),
+            )
+            if run is None:
+                raise gr.Error("Cancelled: nothing was saved.")
+            return _run_files(run), run.settings
+
+        gr.Button(visible=False).click(
+            generate_api,
+            inputs_kwargs=form,
+            outputs=[api_files, api_settings],
+            api_name="generate",
+            **run_options,
+        )
+        demo.load(lambda: _status_markdown(studio), outputs=status, api_visibility="private")
+    return demo
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    names = ", ".join([*REGISTRY, TINY_MODEL_NAME])
+    parser = argparse.ArgumentParser(description=f"{STUDIO_NAME}: a web studio for ACE-Step 1.5.")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help=f"registry name ({names}), Hub repo id or local folder; default: $ACE_STUDIO_MODEL or xl-sft's best "
+        "confirmed choice (see README)",
+    )
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--outputs", type=Path, default=None, help="folder for runs (default ./outputs)")
+    parser.add_argument(
+        "--device",
+        choices=("cuda", "mps", "cpu"),
+        default=None,
+        help="override device choice",
+    )
+    parser.add_argument("--offload", action="store_true", help="CPU offload: less GPU memory, slower")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (CUDA)")
+    parser.add_argument(
+        "--no-preload",
+        action="store_true",
+        help="load the model on first use, not at start",
+    )
+    return parser.parse_args(argv)
+
+
+def make_studio(args: argparse.Namespace) -> Studio:
+    spec = resolve_model(args.model)
+    device = backend_module.pick_device(args.device) if args.device else None
+    backend = Backend(spec, device=device, offload=args.offload, compile_dit=args.compile)
+    return Studio(backend=backend, store=OutputStore(args.outputs or default_outputs_dir()))
+
+
+def launch(studio: Studio, host: str, port: int, preload: bool = True, **launch_kwargs: Any) -> gr.Blocks:
+    demo = build_ui(studio)
+    if preload:
+        # Load while the page comes up; the first Generate waits on the same lock.
+        threading.Thread(target=_preload, args=(studio,), daemon=True).start()
+    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
+    studio.store.root.mkdir(parents=True, exist_ok=True)
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        theme=brutalist_mono(),
+        css=CSS,
+        allowed_paths=[str(studio.store.root)],
+        max_file_size=MAX_UPLOAD,
+        **launch_kwargs,
+    )
+    return demo
+
+
+def _preload(studio: Studio) -> None:
+    try:
+        studio.backend.load()
+    except Exception as error:  # shown in the header and raised again on Generate
+        log.error("model load failed: %s", error)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        studio = make_studio(args)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    log.info(
+        "model %s (%s) on %s",
+        studio.backend.spec.label,
+        studio.backend.spec.source,
+        studio.backend.status(),
+    )
+    launch(studio, args.host, args.port, preload=not args.no_preload)
+
+
+if __name__ == "__main__":
+    main()

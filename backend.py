@@ -1,0 +1,273 @@
+"""The model side of the studio: device choice, the lazily loaded pipeline, and runs on it.
+
+Importing this module is cheap: torch and diffusers load on first use, so ``app.py``
+starts fast. One ``Backend`` holds one ``AceStepPipeline`` per process; runs on it are
+serialised by a lock, and each run reports progress and can be cancelled through its
+``RunControl``. Nothing here knows about Gradio.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Must be set before torch is imported: lets MPS fall back to the CPU for the few
+# operators it lacks instead of raising.
+os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from checkpoints import ModelSpec
+from modes import GenerateRequest, pipeline_kwargs
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 48_000  # Hz
+
+
+class ModelUnavailableError(RuntimeError):
+    """The model could not be loaded; the message says why and what to do."""
+
+
+class Cancelled(Exception):
+    """The run was cancelled by the user; nothing it made is kept."""
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    device: str  # "cuda", "mps" or "cpu"
+    dtype: str  # a torch dtype name
+
+    @property
+    def label(self) -> str:
+        return self.device.upper()
+
+
+def pick_device(preferred: str | None = None) -> DeviceInfo:
+    """CUDA, then MPS, then CPU, each with the dtype that works well there."""
+    import torch
+
+    if preferred:
+        device = preferred
+    elif torch.cuda.is_available():
+        device = "cuda"
+    elif torch.backends.mps.is_available():
+        device = "mps"
+    else:
+        device = "cpu"
+    if device == "cuda":
+        dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    elif device == "mps":
+        # bf16 matmuls on MPS need macOS 14; before that only fp32 is safe for the VAE.
+        dtype = "bfloat16" if torch.backends.mps.is_macos_or_newer(14, 0) else "float32"
+    else:
+        dtype = "float32"
+    return DeviceInfo(device=device, dtype=dtype)
+
+
+ProgressFn = Callable[[float, str], None]
+
+
+class RunControl:
+    """One run's progress reporting and cancel flag, shared between the UI and the worker."""
+
+    def __init__(self, on_progress: ProgressFn | None = None) -> None:
+        self._cancel = threading.Event()
+        self._on_progress = on_progress
+        self.steps_done = 0
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def check(self) -> None:
+        if self._cancel.is_set():
+            raise Cancelled("cancelled")
+
+    def report(self, fraction: float, message: str) -> None:
+        if self._on_progress is not None:
+            self._on_progress(min(max(fraction, 0.0), 1.0), message)
+
+
+def load_pipeline(
+    spec: ModelSpec,
+    device: DeviceInfo,
+    offload: bool = False,
+    compile_dit: bool = False,
+):
+    """Load the pipeline for ``spec`` through ``from_pretrained`` and place it on ``device``."""
+    import torch
+    from diffusers import AceStepPipeline
+
+    if spec.is_tiny:
+        from tiny_model import ensure_tiny_model
+
+        ensure_tiny_model()
+    try:
+        pipe = AceStepPipeline.from_pretrained(spec.source, dtype=getattr(torch, device.dtype))
+    except (OSError, ValueError) as error:
+        raise ModelUnavailableError(_unavailable_message(spec, error)) from error
+    pipe.set_progress_bar_config(disable=True)
+    # Tiling bounds VAE memory on long songs; diffusers leaves it off.
+    pipe.vae.enable_tiling()
+    if offload and device.device != "cpu":
+        pipe.enable_model_cpu_offload(device=device.device)
+    else:
+        if offload:
+            log.warning("CPU offload needs an accelerator; running on the CPU without it")
+        pipe.to(device.device)
+    if compile_dit:
+        # Regional compilation: each repeated DiT block compiles once and is reused.
+        for block in pipe.transformer.layers:
+            block.compile()
+    return pipe
+
+
+def _unavailable_message(spec: ModelSpec, error: Exception) -> str:
+    if spec.is_local:
+        return (
+            f"Could not load the model '{spec.label}' from {spec.source}: {error}. "
+            "Check that the folder holds a diffusers-format ACE-Step 1.5 checkpoint (model_index.json)."
+        )
+    return (
+        f"Could not load the model '{spec.label}' (Hugging Face repo {spec.source}): "
+        "the Hub could not be reached and no complete local copy was found. "
+        f"Download it where there is a network (hf download {spec.source} --local-dir DIR), "
+        "then start the studio with --model DIR, or use --model tiny for the offline test model "
+        f"(it outputs noise). Details: {error}"
+    )
+
+
+class Backend:
+    """The process's one pipeline, loaded on first use.
+
+    ``loader`` is injectable so that tests can stand in for hardware this machine
+    lacks; by default it is ``load_pipeline``.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        device: DeviceInfo | None = None,
+        offload: bool = False,
+        compile_dit: bool = False,
+        loader: Callable[..., Any] | None = None,
+    ) -> None:
+        self.spec = spec
+        self._device = device
+        self.offload = offload
+        self.compile_dit = compile_dit
+        self._loader = loader or load_pipeline
+        self._pipe = None
+        self._load_lock = threading.Lock()
+        self._run_lock = threading.Lock()
+        self.state = "not loaded"
+        self.load_error: str | None = None
+        self.load_seconds: float | None = None
+
+    @property
+    def device(self) -> DeviceInfo:
+        if self._device is None:
+            self._device = pick_device()
+        return self._device
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._pipe is not None
+
+    @property
+    def variant(self) -> str:
+        """The loaded config is the authority on turbo; before loading, the registry guess."""
+        if self._pipe is not None and self._pipe.is_turbo:
+            return "turbo"
+        return self.spec.variant
+
+    def status(self) -> str:
+        """One line for the header: state, device and model."""
+        parts = [self.state, self.device.label, self.spec.label]
+        if self.spec.is_tiny:
+            parts.append("test model: outputs noise")
+        return " · ".join(parts)
+
+    def load(self, control: RunControl | None = None):
+        """Load the pipeline once; later calls return it at once."""
+        if self._pipe is not None:
+            return self._pipe
+        with self._load_lock:
+            if self._pipe is not None:
+                return self._pipe
+            self.state = "loading"
+            if control is not None:
+                control.report(0.0, f"Loading {self.spec.label} on {self.device.label}…")
+            started = time.perf_counter()
+            try:
+                pipe = self._loader(
+                    self.spec,
+                    self.device,
+                    offload=self.offload,
+                    compile_dit=self.compile_dit,
+                )
+            except Exception as error:
+                self.state = "load failed"
+                self.load_error = str(error)
+                raise
+            self.load_seconds = time.perf_counter() - started
+            self._pipe = pipe
+            self.state = "ready"
+            self.load_error = None
+            return pipe
+
+    def normalise(self, request: GenerateRequest) -> GenerateRequest:
+        """Settings the checkpoint dictates: turbo is guidance-distilled, so no CFG."""
+        if self.variant == "turbo" and request.guidance_scale != 1.0:
+            return replace(request, guidance_scale=1.0)
+        return request
+
+    def generate(self, request: GenerateRequest, control: RunControl) -> np.ndarray:
+        """Run text-to-music; returns float32 audio ``[takes, 2, samples]`` at 48 kHz.
+
+        Raises ``Cancelled`` within one denoising step of ``control.cancel()``; the
+        partial result is never decoded.
+        """
+        import torch
+
+        pipe = self.load(control)
+        control.check()
+        seeds = request.take_seeds()
+        steps = request.num_inference_steps
+
+        def on_step_end(pipeline, step: int, timestep: float, tensors: dict) -> dict:
+            control.steps_done = step + 1
+            # Raising here leaves the pipeline before its VAE decode, so a cancelled
+            # run costs at most one more step.
+            control.check()
+            message = f"Denoising step {step + 1}/{steps}"
+            if step + 1 == steps:
+                message = "Decoding audio…"
+            control.report(0.05 + 0.85 * (step + 1) / steps, message)
+            return {}
+
+        with self._run_lock:
+            control.check()
+            control.report(0.05, "Encoding prompt…")
+            # CPU generators give the same starting noise on every device.
+            generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+            output = pipe(
+                **pipeline_kwargs(request),
+                generator=generators,
+                callback_on_step_end=on_step_end,
+                output_type="pt",
+            )
+        audio = output.audios.float().cpu().numpy()
+        samples = round(request.audio_duration * SAMPLE_RATE)
+        # The latent grid is 1920 samples; trim the last frame's overhang to the request.
+        return np.ascontiguousarray(audio[..., :samples], dtype=np.float32)

@@ -1,0 +1,200 @@
+"""The model registry: which ACE-Step 1.5 checkpoints the studio knows, and how to sample each.
+
+A model is named by a short registry name (``xl-sft``), a Hub repo id, a local
+directory, or ``tiny``. ``resolve_model`` turns any of these into a ``ModelSpec``;
+nothing here imports torch or touches the network.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Variant = Literal["turbo", "sft", "base"]
+
+TINY_MODEL_NAME = "tiny"
+MODEL_ENV_VAR = "ACE_STUDIO_MODEL"
+
+
+@dataclass(frozen=True)
+class SamplerDefaults:
+    """The sampling settings a checkpoint was tuned for, in the pipeline's own names."""
+
+    num_inference_steps: int
+    guidance_scale: float
+    shift: float
+    cfg_interval_start: float = 0.0
+    cfg_interval_end: float = 1.0
+
+
+# Source for every figure below: the official ACE-Step 1.5 inference guide
+# (ace-step/ACE-Step-1.5, docs/en/INFERENCE.md) and its README model table.
+# Turbo is guidance-distilled: 8 steps, no CFG (the pipeline forces guidance 1.0),
+# shift 3.0. SFT: 50 steps with CFG (README table); base: 32-64 steps, CFG 7-9,
+# shift 3.0 (INFERENCE.md). The CFG interval spans the whole schedule by default.
+SAMPLER_DEFAULTS: dict[Variant, SamplerDefaults] = {
+    "turbo": SamplerDefaults(num_inference_steps=8, guidance_scale=1.0, shift=3.0),
+    "sft": SamplerDefaults(num_inference_steps=50, guidance_scale=7.0, shift=3.0),
+    "base": SamplerDefaults(num_inference_steps=50, guidance_scale=7.0, shift=3.0),
+}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One registry entry. ``confirmed`` means an official source names ``repo_id``."""
+
+    name: str
+    repo_id: str
+    variant: Variant
+    confirmed: bool
+    source: str  # where the repo id was confirmed, or why it is only likely
+    dit_params: str  # size of the diffusion transformer
+    download_gb: float  # approximate download, DiT + VAE + text encoder
+    min_vram_gb: float  # rough floor for bf16 inference without offload
+
+
+REGISTRY: dict[str, Checkpoint] = {
+    c.name: c
+    for c in (
+        Checkpoint(
+            name="xl-sft",
+            repo_id="ACE-Step/acestep-v15-xl-sft-diffusers",
+            variant="sft",
+            confirmed=False,
+            source="follows the naming of the confirmed XL repos; no official source names it yet",
+            dit_params="4B",
+            download_gb=10.0,
+            min_vram_gb=16.0,
+        ),
+        Checkpoint(
+            name="xl-turbo",
+            repo_id="ACE-Step/acestep-v15-xl-turbo-diffusers",
+            variant="turbo",
+            confirmed=True,
+            source="diffusers AceStepPipeline docstring example",
+            dit_params="4B",
+            download_gb=10.0,
+            min_vram_gb=16.0,
+        ),
+        Checkpoint(
+            name="xl-base",
+            repo_id="ACE-Step/acestep-v15-xl-base-diffusers",
+            variant="base",
+            confirmed=True,
+            source="diffusers ACE-Step conversion docs",
+            dit_params="4B",
+            download_gb=10.0,
+            min_vram_gb=16.0,
+        ),
+        Checkpoint(
+            name="turbo",
+            repo_id="ACE-Step/Ace-Step1.5",
+            variant="turbo",
+            confirmed=True,
+            source="diffusers ACE-Step pipeline docs",
+            dit_params="2B",
+            download_gb=6.0,
+            min_vram_gb=8.0,
+        ),
+        Checkpoint(
+            name="sft",
+            repo_id="ACE-Step/acestep-v15-sft",
+            variant="sft",
+            confirmed=True,
+            source="diffusers ACE-Step pipeline docs",
+            dit_params="2B",
+            download_gb=6.0,
+            min_vram_gb=8.0,
+        ),
+        Checkpoint(
+            name="base",
+            repo_id="ACE-Step/acestep-v15-base",
+            variant="base",
+            confirmed=True,
+            source="diffusers ACE-Step pipeline docs",
+            dit_params="2B",
+            download_gb=6.0,
+            min_vram_gb=8.0,
+        ),
+    )
+}
+
+
+def default_model_name() -> str:
+    """XL SFT when its diffusers repo is confirmed; otherwise the best confirmed checkpoint."""
+    for name in ("xl-sft", "xl-turbo", "turbo"):
+        if REGISTRY[name].confirmed:
+            return name
+    raise RuntimeError("the registry lists no confirmed checkpoint")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load: a registry name, Hub repo id or local path, resolved."""
+
+    label: str  # what the UI and settings.json call it
+    source: str  # a Hub repo id or a local directory
+    variant: Variant
+    is_local: bool
+    is_tiny: bool = False
+    checkpoint: Checkpoint | None = None
+
+    @property
+    def defaults(self) -> SamplerDefaults:
+        return SAMPLER_DEFAULTS[self.variant]
+
+
+def guess_variant(name: str) -> Variant:
+    """Guess a checkpoint's variant from its name; the loaded config corrects turbo."""
+    lowered = name.lower()
+    if "turbo" in lowered:
+        return "turbo"
+    if "base" in lowered:
+        return "base"
+    return "sft"
+
+
+def resolve_model(spec: str | None = None, cache_dir: Path | None = None) -> ModelSpec:
+    """Resolve ``--model`` / ``ACE_STUDIO_MODEL`` into a ``ModelSpec``.
+
+    Raises ``ValueError`` for something that is neither a registry name, an existing
+    directory, nor shaped like a Hub repo id (``owner/name``).
+    """
+    spec = (spec or os.environ.get(MODEL_ENV_VAR) or default_model_name()).strip()
+    if spec == TINY_MODEL_NAME:
+        from tiny_model import tiny_model_dir
+
+        return ModelSpec(
+            label=TINY_MODEL_NAME,
+            source=str(tiny_model_dir(cache_dir)),
+            variant="turbo",
+            is_local=True,
+            is_tiny=True,
+        )
+    if spec in REGISTRY:
+        entry = REGISTRY[spec]
+        return ModelSpec(
+            label=entry.name,
+            source=entry.repo_id,
+            variant=entry.variant,
+            is_local=False,
+            checkpoint=entry,
+        )
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return ModelSpec(
+            label=path.name,
+            source=str(path.resolve()),
+            variant=guess_variant(path.name),
+            is_local=True,
+        )
+    parts = spec.split("/")
+    if len(parts) == 2 and all(parts) and not spec.startswith((".", "~")):
+        return ModelSpec(label=spec, source=spec, variant=guess_variant(spec), is_local=False)
+    known = ", ".join([*REGISTRY, TINY_MODEL_NAME])
+    raise ValueError(
+        f"model {spec!r} is not a registry name ({known}), an existing directory, "
+        "or a Hub repo id of the form owner/name"
+    )

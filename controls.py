@@ -1,0 +1,137 @@
+"""The table of form controls, and the builder that turns it into Gradio components.
+
+Each row names a request field (the pipeline's own name); its default comes from the
+request dataclass, its help from ``tooltips.py``. Events bind the built components by
+these names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import gradio as gr
+
+from modes import (
+    KEYSCALES,
+    MAX_BATCH,
+    MAX_DURATION_S,
+    MAX_GUIDANCE,
+    MAX_SHIFT,
+    MAX_STEPS,
+    MIN_DURATION_S,
+    MIN_SHIFT,
+    TIME_SIGNATURES,
+    VOCAL_LANGUAGES,
+    GenerateRequest,
+)
+from tooltips import TOOLTIPS
+
+Panel = Literal["main", "advanced"]
+
+LANGUAGE_NAMES = {
+    "ar": "Arabic", "az": "Azerbaijani", "bg": "Bulgarian", "bn": "Bengali", "ca": "Catalan",
+    "cs": "Czech", "da": "Danish", "de": "German", "el": "Greek", "en": "English",
+    "es": "Spanish", "fa": "Persian", "fi": "Finnish", "fr": "French", "he": "Hebrew",
+    "hi": "Hindi", "hr": "Croatian", "ht": "Haitian Creole", "hu": "Hungarian",
+    "id": "Indonesian", "is": "Icelandic", "it": "Italian", "ja": "Japanese", "ko": "Korean",
+    "la": "Latin", "lt": "Lithuanian", "ms": "Malay", "ne": "Nepali", "nl": "Dutch",
+    "no": "Norwegian", "pa": "Punjabi", "pl": "Polish", "pt": "Portuguese", "ro": "Romanian",
+    "ru": "Russian", "sa": "Sanskrit", "sk": "Slovak", "sr": "Serbian", "sv": "Swedish",
+    "sw": "Swahili", "ta": "Tamil", "te": "Telugu", "th": "Thai", "tl": "Tagalog",
+    "tr": "Turkish", "uk": "Ukrainian", "ur": "Urdu", "vi": "Vietnamese", "yue": "Cantonese",
+    "zh": "Chinese", "unknown": "Other / unknown",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Control:
+    name: str  # a request field
+    widget: Literal["textbox", "slider", "number", "dropdown", "checkbox"]
+    label: str
+    panel: Panel
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    choices: tuple[Any, ...] = ()
+    lines: int = 1
+    placeholder: str = ""
+
+
+GENERATE_CONTROLS: tuple[Control, ...] = (
+    Control(
+        "prompt", "textbox", "Style", "main", lines=3,
+        placeholder="e.g. dreamy synth-pop, female vocals, 110 bpm, warm analog pads",
+    ),
+    Control("lyrics", "textbox", "Lyrics", "main", lines=10, placeholder="[verse]\n…\n\n[chorus]\n…"),
+    Control("instrumental", "checkbox", "Instrumental", "main"),
+    Control("audio_duration", "slider", "Duration (s)", "main", MIN_DURATION_S, MAX_DURATION_S, 1),
+    Control(
+        "vocal_language", "dropdown", "Vocal language", "main",
+        choices=tuple((LANGUAGE_NAMES.get(code, code), code) for code in VOCAL_LANGUAGES),
+    ),
+    Control("num_inference_steps", "slider", "Steps", "advanced", 1, MAX_STEPS, 1),
+    Control("guidance_scale", "slider", "Guidance", "advanced", 0, MAX_GUIDANCE, 0.1),
+    Control("shift", "slider", "Shift", "advanced", MIN_SHIFT, MAX_SHIFT, 0.1),
+    Control("seed", "number", "Seed (-1 = random)", "advanced"),
+    Control("batch_size", "slider", "Takes", "advanced", 1, MAX_BATCH, 1),
+    Control("bpm", "number", "BPM (empty = auto)", "advanced"),
+    Control("keyscale", "dropdown", "Key", "advanced", choices=(("Auto", ""), *((k, k) for k in KEYSCALES))),
+    Control(
+        "timesignature", "dropdown", "Time signature", "advanced",
+        choices=(("Auto", ""), *((f"{t} beats per bar", t) for t in TIME_SIGNATURES)),
+    ),
+    Control("cfg_interval_start", "slider", "Guidance from", "advanced", 0, 1, 0.01),
+    Control("cfg_interval_end", "slider", "Guidance until", "advanced", 0, 1, 0.01),
+)  # fmt: skip
+
+
+def _pass_through(component: gr.components.Component) -> gr.components.Component:
+    """Turn off Gradio's own conversion of this input.
+
+    The raw value reaches the handler, where the request dataclass validates it and
+    names the field in its message; Gradio's check would fail with a generic error
+    (an API client sending bpm="fast" would learn nothing). An instance attribute,
+    because subclassing a component makes Gradio write a .pyi stub beside this file.
+    """
+    component.preprocess = lambda payload: payload
+    return component
+
+
+_WIDGETS: dict[str, type] = {
+    "textbox": gr.Textbox,
+    "slider": gr.Slider,
+    "number": gr.Number,
+    "dropdown": gr.Dropdown,
+    "checkbox": gr.Checkbox,
+}
+
+
+def build_control(control: Control, value: Any) -> gr.components.Component:
+    kwargs: dict[str, Any] = dict(
+        value=value,
+        label=control.label,
+        info=TOOLTIPS.get(control.name),
+        elem_id=control.name,
+    )
+    if control.widget == "textbox":
+        kwargs.update(lines=control.lines, placeholder=control.placeholder)
+    elif control.widget == "slider":
+        kwargs.update(minimum=control.minimum, maximum=control.maximum, step=control.step)
+    elif control.widget == "number":
+        kwargs.update(precision=0)
+    elif control.widget == "dropdown":
+        kwargs.update(choices=list(control.choices))
+    return _pass_through(_WIDGETS[control.widget](**kwargs))
+
+
+def build_panel(
+    controls: tuple[Control, ...], defaults: GenerateRequest, panel: Panel
+) -> dict[str, gr.components.Component]:
+    """Build the controls of one panel in table order, valued from ``defaults``."""
+    return {c.name: build_control(c, getattr(defaults, c.name)) for c in controls if c.panel == panel}
+
+
+def form_values(request: GenerateRequest, names: list[str]) -> list[Any]:
+    """The values to put back into the form's components, in ``names`` order."""
+    return [getattr(request, name) for name in names]

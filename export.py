@@ -1,0 +1,108 @@
+"""Encode audio to WAV, FLAC and MP3, and tag each file with the song's details.
+
+Audio arrays here are float32 ``[channels, samples]`` in [-1, 1] at ``SAMPLE_RATE``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SAMPLE_RATE = 48_000  # Hz
+MP3_BITRATE_KBPS = 320
+MP3_QUALITY = 2  # lame's -q: 2 is "near best", the usual choice at 320 kbps
+WAV_SUBTYPE = "PCM_24"
+FLAC_SUBTYPE = "PCM_24"
+ARTIST = "ACE Music Studio"
+FORMATS = ("wav", "flac", "mp3")
+
+
+@dataclass(frozen=True)
+class Tags:
+    title: str
+    lyrics: str
+    seed: int
+    settings_json: str
+    artist: str = ARTIST
+
+
+def _frames(audio: np.ndarray) -> np.ndarray:
+    """[channels, samples] float -> [samples, channels] float32, clipped to full scale."""
+    if audio.ndim != 2:
+        raise ValueError(f"audio must be [channels, samples], got shape {audio.shape}")
+    return np.clip(np.ascontiguousarray(audio.T, dtype=np.float32), -1.0, 1.0)
+
+
+def write_wav(path: Path, audio: np.ndarray, tags: Tags, sample_rate: int = SAMPLE_RATE) -> None:
+    import soundfile as sf
+    from mutagen.wave import WAVE
+
+    sf.write(path, _frames(audio), sample_rate, subtype=WAV_SUBTYPE, format="WAV")
+    wave = WAVE(path)
+    wave.add_tags()
+    _fill_id3(wave.tags, tags)
+    wave.save()
+
+
+def write_flac(path: Path, audio: np.ndarray, tags: Tags, sample_rate: int = SAMPLE_RATE) -> None:
+    import soundfile as sf
+    from mutagen.flac import FLAC
+
+    sf.write(path, _frames(audio), sample_rate, subtype=FLAC_SUBTYPE, format="FLAC")
+    flac = FLAC(path)
+    flac["TITLE"] = tags.title
+    flac["ARTIST"] = tags.artist
+    flac["LYRICS"] = tags.lyrics
+    flac["SEED"] = str(tags.seed)
+    flac["COMMENT"] = tags.settings_json
+    flac.save()
+
+
+def write_mp3(
+    path: Path,
+    audio: np.ndarray,
+    tags: Tags,
+    sample_rate: int = SAMPLE_RATE,
+    bitrate_kbps: int = MP3_BITRATE_KBPS,
+) -> None:
+    import lameenc
+    from mutagen.id3 import ID3
+
+    frames = _frames(audio)
+    pcm = (frames * 32767.0).round().astype("<i2")
+    encoder = lameenc.Encoder()
+    encoder.set_bit_rate(bitrate_kbps)
+    encoder.set_in_sample_rate(sample_rate)
+    encoder.set_channels(frames.shape[1])
+    encoder.set_quality(MP3_QUALITY)
+    data = encoder.encode(pcm.tobytes()) + encoder.flush()
+    path.write_bytes(bytes(data))
+    id3 = ID3()
+    _fill_id3(id3, tags)
+    id3.save(path)
+
+
+WRITERS = {"wav": write_wav, "flac": write_flac, "mp3": write_mp3}
+
+
+def _fill_id3(id3, tags: Tags) -> None:
+    from mutagen.id3 import TIT2, TPE1, TXXX, USLT
+
+    id3.add(TIT2(encoding=3, text=tags.title))
+    id3.add(TPE1(encoding=3, text=tags.artist))
+    if tags.lyrics:
+        id3.add(USLT(encoding=3, lang="XXX", desc="", text=tags.lyrics))
+    id3.add(TXXX(encoding=3, desc="seed", text=str(tags.seed)))
+    id3.add(TXXX(encoding=3, desc="settings", text=tags.settings_json))
+
+
+def title_from_prompt(prompt: str, limit: int = 60) -> str:
+    """A song title from the style prompt: its first line, cut at a word boundary."""
+    line = next((part.strip() for part in prompt.splitlines() if part.strip()), "")
+    if not line:
+        return "Untitled"
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0].rstrip(",;:") + "…"

@@ -1,0 +1,251 @@
+"""Request types, their validation, and the mapping from a request to pipeline arguments.
+
+Every field uses the name ``AceStepPipeline.__call__`` uses, so a request, the form,
+the API and ``settings.json`` all speak the pipeline's language. Each default lives
+here once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MIN_DURATION_S = 10
+MAX_DURATION_S = 600
+MIN_STEPS = 1
+MAX_STEPS = 200
+MAX_GUIDANCE = 20.0
+MIN_SHIFT = 1.0  # the official guide's shift range is 1-5
+MAX_SHIFT = 5.0
+MIN_BPM = 30
+MAX_BPM = 300
+MAX_BATCH = 4
+MAX_SEED = 2**32 - 1
+MAX_PROMPT_CHARS = 2_000
+MAX_LYRICS_CHARS = 8_000  # about 2,000 text-encoder tokens, the pipeline's lyric limit
+RANDOM_SEED = -1
+
+# The vocal languages ACE-Step 1.5 was trained on (official constants, VALID_LANGUAGES).
+VOCAL_LANGUAGES: tuple[str, ...] = (
+    "ar", "az", "bg", "bn", "ca", "cs", "da", "de", "el", "en", "es", "fa", "fi", "fr",
+    "he", "hi", "hr", "ht", "hu", "id", "is", "it", "ja", "ko", "la", "lt", "ms", "ne",
+    "nl", "no", "pa", "pl", "pt", "ro", "ru", "sa", "sk", "sr", "sv", "sw", "ta", "te",
+    "th", "tl", "tr", "uk", "ur", "vi", "yue", "zh", "unknown",
+)  # fmt: skip
+TIME_SIGNATURES: tuple[str, ...] = (
+    "2",
+    "3",
+    "4",
+    "6",
+)  # beats per bar: 2/4, 3/4, 4/4, 6/8
+_NOTES = (
+    "C",
+    "C#",
+    "Db",
+    "D",
+    "D#",
+    "Eb",
+    "E",
+    "F",
+    "F#",
+    "Gb",
+    "G",
+    "G#",
+    "Ab",
+    "A",
+    "A#",
+    "Bb",
+    "B",
+)
+KEYSCALES: tuple[str, ...] = tuple(f"{note} {mode}" for note in _NOTES for mode in ("major", "minor"))
+
+# ACE-Step's convention for a song without vocals: the lyric sheet says so.
+INSTRUMENTAL_LYRICS = "[Instrumental]"
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """Text (+ lyrics) to a song. Defaults suit the turbo checkpoints; the studio
+    overrides the sampler fields with the loaded checkpoint's own defaults."""
+
+    prompt: str = ""
+    lyrics: str = ""
+    instrumental: bool = False
+    audio_duration: float = 60.0
+    vocal_language: str = "en"
+    num_inference_steps: int = 8
+    guidance_scale: float = 1.0
+    shift: float = 3.0
+    cfg_interval_start: float = 0.0
+    cfg_interval_end: float = 1.0
+    seed: int = RANDOM_SEED
+    bpm: int | None = None
+    keyscale: str = ""
+    timesignature: str = ""
+    batch_size: int = 1
+
+    mode: typing.ClassVar[str] = "generate"
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> GenerateRequest:
+        """Build a validated request from loosely typed values (a form, the API, JSON).
+
+        Unknown names are refused rather than ignored: a typo would otherwise
+        silently fall back to a default.
+        """
+        return _coerce_into(cls, values)
+
+    def validate(self) -> GenerateRequest:
+        if not self.prompt.strip() and not self.lyrics.strip() and not self.instrumental:
+            raise ValueError("prompt: describe the music (style, instruments, mood) or give lyrics")
+        _check_length("prompt", self.prompt, MAX_PROMPT_CHARS)
+        _check_length("lyrics", self.lyrics, MAX_LYRICS_CHARS)
+        _check_range("audio_duration", self.audio_duration, MIN_DURATION_S, MAX_DURATION_S, "s")
+        if self.vocal_language not in VOCAL_LANGUAGES:
+            raise ValueError(
+                f"vocal_language: {self.vocal_language!r} is not a language ACE-Step sings; "
+                f"choose one of {', '.join(VOCAL_LANGUAGES)}"
+            )
+        _check_range("num_inference_steps", self.num_inference_steps, MIN_STEPS, MAX_STEPS)
+        _check_range("guidance_scale", self.guidance_scale, 0.0, MAX_GUIDANCE)
+        _check_range("shift", self.shift, MIN_SHIFT, MAX_SHIFT)
+        _check_range("cfg_interval_start", self.cfg_interval_start, 0.0, 1.0)
+        _check_range("cfg_interval_end", self.cfg_interval_end, 0.0, 1.0)
+        if self.cfg_interval_start > self.cfg_interval_end:
+            raise ValueError(
+                f"cfg_interval_start: {self.cfg_interval_start} is after cfg_interval_end {self.cfg_interval_end}"
+            )
+        if self.seed != RANDOM_SEED:
+            _check_range("seed", self.seed, 0, MAX_SEED, note="or -1 for a random seed")
+        if self.bpm is not None:
+            _check_range(
+                "bpm",
+                self.bpm,
+                MIN_BPM,
+                MAX_BPM,
+                note="or empty to let the model choose",
+            )
+        if self.keyscale and self.keyscale not in KEYSCALES:
+            raise ValueError(f"keyscale: {self.keyscale!r} is not a key like 'C major' or 'F# minor'")
+        if self.timesignature and self.timesignature not in TIME_SIGNATURES:
+            raise ValueError(
+                f"timesignature: {self.timesignature!r} is not one of {', '.join(TIME_SIGNATURES)} (beats per bar)"
+            )
+        _check_range("batch_size", self.batch_size, 1, MAX_BATCH)
+        return self
+
+    def with_seed(self, seed: int) -> GenerateRequest:
+        return dataclasses.replace(self, seed=seed)
+
+    def resolve_seed(self) -> GenerateRequest:
+        """Replace a random seed (-1) by a concrete one, so the run can be reproduced."""
+        if self.seed != RANDOM_SEED:
+            return self
+        return self.with_seed(random.randint(0, MAX_SEED - MAX_BATCH))
+
+    def take_seeds(self) -> list[int]:
+        """Take i of a batch uses seed + i, so one seed names the whole batch."""
+        if self.seed == RANDOM_SEED:
+            raise ValueError("seed: resolve the random seed before generating")
+        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.batch_size)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def pipeline_kwargs(request: GenerateRequest) -> dict[str, Any]:
+    """The keyword arguments for ``AceStepPipeline.__call__`` (without generator/callbacks).
+
+    A batch is passed as lists of prompts, which is how the pipeline batches.
+    """
+    lyrics = INSTRUMENTAL_LYRICS if request.instrumental else request.lyrics
+    kwargs: dict[str, Any] = {
+        "prompt": [request.prompt] * request.batch_size,
+        "lyrics": [lyrics] * request.batch_size,
+        "audio_duration": float(request.audio_duration),
+        "vocal_language": "unknown" if request.instrumental else request.vocal_language,
+        "num_inference_steps": request.num_inference_steps,
+        "guidance_scale": request.guidance_scale,
+        "shift": request.shift,
+        "cfg_interval_start": request.cfg_interval_start,
+        "cfg_interval_end": request.cfg_interval_end,
+        "bpm": request.bpm,
+        "keyscale": request.keyscale or None,
+        "timesignature": request.timesignature or None,
+    }
+    return kwargs
+
+
+def _check_length(name: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise ValueError(f"{name}: {len(value):,} characters is over the {limit:,}-character limit")
+
+
+def _check_range(name: str, value: float, low: float, high: float, unit: str = "", note: str = "") -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name}: must be a number between {low} and {high}{unit}, got {value!r}")
+    if not low <= value <= high:
+        extra = f" ({note})" if note else ""
+        raise ValueError(f"{name}: must be between {low:g} and {high:g}{unit}{extra}, got {value!r}")
+
+
+def _coerce_into(cls: type, values: Mapping[str, Any]):
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"{unknown[0]}: not a setting of {cls.__name__} (known: {', '.join(sorted(fields))})")
+    coerced = {name: _coerce(name, hints[name], value) for name, value in values.items()}
+    return cls(**coerced).validate()
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    """Turn a form or JSON value into the field's type, naming the field when it can't."""
+    optional = False
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(hint))
+        hint = args[0]
+    if optional and (value is None or (isinstance(value, str) and not value.strip())):
+        return None
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        if isinstance(value, (int, float)) and value in (0, 1):
+            return bool(value)
+        raise ValueError(f"{name}: must be true or false, got {value!r}")
+    if hint is str:
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise ValueError(f"{name}: must be text, got {value!r}")
+        return value
+    if hint in (int, float):
+        number = _number(name, value)
+        if hint is int:
+            if not math.isfinite(number) or number != int(number):
+                raise ValueError(f"{name}: must be a whole number, got {value!r}")
+            return int(number)
+        return number
+    raise TypeError(f"{name}: no coercion for {hint!r}")
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"{name}: must be a number, got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"{name}: must be a number, got {value!r}")

@@ -1,0 +1,153 @@
+"""Run folders on disk: one folder per run, audio files plus ``settings.json``.
+
+A run is written into a hidden staging folder beside its final place and renamed into
+place only when every file is complete, so a crash, a full disk or a cancel never
+leaves a half-written run where the library or a user would find it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export import FORMATS, WRITERS, Tags, title_from_prompt
+
+SETTINGS_FILE = "settings.json"
+SETTINGS_FORMAT = 1
+STAGING_PREFIX = ".partial-"
+STALE_STAGING_S = 3600  # staging folders older than this belong to a dead process
+OUTPUTS_ENV_VAR = "ACE_STUDIO_OUTPUTS"
+
+
+@dataclass(frozen=True)
+class Take:
+    index: int
+    seed: int
+    files: dict[str, Path]  # format -> file
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: str
+    folder: Path
+    settings: dict[str, Any]
+    takes: list[Take]
+
+    @property
+    def settings_path(self) -> Path:
+        return self.folder / SETTINGS_FILE
+
+
+def default_outputs_dir() -> Path:
+    return Path(os.environ.get(OUTPUTS_ENV_VAR, "outputs")).expanduser().resolve()
+
+
+def _slug(text: str, limit: int = 32) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:limit].rstrip("-") or "song"
+
+
+class OutputStore:
+    """Writes runs under ``root``; only complete runs ever appear there."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def save_run(self, settings: dict[str, Any], audios: np.ndarray, seeds: list[int]) -> Run:
+        """Write every take in every format plus ``settings.json``, atomically as a folder.
+
+        ``settings`` must carry ``request`` (with ``prompt`` and ``lyrics``); the take
+        list is added here.
+        """
+        if len(audios) != len(seeds):
+            raise ValueError(f"{len(audios)} takes but {len(seeds)} seeds")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_staging()
+        request = settings["request"]
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_id = f"{stamp}-{_slug(request.get('prompt', ''))}-{seeds[0]}"
+        staging = self.root / f"{STAGING_PREFIX}{run_id}-{secrets.token_hex(4)}"
+        staging.mkdir()
+        try:
+            takes_meta = [
+                {"seed": seed, "files": {fmt: f"take{i + 1}.{fmt}" for fmt in FORMATS}} for i, seed in enumerate(seeds)
+            ]
+            full_settings = {
+                **settings,
+                "format": SETTINGS_FORMAT,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "takes": takes_meta,
+            }
+            settings_json = json.dumps(full_settings, indent=2, ensure_ascii=False)
+            title = title_from_prompt(request.get("prompt", ""))
+            for i, (audio, seed) in enumerate(zip(audios, seeds, strict=True)):
+                tags = Tags(
+                    title=title if len(seeds) == 1 else f"{title} (take {i + 1})",
+                    lyrics=request.get("lyrics", ""),
+                    seed=seed,
+                    settings_json=settings_json,
+                )
+                for fmt, name in takes_meta[i]["files"].items():
+                    WRITERS[fmt](staging / name, audio, tags)
+            (staging / SETTINGS_FILE).write_text(settings_json + "\n", encoding="utf-8")
+            final = self._free_name(run_id)
+            os.rename(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        takes = [
+            Take(
+                index=i,
+                seed=meta["seed"],
+                files={fmt: final / name for fmt, name in meta["files"].items()},
+            )
+            for i, meta in enumerate(takes_meta)
+        ]
+        return Run(run_id=final.name, folder=final, settings=full_settings, takes=takes)
+
+    def _free_name(self, run_id: str) -> Path:
+        candidate = self.root / run_id
+        n = 2
+        while candidate.exists():
+            candidate = self.root / f"{run_id}-{n}"
+            n += 1
+        return candidate
+
+    def _remove_stale_staging(self) -> None:
+        cutoff = time.time() - STALE_STAGING_S
+        for path in self.root.glob(f"{STAGING_PREFIX}*"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    shutil.rmtree(path, ignore_errors=True)
+            except OSError:
+                continue
+
+
+def load_settings(path_or_text: str | Path) -> dict[str, Any]:
+    """Read a ``settings.json`` (a path or its text) and return its ``request`` values.
+
+    Raises ``ValueError`` with a plain message for anything that is not one of ours.
+    """
+    text = str(path_or_text)
+    if not text.lstrip().startswith("{"):
+        try:
+            text = Path(text).read_text(encoding="utf-8")
+        except OSError as error:
+            raise ValueError(f"settings: could not read {path_or_text}: {error.strerror}") from error
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"settings: not valid JSON ({error.msg} at line {error.lineno})") from error
+    if not isinstance(data, dict) or not isinstance(data.get("request"), dict):
+        raise ValueError("settings: no 'request' section; is this a settings.json from ACE Music Studio?")
+    return data

@@ -1,0 +1,54 @@
+"""The "Brutalist Mono" look: near-black and white, no accent colour, visible focus.
+
+The theme is set in code; the CSS below targets only the studio's own ``elem_classes``
+(Gradio's generated class names change between releases).
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+# Local font names only: the studio must look right offline and on a LAN.
+FONT_STACK = ["Inter", "system-ui", "-apple-system", "Segoe UI", "sans-serif"]
+MONO_STACK = ["ui-monospace", "SFMono-Regular", "Menlo", "monospace"]
+
+
+def brutalist_mono() -> gr.themes.Base:
+    return gr.themes.Base(
+        primary_hue=gr.themes.colors.neutral,
+        secondary_hue=gr.themes.colors.neutral,
+        neutral_hue=gr.themes.colors.neutral,
+        radius_size=gr.themes.sizes.radius_none,
+        font=FONT_STACK,
+        font_mono=MONO_STACK,
+    ).set(
+        body_background_fill="#ffffff",
+        body_text_color="#0a0a0a",
+        block_border_width="2px",
+        block_border_color="#0a0a0a",
+        button_primary_background_fill="#0a0a0a",
+        button_primary_background_fill_hover="#333333",
+        button_primary_text_color="#ffffff",
+        button_secondary_background_fill="#ffffff",
+        button_secondary_border_color="#0a0a0a",
+        button_secondary_text_color="#0a0a0a",
+        checkbox_border_color="#0a0a0a",
+        checkbox_border_width="2px",
+        checkbox_background_color_selected="#0a0a0a",
+        input_border_color_focus="#0a0a0a",
+        input_border_width="2px",
+        body_background_fill_dark="#0a0a0a",
+        body_text_color_dark="#f5f5f5",
+        block_border_color_dark="#f5f5f5",
+        button_primary_background_fill_dark="#f5f5f5",
+        button_primary_text_color_dark="#0a0a0a",
+    )
+
+
+CSS = """
+.studio-header { border-bottom: 2px solid currentColor; padding-bottom: 0.5rem; }
+.studio-status { font-family: ui-monospace, Menlo, monospace; font-size: 0.9rem; }
+.test-model-banner { border: 2px dashed currentColor; padding: 0.5rem 0.75rem; font-weight: 600; }
+.studio-actions button { min-height: 44px; }
+.studio-takes audio { max-width: 100%; }
+"""

@@ -1,0 +1,188 @@
+"""The ``tiny`` model: a random-weight ACE-Step pipeline built from the real component classes.
+
+It exists so that the studio runs offline for a newcomer and so that tests walk the
+same ``save_pretrained`` / ``from_pretrained`` path as real checkpoints. It outputs
+noise. The build is seeded, so every machine builds the same weights.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+CACHE_ENV_VAR = "ACE_STUDIO_CACHE"
+TINY_FORMAT_VERSION = 1  # bump when the build below changes, so old caches are rebuilt
+TINY_SEED = 0
+ACOUSTIC_DIM = 8  # latent channels; the real model has 64
+HIDDEN = 32
+SAMPLE_RATE = 48_000  # Hz, the real model's rate
+DOWNSAMPLING_RATIOS = [2, 4, 4, 6, 10]  # multiply to 1920: 25 latent frames per second
+SILENCE_FRAMES = 15_000  # the condition encoder's silence_latent length (600 s at 25 Hz)
+MARKER_FILE = "tiny_model.txt"
+
+# Text the byte-level BPE tokenizer is trained on: the pipeline's own prompt scaffolding
+# plus a little song text, so prompts tokenize into a realistic number of tokens.
+_TOKENIZER_CORPUS = (
+    "# Instruction\nFill the audio semantic mask based on the given conditions:\n\n"
+    "# Caption\nupbeat pop song with bright synths and female vocals\n\n"
+    "# Metas\n- bpm: 120\n- timesignature: 4\n- keyscale: C major\n- duration: 60 seconds\n"
+    "# Languages\nen\n\n# Lyric\n[verse]\nwalking down the morning street\n"
+    "[chorus]\nwe sing together all night long\n[bridge]\n[Instrumental]\n"
+)
+_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def default_cache_dir() -> Path:
+    override = os.environ.get(CACHE_ENV_VAR)
+    if override:
+        return Path(override).expanduser()
+    return Path.home() / ".cache" / "ace-music-studio"
+
+
+def tiny_model_dir(cache_dir: Path | None = None) -> Path:
+    return (cache_dir or default_cache_dir()) / f"tiny-v{TINY_FORMAT_VERSION}"
+
+
+def _build_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512,
+        special_tokens=_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator([_TOKENIZER_CORPUS] * 4, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=_SPECIAL_TOKENS[1:],
+    )
+
+
+def build_tiny_pipeline():
+    """Build the tiny pipeline in memory (about a second on two CPU cores)."""
+    import torch
+    from diffusers import (
+        AceStepPipeline,
+        AutoencoderOobleck,
+        FlowMatchEulerDiscreteScheduler,
+    )
+    from diffusers.models.transformers.ace_step_transformer import (
+        AceStepTransformer1DModel,
+    )
+    from diffusers.pipelines.ace_step.modeling_ace_step import (
+        AceStepAudioTokenDetokenizer,
+        AceStepAudioTokenizer,
+        AceStepConditionEncoder,
+    )
+    from transformers import Qwen3Config, Qwen3Model
+
+    attention = dict(num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=16)
+    tokenizer = _build_tokenizer()
+    torch.manual_seed(TINY_SEED)
+    transformer = AceStepTransformer1DModel(
+        hidden_size=HIDDEN,
+        intermediate_size=2 * HIDDEN,
+        num_hidden_layers=2,
+        # The DiT sees noisy latents, source latents and the chunk mask side by side.
+        in_channels=3 * ACOUSTIC_DIM,
+        audio_acoustic_hidden_dim=ACOUSTIC_DIM,
+        patch_size=2,
+        rope_theta=10_000.0,
+        is_turbo=True,
+        **attention,
+    )
+    text_encoder = Qwen3Model(
+        Qwen3Config(
+            hidden_size=HIDDEN,
+            intermediate_size=2 * HIDDEN,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=4096,
+        )
+    )
+    condition_encoder = AceStepConditionEncoder(
+        hidden_size=HIDDEN,
+        intermediate_size=2 * HIDDEN,
+        text_hidden_dim=HIDDEN,
+        timbre_hidden_dim=ACOUSTIC_DIM,
+        num_lyric_encoder_hidden_layers=2,
+        num_timbre_encoder_hidden_layers=2,
+        rope_theta=10_000.0,
+        **attention,
+    )
+    vae = AutoencoderOobleck(
+        # The encoder emits mean and scale, so its width is twice the latent size.
+        encoder_hidden_size=2 * ACOUSTIC_DIM,
+        downsampling_ratios=DOWNSAMPLING_RATIOS,
+        channel_multiples=[1, 1, 1, 1, 1],
+        decoder_channels=8,
+        decoder_input_channels=ACOUSTIC_DIM,
+        audio_channels=2,
+        sampling_rate=SAMPLE_RATE,
+    )
+    codec = dict(
+        hidden_size=HIDDEN,
+        intermediate_size=2 * HIDDEN,
+        audio_acoustic_hidden_dim=ACOUSTIC_DIM,
+        pool_window_size=5,  # 25 Hz latents -> 5 Hz codes
+        num_attention_pooler_hidden_layers=1,
+        **attention,
+    )
+    audio_tokenizer = AceStepAudioTokenizer(fsq_dim=HIDDEN, **codec)
+    audio_token_detokenizer = AceStepAudioTokenDetokenizer(**codec)
+    # Sample silence through the VAE, as the real checkpoints do: literal zeros are
+    # out of distribution for the timbre encoder.
+    with torch.no_grad():
+        silence = vae.encode(torch.zeros(1, 2, SAMPLE_RATE)).latent_dist.mode().transpose(1, 2)
+        repeats = -(-SILENCE_FRAMES // silence.shape[1])
+        condition_encoder.silence_latent.copy_(silence.repeat(1, repeats, 1)[:, :SILENCE_FRAMES])
+    return AceStepPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+        condition_encoder=condition_encoder,
+        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0),
+        audio_tokenizer=audio_tokenizer,
+        audio_token_detokenizer=audio_token_detokenizer,
+    )
+
+
+def ensure_tiny_model(cache_dir: Path | None = None) -> Path:
+    """Build and save the tiny model once; return its directory.
+
+    The folder is written beside its final place and renamed into it, so a crash
+    mid-build never leaves a half-saved model that later loads fail on.
+    """
+    target = tiny_model_dir(cache_dir)
+    if (target / MARKER_FILE).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=target.parent))
+    try:
+        build_tiny_pipeline().save_pretrained(staging)
+        (staging / MARKER_FILE).write_text(
+            "ACE Music Studio test model: random weights, outputs noise.\n",
+            encoding="utf-8",
+        )
+        try:
+            staging.rename(target)
+        except OSError:
+            # Another process finished first; its copy is identical (seeded build).
+            if not (target / MARKER_FILE).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

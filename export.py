@@ -5,6 +5,7 @@ Audio arrays here are float32 ``[channels, samples]`` in [-1, 1] at ``SAMPLE_RAT
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,6 @@ MP3_QUALITY = 2  # lame's -q: 2 is "near best", the usual choice at 320 kbps
 WAV_SUBTYPE = "PCM_24"
 FLAC_SUBTYPE = "PCM_24"
 ARTIST = "ACE Music Studio"
-FORMATS = ("wav", "flac", "mp3")
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,8 @@ def write_mp3(
     id3.save(path)
 
 
-WRITERS = {"wav": write_wav, "flac": write_flac, "mp3": write_mp3}
+Writer = Callable[[Path, np.ndarray, Tags], None]
+WRITERS: dict[str, Writer] = {"wav": write_wav, "flac": write_flac, "mp3": write_mp3}
 
 
 def _fill_id3(id3, tags: Tags) -> None:

@@ -13,6 +13,7 @@ import re
 import secrets
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from export import FORMATS, WRITERS, Tags, title_from_prompt
+from export import WRITERS, Tags, Writer, title_from_prompt
 
 SETTINGS_FILE = "settings.json"
 SETTINGS_FORMAT = 1
@@ -60,8 +61,9 @@ def _slug(text: str, limit: int = 32) -> str:
 class OutputStore:
     """Writes runs under ``root``; only complete runs ever appear there."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, writers: Mapping[str, Writer] | None = None) -> None:
         self.root = Path(root)
+        self.writers = dict(writers or WRITERS)
 
     def save_run(self, settings: dict[str, Any], audios: np.ndarray, seeds: list[int]) -> Run:
         """Write every take in every format plus ``settings.json``, atomically as a folder.
@@ -80,7 +82,8 @@ class OutputStore:
         staging.mkdir()
         try:
             takes_meta = [
-                {"seed": seed, "files": {fmt: f"take{i + 1}.{fmt}" for fmt in FORMATS}} for i, seed in enumerate(seeds)
+                {"seed": seed, "files": {fmt: f"take{i + 1}.{fmt}" for fmt in self.writers}}
+                for i, seed in enumerate(seeds)
             ]
             full_settings = {
                 **settings,
@@ -98,7 +101,7 @@ class OutputStore:
                     settings_json=settings_json,
                 )
                 for fmt, name in takes_meta[i]["files"].items():
-                    WRITERS[fmt](staging / name, audio, tags)
+                    self.writers[fmt](staging / name, audio, tags)
             (staging / SETTINGS_FILE).write_text(settings_json + "\n", encoding="utf-8")
             final = self._free_name(run_id)
             os.rename(staging, final)
@@ -139,7 +142,7 @@ def load_settings(path_or_text: str | Path) -> dict[str, Any]:
     Raises ``ValueError`` with a plain message for anything that is not one of ours.
     """
     text = str(path_or_text)
-    if not text.lstrip().startswith("{"):
+    if isinstance(path_or_text, Path) or not text.lstrip().startswith(("{", "[")):
         try:
             text = Path(text).read_text(encoding="utf-8")
         except OSError as error:

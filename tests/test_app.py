@@ -1,0 +1,166 @@
+"""The studio as a client sees it: a real server on a free port, called through gradio_client."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+import app
+from backend import RunControl
+from modes import GenerateRequest
+from outputs import OutputStore
+from studio import Studio
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_backend, tmp_path_factory):
+    studio = Studio(backend=tiny_backend, store=OutputStore(tmp_path_factory.mktemp("outputs")))
+    port = free_port()
+    demo = app.launch(studio, "127.0.0.1", port, preload=False, prevent_thread_lock=True, quiet=True)
+    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    yield studio, client
+    client.close()
+    demo.close()
+
+
+def test_generate_endpoint_takes_the_request_names(server):
+    _, client = server
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]
+    names = [p["parameter_name"] for p in api["parameters"]]
+    assert sorted(names) == sorted(f.name for f in dataclasses.fields(GenerateRequest))
+    assert all(p["parameter_has_default"] for p in api["parameters"]), "every setting may be omitted"
+
+
+def test_generate_over_http_returns_files_and_settings(server):
+    studio, client = server
+    files, settings = client.predict(
+        prompt="lofi piano", lyrics="[verse]\nhello", audio_duration=12, seed=99, api_name="/generate"
+    )
+    by_suffix = {Path(f).suffix: f for f in files}
+    assert set(by_suffix) == {".wav", ".flac", ".mp3", ".json"}
+    info = sf.info(by_suffix[".wav"])
+    assert (info.samplerate, info.channels, info.frames) == (48_000, 2, 12 * 48_000)
+    assert settings["request"]["seed"] == 99
+    assert settings["request"]["prompt"] == "lofi piano"
+    assert settings["model"]["label"] == "tiny"
+    # The run is on the studio's disk, not only in Gradio's cache.
+    assert any(studio.store.root.glob("*/take1.wav"))
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"bpm": "fast"}, "bpm"),
+        ({"audio_duration": 601}, "audio_duration"),
+        ({"audio_duration": 0}, "audio_duration"),
+        ({"num_inference_steps": 0}, "num_inference_steps"),
+        ({"vocal_language": "klingon"}, "vocal_language"),
+        ({"batch_size": 9}, "batch_size"),
+    ],
+)
+def test_bad_requests_are_refused_naming_the_field(server, values, field):
+    studio, client = server
+    before = sorted(studio.store.root.iterdir())
+    with pytest.raises(AppError) as error:
+        client.predict(prompt="x", api_name="/generate", **values)
+    assert str(error.value).startswith(f"{field}:"), str(error.value)
+    assert sorted(studio.store.root.iterdir()) == before
+
+
+def test_apply_settings_restores_the_form(server):
+    _, client = server
+    _, settings = client.predict(
+        prompt="ambient drone", seed=5, batch_size=2, bpm=88, audio_duration=10, api_name="/generate"
+    )
+    values = client.predict(json.dumps(settings), None, api_name="/apply_settings")
+    names = [c.name for c in app.GENERATE_CONTROLS if c.panel == "main"] + [
+        c.name for c in app.GENERATE_CONTROLS if c.panel == "advanced"
+    ]
+    restored = dict(zip(names, values, strict=True))
+    assert restored["prompt"] == "ambient drone"
+    assert restored["seed"] == 5 and restored["batch_size"] == 2 and restored["bpm"] == 88
+
+
+def test_apply_settings_refuses_garbage(server):
+    _, client = server
+    with pytest.raises(AppError, match="not valid JSON"):
+        client.predict("{oops", None, api_name="/apply_settings")
+
+
+def test_cancel_reaches_the_sessions_run(tiny_backend, tmp_path):
+    studio = Studio(backend=tiny_backend, store=OutputStore(tmp_path))
+    runs = app.ActiveRuns()
+
+    def progress(fraction: float, message: str) -> None:
+        if message.startswith("Denoising step 2/"):
+            assert runs.cancel("session-a")
+
+    values = {"prompt": "x", "seed": 1, "num_inference_steps": 8, "audio_duration": 10}
+    assert app.run_generate(studio, runs, values, "session-a", progress) is None
+    assert not runs.cancel("session-a"), "a finished run is forgotten"
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_other_sessions_cannot_cancel_a_run(tiny_backend, tmp_path):
+    studio = Studio(backend=tiny_backend, store=OutputStore(tmp_path))
+    runs = app.ActiveRuns()
+    tried = []
+
+    def progress(fraction: float, message: str) -> None:
+        if message.startswith("Denoising step 2/"):
+            tried.append(runs.cancel("session-b"))
+
+    run = app.run_generate(studio, runs, {"prompt": "x", "seed": 1, "audio_duration": 10}, "session-a", progress)
+    assert tried == [False]
+    assert run is not None and run.folder.is_dir()
+
+
+def test_retake_draws_a_new_seed(tiny_backend, tmp_path):
+    studio = Studio(backend=tiny_backend, store=OutputStore(tmp_path))
+    runs = app.ActiveRuns()
+    first = app.run_generate(studio, runs, {"prompt": "x", "seed": 1, "audio_duration": 10}, "s", None)
+    retake = app.run_generate(studio, runs, {"prompt": "x", "seed": 1, "audio_duration": 10}, "s", None, new_seed=True)
+    assert first.settings["request"]["seed"] == 1
+    assert retake.settings["request"]["seed"] != 1
+    assert {k: v for k, v in retake.settings["request"].items() if k != "seed"} == {
+        k: v for k, v in first.settings["request"].items() if k != "seed"
+    }
+
+
+def test_cancel_with_nothing_running_is_harmless():
+    assert app.ActiveRuns().cancel("nobody") is False
+    control = RunControl()
+    runs = app.ActiveRuns()
+    runs.start("a", control)
+    runs.finish("a", RunControl())  # another run's finish must not drop this one
+    assert runs.cancel("a") and control.cancelled
+
+
+def test_importing_app_loads_no_model_and_no_torch():
+    code = "import app, sys; assert 'torch' not in sys.modules; assert 'diffusers' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_cli_refuses_an_unknown_model():
+    result = subprocess.run(
+        [sys.executable, "app.py", "--model", "no-such-model"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "not a registry name" in result.stderr

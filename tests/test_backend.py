@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from backend import Backend, DeviceInfo, ModelUnavailableError, RunControl, load_pipeline, pick_device
+from checkpoints import resolve_model
+from modes import GenerateRequest
+
+CPU = DeviceInfo("cpu", "float32")
+
+
+def test_cpu_machine_picks_cpu_with_fp32():
+    assert pick_device() == CPU
+
+
+def test_missing_hub_model_gives_a_clear_message():
+    backend = Backend(resolve_model("xl-turbo"), device=CPU)
+    with pytest.raises(ModelUnavailableError) as error:
+        backend.load()
+    message = str(error.value)
+    assert "xl-turbo" in message
+    assert "ACE-Step/acestep-v15-xl-turbo-diffusers" in message
+    assert "--model DIR" in message and "--model tiny" in message
+    assert backend.state == "load failed"
+    assert "load failed" in backend.status()
+
+
+def test_folder_without_a_model_gives_a_clear_message(tmp_path):
+    folder = tmp_path / "my-checkpoint"
+    folder.mkdir()
+    with pytest.raises(ModelUnavailableError, match=r"model_index\.json"):
+        Backend(resolve_model(str(folder)), device=CPU).load()
+
+
+def test_offload_without_an_accelerator_runs_on_the_cpu(cache_dir):
+    pipe = load_pipeline(resolve_model("tiny", cache_dir=cache_dir), CPU, offload=True)
+    assert pipe.device.type == "cpu"
+    assert pipe.vae.use_tiling
+
+
+def test_injected_loader_sees_the_device_and_switches():
+    seen = {}
+
+    def loader(spec, device, offload, compile_dit):
+        seen.update(spec=spec, device=device, offload=offload, compile_dit=compile_dit)
+        raise ModelUnavailableError("fake loader: no hardware here")
+
+    cuda = DeviceInfo("cuda", "bfloat16")
+    backend = Backend(resolve_model("turbo"), device=cuda, offload=True, compile_dit=True, loader=loader)
+    with pytest.raises(ModelUnavailableError):
+        backend.load()
+    assert seen["device"] == cuda and seen["offload"] and seen["compile_dit"]
+    assert backend.status().startswith("load failed · CUDA · turbo")
+
+
+def test_status_names_the_test_model(tiny_backend):
+    assert tiny_backend.status() == "ready · CPU · tiny · test model: outputs noise"
+
+
+def test_load_is_done_once(tiny_backend):
+    assert tiny_backend.load() is tiny_backend.load()
+
+
+def test_turbo_normalises_guidance(tiny_backend):
+    request = GenerateRequest(prompt="x", guidance_scale=5.0)
+    assert tiny_backend.normalise(request).guidance_scale == 1.0
+
+
+def test_generate_returns_float32_takes(tiny_backend):
+    request = GenerateRequest(prompt="x", audio_duration=10, seed=1, batch_size=2).validate()
+    audio = tiny_backend.generate(request, RunControl())
+    assert audio.shape == (2, 2, 480_000)
+    assert audio.dtype.name == "float32"
+
+
+def test_importing_backend_does_not_import_torch():
+    import subprocess
+
+    code = "import backend, sys; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs the whole test suite (ruff + pytest) on the CPU, in its own virtual environment.
+# Usage: ./test.sh [pytest arguments]
+# The CPU build of torch goes in first so that nothing pulls a multi-GB CUDA build;
+# override with TORCH_SPEC (e.g. TORCH_SPEC="torch==2.13.0") if your platform needs it.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-python3}
+VENV=${ACE_STUDIO_TEST_VENV:-.venv-test}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+# Reinstall only when the requirements change.
+stamp="$VENV/.requirements.cksum"
+wanted=$(cat requirements.txt requirements-dev.txt | cksum)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
+  "$VENV/bin/python" -m pip install --quiet -r requirements-dev.txt
+  echo "$wanted" > "$stamp"
+fi
+
+"$VENV/bin/ruff" format --check .
+"$VENV/bin/ruff" check .
+exec "$VENV/bin/python" -m pytest "$@"

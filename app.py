@@ -160,6 +160,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 downloads = gr.File(
                     label="Downloads (WAV, FLAC, MP3, settings)",
                     file_count="multiple",
+                    interactive=False,
                 )
                 with gr.Accordion("Settings", open=False):
                     settings_text = gr.Code(
@@ -197,7 +198,8 @@ def build_ui(studio: Studio) -> gr.Blocks:
                     gr.skip(),
                     _status_markdown(studio),
                 )
-            take_paths = [str(take.files["wav"]) for take in run.takes]
+            # The players stream the MP3: a 10-minute WAV is 170 MB, too much for a phone.
+            take_paths = [str(take.files["mp3"]) for take in run.takes]
             player_updates = [
                 gr.update(
                     value=take_paths[i] if i < len(take_paths) else None,

@@ -99,6 +99,11 @@ class GenerateRequest:
         Unknown names are refused rather than ignored: a typo would otherwise
         silently fall back to a default.
         """
+        values = dict(values)
+        if values.get("bpm") in (0, "0"):
+            # A cleared number field arrives as 0, and the pipeline itself reads a bpm
+            # of 0 as "not given": both mean "let the model choose".
+            values["bpm"] = None
         return _coerce_into(cls, values)
 
     def validate(self) -> GenerateRequest:

@@ -70,6 +70,7 @@ def test_form_strings_are_coerced_to_field_types():
 def test_empty_bpm_means_auto():
     assert make(bpm="").bpm is None
     assert make(bpm=None).bpm is None
+    assert make(bpm=0).bpm is None  # a cleared number field in the browser sends 0
 
 
 def test_seed_resolution_and_take_seeds():

@@ -129,7 +129,8 @@ def build_ui(studio: Studio) -> gr.Blocks:
     defaults = studio.defaults()
     names: list[str] = []
 
-    with gr.Blocks(title=STUDIO_NAME) as demo:
+    # Uploads in Gradio's cache are pruned hourly once a day old.
+    with gr.Blocks(title=STUDIO_NAME, delete_cache=(3600, 86400)) as demo:
         with gr.Row(elem_classes="studio-header"):
             gr.Markdown(f"## {STUDIO_NAME}")
             status = gr.Markdown(_status_markdown(studio), elem_classes="studio-status")
@@ -287,7 +288,15 @@ def build_ui(studio: Studio) -> gr.Blocks:
             api_name="generate",
             **run_options,
         )
-        demo.load(lambda: _status_markdown(studio), outputs=status, api_visibility="private")
+        # While the model loads, the header refreshes itself; the timer stops once it is ready.
+        status_timer = gr.Timer(2.0, active=not studio.backend.is_loaded)
+
+        def refresh_status() -> tuple[str, gr.Timer]:
+            settled = studio.backend.state in ("ready", "load failed")
+            return _status_markdown(studio), gr.Timer(active=not settled)
+
+        status_timer.tick(refresh_status, outputs=[status, status_timer], api_visibility="private", queue=False)
+        demo.load(refresh_status, outputs=[status, status_timer], api_visibility="private", queue=False)
     return demo
 
 
@@ -327,12 +336,15 @@ def make_studio(args: argparse.Namespace) -> Studio:
 
 
 def launch(studio: Studio, host: str, port: int, preload: bool = True, **launch_kwargs: Any) -> gr.Blocks:
+    studio.store.root.mkdir(parents=True, exist_ok=True)
+    # Serve runs straight from the outputs folder: otherwise Gradio copies every file it
+    # returns into its cache (170 MB per take for a 10-minute WAV).
+    gr.set_static_paths([str(studio.store.root)])
     demo = build_ui(studio)
     if preload:
         # Load while the page comes up; the first Generate waits on the same lock.
         threading.Thread(target=_preload, args=(studio,), daemon=True).start()
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
-    studio.store.root.mkdir(parents=True, exist_ok=True)
     demo.launch(
         server_name=host,
         server_port=port,

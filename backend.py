@@ -173,6 +173,7 @@ class Backend:
         self.state = "not loaded"
         self.load_error: str | None = None
         self.load_seconds: float | None = None
+        self._load_started = 0.0
 
     @property
     def device(self) -> DeviceInfo:
@@ -193,7 +194,10 @@ class Backend:
 
     def status(self) -> str:
         """One line for the header: state, device and model."""
-        parts = [self.state, self.device.label, self.spec.label]
+        state = self.state
+        if state == "loading":
+            state = f"loading ({time.perf_counter() - self._load_started:.0f} s)"
+        parts = [state, self.device.label, self.spec.label]
         if self.spec.is_tiny:
             parts.append("test model: outputs noise")
         return " · ".join(parts)
@@ -202,13 +206,14 @@ class Backend:
         """Load the pipeline once; later calls return it at once."""
         if self._pipe is not None:
             return self._pipe
+        if control is not None:
+            control.report(0.0, f"Loading {self.spec.label} on {self.device.label}…")
         with self._load_lock:
             if self._pipe is not None:
                 return self._pipe
             self.state = "loading"
-            if control is not None:
-                control.report(0.0, f"Loading {self.spec.label} on {self.device.label}…")
-            started = time.perf_counter()
+            self._load_started = time.perf_counter()
+            started = self._load_started
             try:
                 pipe = self._loader(
                     self.spec,

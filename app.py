@@ -21,10 +21,10 @@ import gradio as gr
 import backend as backend_module
 from backend import Backend, Cancelled, ModelUnavailableError, RunControl
 from checkpoints import REGISTRY, TINY_MODEL_NAME, resolve_model
-from controls import GENERATE_CONTROLS, build_panel, form_values
-from modes import MAX_BATCH, GenerateRequest
+from controls import build_advanced_panel, build_main_panel
+from modes import MAX_BATCH, REQUEST_TYPES
 from outputs import OutputStore, Run, default_outputs_dir, load_settings
-from studio import STUDIO_NAME, Studio
+from studio import AUDIO_FIELDS, STUDIO_NAME, Studio
 from theme import CSS, brutalist_mono
 from tooltips import TOOLTIPS
 
@@ -34,7 +34,9 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 QUEUE_MAX_SIZE = 32  # waiting requests beyond this get a "busy" answer
 GPU_CONCURRENCY_ID = "gpu"  # every event that runs the model shares one slot
-MAX_UPLOAD = "20mb"  # settings.json uploads only, for now
+# A 10-minute, 96 kHz, 32-bit float stereo WAV is 461 MB: the largest upload that
+# audio intake would accept anyway.
+MAX_UPLOAD = "512mb"
 TEST_MODEL_BANNER = (
     "**Test model: outputs noise.** The `tiny` model has random weights; it exists so the "
     "studio runs offline. Start with `--model xl-turbo` (or another checkpoint) for real music."
@@ -96,6 +98,7 @@ def run_generate(
     session: str,
     progress: Callable[[float, str], None] | None,
     new_seed: bool = False,
+    mode: str = "generate",
 ) -> Run | None:
     """Validate, generate and save one request; ``None`` when the user cancelled.
 
@@ -103,7 +106,7 @@ def run_generate(
     on any failure.
     """
     try:
-        request = GenerateRequest.from_values(values)
+        request = REQUEST_TYPES[mode].from_values(values)
     except ValueError as error:
         raise gr.Error(str(error), title="Check the settings") from error
     if new_seed:
@@ -124,10 +127,11 @@ def run_generate(
         runs.finish(session, control)
 
 
+MODE_TABS = {"generate": "Generate", "cover": "Cover", "extend": "Extend", "edit": "Edit"}
+
+
 def build_ui(studio: Studio) -> gr.Blocks:
     runs = ActiveRuns()
-    defaults = studio.defaults()
-    names: list[str] = []
 
     # Uploads in Gradio's cache are pruned hourly once a day old.
     with gr.Blocks(title=STUDIO_NAME, delete_cache=(3600, 86400)) as demo:
@@ -137,11 +141,17 @@ def build_ui(studio: Studio) -> gr.Blocks:
         if studio.backend.spec.is_tiny:
             gr.Markdown(TEST_MODEL_BANNER, elem_classes="test-model-banner")
 
-        with gr.Tabs(), gr.Tab("Generate", id="generate"), gr.Row():
+        mode_state = gr.State("generate")
+        panels: dict[str, dict[str, gr.components.Component]] = {}
+        with gr.Row():
             with gr.Column(scale=1):
-                main = build_panel(GENERATE_CONTROLS, defaults, "main")
+                with gr.Tabs(selected="generate") as tabs:
+                    for mode, title in MODE_TABS.items():
+                        with gr.Tab(title, id=mode) as tab:
+                            panels[mode] = build_main_panel(mode, studio.defaults(REQUEST_TYPES[mode]))
+                        tab.select(lambda m=mode: m, outputs=mode_state, api_visibility="private", queue=False)
                 with gr.Accordion("Advanced", open=False):
-                    advanced = build_panel(GENERATE_CONTROLS, defaults, "advanced")
+                    advanced = build_advanced_panel(studio.defaults())
                 with gr.Row(elem_classes="studio-actions"):
                     generate_btn = gr.Button("Generate", variant="primary")
                     retake_btn = gr.Button("Retake", variant="secondary")
@@ -165,24 +175,25 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 )
                 with gr.Accordion("Settings", open=False):
                     settings_text = gr.Code(
-                        label="settings.json",
-                        language="json",
-                        interactive=True,
-                        elem_id="settings_text",
+                        label="settings.json", language="json", interactive=True, elem_id="settings_text"
                     )
                     gr.Markdown(TOOLTIPS["settings_text"])
                     settings_upload = gr.File(label="Upload settings.json", file_types=[".json"])
                     apply_btn = gr.Button("Apply settings")
 
-        form = {**main, **advanced}
-        names = list(form)
+        # Every mode's inputs go to the shared buttons, keyed "mode.field"; the handler
+        # picks the active mode's.
+        form_inputs = {f"{mode}.{name}": comp for mode, panel in panels.items() for name, comp in panel.items()}
 
         def generate_handler(
+            mode: str,
             new_seed: bool = False,
             progress: gr.Progress = gr.Progress(track_tqdm=True),
             request: gr.Request = None,
-            **values: Any,
+            **inputs: Any,
         ) -> tuple:
+            values = {name: value for name, value in inputs.items() if "." not in name}
+            values.update({key.split(".", 1)[1]: value for key, value in inputs.items() if key.startswith(f"{mode}.")})
             run = run_generate(
                 studio,
                 runs,
@@ -190,6 +201,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 _session_key(request),
                 lambda fraction, message: progress(fraction, desc=message),
                 new_seed=new_seed,
+                mode=mode,
             )
             if run is None:
                 return (
@@ -202,10 +214,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
             # The players stream the MP3: a 10-minute WAV is 170 MB, too much for a phone.
             take_paths = [str(take.files["mp3"]) for take in run.takes]
             player_updates = [
-                gr.update(
-                    value=take_paths[i] if i < len(take_paths) else None,
-                    visible=i < len(take_paths),
-                )
+                gr.update(value=take_paths[i] if i < len(take_paths) else None, visible=i < len(take_paths))
                 for i in range(MAX_BATCH)
             ]
             return (
@@ -218,20 +227,14 @@ def build_ui(studio: Studio) -> gr.Blocks:
 
         ui_outputs = [summary, *players, downloads, settings_text, status]
         run_options = dict(concurrency_id=GPU_CONCURRENCY_ID, concurrency_limit=1)
-        generate_btn.click(
-            generate_handler,
-            inputs_kwargs={"new_seed": gr.State(False), **form},
-            outputs=ui_outputs,
-            api_visibility="private",
-            **run_options,
-        )
-        retake_btn.click(
-            generate_handler,
-            inputs_kwargs={"new_seed": gr.State(True), **form},
-            outputs=ui_outputs,
-            api_visibility="private",
-            **run_options,
-        )
+        for button, new_seed in ((generate_btn, False), (retake_btn, True)):
+            button.click(
+                generate_handler,
+                inputs_kwargs={"mode": mode_state, "new_seed": gr.State(new_seed), **advanced, **form_inputs},
+                outputs=ui_outputs,
+                api_visibility="private",
+                **run_options,
+            )
 
         def cancel_handler(request: gr.Request = None) -> str:
             if runs.cancel(_session_key(request)):
@@ -240,54 +243,52 @@ def build_ui(studio: Studio) -> gr.Blocks:
 
         cancel_btn.click(cancel_handler, outputs=summary, queue=False, api_visibility="private")
 
+        apply_targets = [*advanced.values(), *form_inputs.values()]
+
         def apply_handler(text: str, upload: str | None) -> list:
             source = upload or text
             if not source or not str(source).strip():
                 raise gr.Error("Paste a settings.json into the box or upload one first.")
             try:
                 data = load_settings(source)
-                restored = GenerateRequest.from_values(data["request"])
+                mode = data.get("mode", "generate")
+                if mode not in REQUEST_TYPES:
+                    raise ValueError(f"settings: unknown mode {mode!r}")
+                restored = REQUEST_TYPES[mode].from_values(_with_saved_inputs(studio, data))
             except ValueError as error:
                 raise gr.Error(str(error), title="Could not apply settings") from error
-            return form_values(restored, names)
+            updates = [getattr(restored, name) for name in advanced]
+            for key in form_inputs:
+                field_mode, name = key.split(".", 1)
+                if field_mode != mode:
+                    updates.append(gr.skip())
+                    continue
+                value = getattr(restored, name)
+                if name in AUDIO_FIELDS and not value:
+                    value = None  # an empty audio input, not a file called ""
+                updates.append(value)
+            return [*updates, gr.Tabs(selected=mode), mode]
 
         apply_btn.click(
             apply_handler,
             inputs=[settings_text, settings_upload],
-            outputs=list(form.values()),
+            outputs=[*apply_targets, tabs, mode_state],
             api_name="apply_settings",
         )
 
-        # The named API endpoint: keyword parameters carry the GenerateRequest names;
-        # it returns the run's files and its settings.
+        # Named API endpoints, one per mode: keyword parameters carry the request's
+        # field names; each returns the run's files and its settings.
         api_files = gr.File(file_count="multiple", visible=False)
         api_settings = gr.JSON(visible=False)
-
-        def generate_api(
-            bpm: int | None = None,
-            progress: gr.Progress = gr.Progress(track_tqdm=True),
-            request: gr.Request = None,
-            **values: Any,
-        ) -> tuple[list[str], dict]:
-            # bpm is spelled out so that API clients may omit it: an empty field means "auto".
-            run = run_generate(
-                studio,
-                runs,
-                {**values, "bpm": bpm},
-                _session_key(request),
-                lambda f, m: progress(f, desc=m),
+        for mode, panel in panels.items():
+            gr.Button(visible=False).click(
+                _api_handler(studio, runs, mode),
+                inputs_kwargs={**panel, **advanced},
+                outputs=[api_files, api_settings],
+                api_name=mode,
+                **run_options,
             )
-            if run is None:
-                raise gr.Error("Cancelled: nothing was saved.")
-            return _run_files(run), run.settings
 
-        gr.Button(visible=False).click(
-            generate_api,
-            inputs_kwargs=form,
-            outputs=[api_files, api_settings],
-            api_name="generate",
-            **run_options,
-        )
         # While the model loads, the header refreshes itself; the timer stops once it is ready.
         status_timer = gr.Timer(2.0, active=not studio.backend.is_loaded)
 
@@ -298,6 +299,42 @@ def build_ui(studio: Studio) -> gr.Blocks:
         status_timer.tick(refresh_status, outputs=[status, status_timer], api_visibility="private", queue=False)
         demo.load(refresh_status, outputs=[status, status_timer], api_visibility="private", queue=False)
     return demo
+
+
+def _api_handler(studio: Studio, runs: ActiveRuns, mode: str) -> Callable[..., tuple[list[str], dict]]:
+    fields = set(REQUEST_TYPES[mode].field_names())
+
+    # The optional inputs are spelled out with a None default so that API clients may
+    # omit them (Gradio makes a parameter optional only then, or when the component
+    # has a value).
+    def handler(
+        bpm: int | None = None,
+        reference_audio: str | None = None,
+        audio_duration: float | None = None,
+        progress: gr.Progress = gr.Progress(track_tqdm=True),
+        request: gr.Request = None,
+        **values: Any,
+    ) -> tuple[list[str], dict]:
+        optional = {"bpm": bpm, "reference_audio": reference_audio, "audio_duration": audio_duration}
+        values.update({name: value for name, value in optional.items() if name in fields})
+        run = run_generate(studio, runs, values, _session_key(request), lambda f, m: progress(f, desc=m), mode=mode)
+        if run is None:
+            raise gr.Error("Cancelled: nothing was saved.")
+        return _run_files(run), run.settings
+
+    handler.__name__ = f"{mode}_api"
+    return handler
+
+
+def _with_saved_inputs(studio: Studio, data: dict[str, Any]) -> dict[str, Any]:
+    """The saved request, with audio inputs pointed at the copies kept in its run folder."""
+    values = dict(data["request"])
+    folder = studio.store.root / str(data.get("run_id", ""))
+    for field, name in data.get("inputs", {}).items():
+        copy = folder / name
+        if data.get("run_id") and copy.is_file():
+            values[field] = str(copy)
+    return values
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -24,11 +24,9 @@ from typing import Any
 import numpy as np
 
 from checkpoints import ModelSpec
-from modes import GenerateRequest, pipeline_kwargs
+from modes import SongRequest
 
 log = logging.getLogger(__name__)
-
-SAMPLE_RATE = 48_000  # Hz
 
 
 class ModelUnavailableError(RuntimeError):
@@ -231,24 +229,24 @@ class Backend:
             self.load_error = None
             return pipe
 
-    def normalise(self, request: GenerateRequest) -> GenerateRequest:
+    def normalise(self, request: SongRequest) -> SongRequest:
         """Settings the checkpoint dictates: turbo is guidance-distilled, so no CFG."""
         if self.variant == "turbo" and request.guidance_scale != 1.0:
             return replace(request, guidance_scale=1.0)
         return request
 
-    def generate(self, request: GenerateRequest, control: RunControl) -> np.ndarray:
-        """Run text-to-music; returns float32 audio ``[takes, 2, samples]`` at 48 kHz.
+    def generate(self, kwargs: dict[str, Any], seeds: list[int], control: RunControl) -> np.ndarray:
+        """Run the pipeline; returns float32 audio ``[takes, 2, samples]`` at 48 kHz.
 
-        Raises ``Cancelled`` within one denoising step of ``control.cancel()``; the
-        partial result is never decoded.
+        ``kwargs`` are ``AceStepPipeline.__call__`` arguments; audio inputs may be numpy
+        ``[2, samples]`` arrays. Raises ``Cancelled`` within one denoising step of
+        ``control.cancel()``; the partial result is never decoded.
         """
         import torch
 
         pipe = self.load(control)
         control.check()
-        seeds = request.take_seeds()
-        steps = request.num_inference_steps
+        steps = kwargs["num_inference_steps"]
 
         def on_step_end(pipeline, step: int, timestep: float, tensors: dict) -> dict:
             control.steps_done = step + 1
@@ -261,18 +259,16 @@ class Backend:
             control.report(0.05 + 0.85 * (step + 1) / steps, message)
             return {}
 
+        call_kwargs = {
+            name: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+            if isinstance(value, np.ndarray)
+            else value
+            for name, value in kwargs.items()
+        }
         with self._run_lock:
             control.check()
             control.report(0.05, "Encoding prompt…")
             # CPU generators give the same starting noise on every device.
             generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-            output = pipe(
-                **pipeline_kwargs(request),
-                generator=generators,
-                callback_on_step_end=on_step_end,
-                output_type="pt",
-            )
-        audio = output.audios.float().cpu().numpy()
-        samples = round(request.audio_duration * SAMPLE_RATE)
-        # The latent grid is 1920 samples; trim the last frame's overhang to the request.
-        return np.ascontiguousarray(audio[..., :samples], dtype=np.float32)
+            output = pipe(**call_kwargs, generator=generators, callback_on_step_end=on_step_end, output_type="pt")
+        return output.audios.float().cpu().numpy()

@@ -16,14 +16,16 @@ from modes import (
     KEYSCALES,
     MAX_BATCH,
     MAX_DURATION_S,
+    MAX_EXTEND_S,
     MAX_GUIDANCE,
     MAX_SHIFT,
     MAX_STEPS,
     MIN_DURATION_S,
+    MIN_EXTEND_S,
     MIN_SHIFT,
     TIME_SIGNATURES,
     VOCAL_LANGUAGES,
-    GenerateRequest,
+    SongRequest,
 )
 from tooltips import TOOLTIPS
 
@@ -44,12 +46,17 @@ LANGUAGE_NAMES = {
 }  # fmt: skip
 
 
+ALL_MODES = ("generate", "cover", "extend", "edit")
+REWORK_MODES = ("cover", "extend", "edit")
+
+
 @dataclass(frozen=True)
 class Control:
     name: str  # a request field
-    widget: Literal["textbox", "slider", "number", "dropdown", "checkbox"]
+    widget: Literal["textbox", "slider", "number", "dropdown", "checkbox", "audio"]
     label: str
     panel: Panel
+    modes: tuple[str, ...] = ALL_MODES  # the tabs whose main panel shows it (advanced: all)
     minimum: float | None = None
     maximum: float | None = None
     step: float | None = None
@@ -58,31 +65,42 @@ class Control:
     placeholder: str = ""
 
 
-GENERATE_CONTROLS: tuple[Control, ...] = (
+CONTROLS: tuple[Control, ...] = (
+    Control("src_audio", "audio", "Source song", "main", REWORK_MODES),
     Control(
         "prompt", "textbox", "Style", "main", lines=3,
         placeholder="e.g. dreamy synth-pop, female vocals, 110 bpm, warm analog pads",
     ),
     Control("lyrics", "textbox", "Lyrics", "main", lines=10, placeholder="[verse]\n…\n\n[chorus]\n…"),
-    Control("instrumental", "checkbox", "Instrumental", "main"),
-    Control("audio_duration", "slider", "Duration (s)", "main", MIN_DURATION_S, MAX_DURATION_S, 1),
+    Control("instrumental", "checkbox", "Instrumental", "main", ("generate",)),
+    Control("audio_duration", "slider", "Duration (s)", "main", ("generate",), MIN_DURATION_S, MAX_DURATION_S, 1),
+    Control("audio_duration", "number", "Duration (s, empty = the source's)", "main", ("cover",)),
+    Control("audio_cover_strength", "slider", "Cover strength", "main", ("cover",), 0, 1, 0.01),
+    Control("reference_audio", "audio", "Timbre reference (optional)", "main", ("cover",)),
+    Control("extend_seconds", "slider", "Seconds to add", "main", ("extend",), MIN_EXTEND_S, MAX_EXTEND_S, 1),
+    Control(
+        "extend_where", "dropdown", "Where", "main", ("extend",),
+        choices=(("After the end", "after"), ("Before the start", "before")),
+    ),
+    Control("repainting_start", "number", "Segment start (s)", "main", ("edit",)),
+    Control("repainting_end", "number", "Segment end (s)", "main", ("edit",)),
     Control(
         "vocal_language", "dropdown", "Vocal language", "main",
         choices=tuple((LANGUAGE_NAMES.get(code, code), code) for code in VOCAL_LANGUAGES),
     ),
-    Control("num_inference_steps", "slider", "Steps", "advanced", 1, MAX_STEPS, 1),
-    Control("guidance_scale", "slider", "Guidance", "advanced", 0, MAX_GUIDANCE, 0.1),
-    Control("shift", "slider", "Shift", "advanced", MIN_SHIFT, MAX_SHIFT, 0.1),
+    Control("num_inference_steps", "slider", "Steps", "advanced", minimum=1, maximum=MAX_STEPS, step=1),
+    Control("guidance_scale", "slider", "Guidance", "advanced", minimum=0, maximum=MAX_GUIDANCE, step=0.1),
+    Control("shift", "slider", "Shift", "advanced", minimum=MIN_SHIFT, maximum=MAX_SHIFT, step=0.1),
     Control("seed", "number", "Seed (-1 = random)", "advanced"),
-    Control("batch_size", "slider", "Takes", "advanced", 1, MAX_BATCH, 1),
+    Control("batch_size", "slider", "Takes", "advanced", minimum=1, maximum=MAX_BATCH, step=1),
     Control("bpm", "number", "BPM (empty = auto)", "advanced"),
     Control("keyscale", "dropdown", "Key", "advanced", choices=(("Auto", ""), *((k, k) for k in KEYSCALES))),
     Control(
         "timesignature", "dropdown", "Time signature", "advanced",
         choices=(("Auto", ""), *((f"{t} beats per bar", t) for t in TIME_SIGNATURES)),
     ),
-    Control("cfg_interval_start", "slider", "Guidance from", "advanced", 0, 1, 0.01),
-    Control("cfg_interval_end", "slider", "Guidance until", "advanced", 0, 1, 0.01),
+    Control("cfg_interval_start", "slider", "Guidance from", "advanced", minimum=0, maximum=1, step=0.01),
+    Control("cfg_interval_end", "slider", "Guidance until", "advanced", minimum=0, maximum=1, step=0.01),
 )  # fmt: skip
 
 
@@ -107,31 +125,41 @@ _WIDGETS: dict[str, type] = {
 }
 
 
-def build_control(control: Control, value: Any) -> gr.components.Component:
-    kwargs: dict[str, Any] = dict(
-        value=value,
-        label=control.label,
-        info=TOOLTIPS.get(control.name),
-        elem_id=control.name,
-    )
+def build_control(control: Control, value: Any, elem_id: str) -> gr.components.Component:
+    if control.widget == "audio":
+        # Audio keeps Gradio's conversion (it turns the upload into a file path) and has
+        # no ``info``, so its help goes in a line of text under it.
+        audio = gr.Audio(type="filepath", sources=["upload"], label=control.label, elem_id=elem_id)
+        gr.Markdown(TOOLTIPS.get(control.name, ""), elem_classes="control-help")
+        return audio
+    kwargs: dict[str, Any] = dict(value=value, label=control.label, info=TOOLTIPS.get(control.name), elem_id=elem_id)
     if control.widget == "textbox":
         kwargs.update(lines=control.lines, placeholder=control.placeholder)
     elif control.widget == "slider":
         kwargs.update(minimum=control.minimum, maximum=control.maximum, step=control.step)
     elif control.widget == "number":
-        kwargs.update(precision=0)
+        kwargs.update(precision=None if control.name.startswith("repainting") else 0)
     elif control.widget == "dropdown":
         kwargs.update(choices=list(control.choices))
     return _pass_through(_WIDGETS[control.widget](**kwargs))
 
 
-def build_panel(
-    controls: tuple[Control, ...], defaults: GenerateRequest, panel: Panel
-) -> dict[str, gr.components.Component]:
-    """Build the controls of one panel in table order, valued from ``defaults``."""
-    return {c.name: build_control(c, getattr(defaults, c.name)) for c in controls if c.panel == panel}
+def build_main_panel(mode: str, defaults: SongRequest) -> dict[str, gr.components.Component]:
+    """The controls of one mode's tab, in table order, valued from ``defaults``."""
+    return {
+        c.name: build_control(c, getattr(defaults, c.name), elem_id=f"{mode}-{c.name}")
+        for c in CONTROLS
+        if c.panel == "main" and mode in c.modes
+    }
 
 
-def form_values(request: GenerateRequest, names: list[str]) -> list[Any]:
+def build_advanced_panel(defaults: SongRequest) -> dict[str, gr.components.Component]:
+    """The sampler controls every song mode shares; built once."""
+    return {
+        c.name: build_control(c, getattr(defaults, c.name), elem_id=c.name) for c in CONTROLS if c.panel == "advanced"
+    }
+
+
+def form_values(request: SongRequest, names: list[str]) -> list[Any]:
     """The values to put back into the form's components, in ``names`` order."""
     return [getattr(request, name) for name in names]

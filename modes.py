@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from typing_extensions import Self
+
 MIN_DURATION_S = 10
 MAX_DURATION_S = 600
 MIN_STEPS = 1
@@ -70,14 +72,15 @@ INSTRUMENTAL_LYRICS = "[Instrumental]"
 
 
 @dataclass(frozen=True)
-class GenerateRequest:
-    """Text (+ lyrics) to a song. Defaults suit the turbo checkpoints; the studio
-    overrides the sampler fields with the loaded checkpoint's own defaults."""
+class SongRequest:
+    """Fields every song mode shares: the text conditions and the sampler.
+
+    Defaults suit the turbo checkpoints; the studio overrides the sampler fields with
+    the loaded checkpoint's own defaults.
+    """
 
     prompt: str = ""
     lyrics: str = ""
-    instrumental: bool = False
-    audio_duration: float = 60.0
     vocal_language: str = "en"
     num_inference_steps: int = 8
     guidance_scale: float = 1.0
@@ -90,28 +93,30 @@ class GenerateRequest:
     timesignature: str = ""
     batch_size: int = 1
 
-    mode: typing.ClassVar[str] = "generate"
+    mode: typing.ClassVar[str] = ""
 
     @classmethod
-    def from_values(cls, values: Mapping[str, Any]) -> GenerateRequest:
+    def from_values(cls, values: Mapping[str, Any]) -> Self:
         """Build a validated request from loosely typed values (a form, the API, JSON).
 
         Unknown names are refused rather than ignored: a typo would otherwise
         silently fall back to a default.
         """
         values = dict(values)
-        if values.get("bpm") in (0, "0"):
-            # A cleared number field arrives as 0, and the pipeline itself reads a bpm
-            # of 0 as "not given": both mean "let the model choose".
-            values["bpm"] = None
+        for name in _optional_fields(cls):
+            if values.get(name) in (0, "0"):
+                # A cleared number field arrives as 0, and the pipeline itself reads a
+                # bpm of 0 as "not given": for a field that may be unset, 0 means unset.
+                values[name] = None
         return _coerce_into(cls, values)
 
-    def validate(self) -> GenerateRequest:
-        if not self.prompt.strip() and not self.lyrics.strip() and not self.instrumental:
-            raise ValueError("prompt: describe the music (style, instruments, mood) or give lyrics")
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def validate(self) -> Self:
         _check_length("prompt", self.prompt, MAX_PROMPT_CHARS)
         _check_length("lyrics", self.lyrics, MAX_LYRICS_CHARS)
-        _check_range("audio_duration", self.audio_duration, MIN_DURATION_S, MAX_DURATION_S, "s")
         if self.vocal_language not in VOCAL_LANGUAGES:
             raise ValueError(
                 f"vocal_language: {self.vocal_language!r} is not a language ACE-Step sings; "
@@ -129,13 +134,7 @@ class GenerateRequest:
         if self.seed != RANDOM_SEED:
             _check_range("seed", self.seed, 0, MAX_SEED, note="or -1 for a random seed")
         if self.bpm is not None:
-            _check_range(
-                "bpm",
-                self.bpm,
-                MIN_BPM,
-                MAX_BPM,
-                note="or empty to let the model choose",
-            )
+            _check_range("bpm", self.bpm, MIN_BPM, MAX_BPM, note="or empty to let the model choose")
         if self.keyscale and self.keyscale not in KEYSCALES:
             raise ValueError(f"keyscale: {self.keyscale!r} is not a key like 'C major' or 'F# minor'")
         if self.timesignature and self.timesignature not in TIME_SIGNATURES:
@@ -145,10 +144,10 @@ class GenerateRequest:
         _check_range("batch_size", self.batch_size, 1, MAX_BATCH)
         return self
 
-    def with_seed(self, seed: int) -> GenerateRequest:
+    def with_seed(self, seed: int) -> Self:
         return dataclasses.replace(self, seed=seed)
 
-    def resolve_seed(self) -> GenerateRequest:
+    def resolve_seed(self) -> Self:
         """Replace a random seed (-1) by a concrete one, so the run can be reproduced."""
         if self.seed != RANDOM_SEED:
             return self
@@ -163,28 +162,49 @@ class GenerateRequest:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``AceStepPipeline.__call__`` (no generator, callbacks or audio).
 
-def pipeline_kwargs(request: GenerateRequest) -> dict[str, Any]:
-    """The keyword arguments for ``AceStepPipeline.__call__`` (without generator/callbacks).
+        A batch is passed as lists of prompts, which is how the pipeline batches.
+        """
+        return {
+            "prompt": [self.prompt] * self.batch_size,
+            "lyrics": [self.lyrics] * self.batch_size,
+            "vocal_language": self.vocal_language,
+            "num_inference_steps": self.num_inference_steps,
+            "guidance_scale": self.guidance_scale,
+            "shift": self.shift,
+            "cfg_interval_start": self.cfg_interval_start,
+            "cfg_interval_end": self.cfg_interval_end,
+            "bpm": self.bpm,
+            "keyscale": self.keyscale or None,
+            "timesignature": self.timesignature or None,
+        }
 
-    A batch is passed as lists of prompts, which is how the pipeline batches.
-    """
-    lyrics = INSTRUMENTAL_LYRICS if request.instrumental else request.lyrics
-    kwargs: dict[str, Any] = {
-        "prompt": [request.prompt] * request.batch_size,
-        "lyrics": [lyrics] * request.batch_size,
-        "audio_duration": float(request.audio_duration),
-        "vocal_language": "unknown" if request.instrumental else request.vocal_language,
-        "num_inference_steps": request.num_inference_steps,
-        "guidance_scale": request.guidance_scale,
-        "shift": request.shift,
-        "cfg_interval_start": request.cfg_interval_start,
-        "cfg_interval_end": request.cfg_interval_end,
-        "bpm": request.bpm,
-        "keyscale": request.keyscale or None,
-        "timesignature": request.timesignature or None,
-    }
-    return kwargs
+
+@dataclass(frozen=True)
+class GenerateRequest(SongRequest):
+    """Text (+ lyrics) to a song."""
+
+    instrumental: bool = False
+    audio_duration: float = 60.0
+
+    mode: typing.ClassVar[str] = "generate"
+
+    def validate(self) -> Self:
+        if not self.prompt.strip() and not self.lyrics.strip() and not self.instrumental:
+            raise ValueError("prompt: describe the music (style, instruments, mood) or give lyrics")
+        super().validate()
+        _check_range("audio_duration", self.audio_duration, MIN_DURATION_S, MAX_DURATION_S, "s")
+        return self
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        kwargs = super().pipeline_kwargs()
+        kwargs["audio_duration"] = float(self.audio_duration)
+        if self.instrumental:
+            kwargs["lyrics"] = [INSTRUMENTAL_LYRICS] * self.batch_size
+            kwargs["vocal_language"] = "unknown"
+        return kwargs
 
 
 def _check_length(name: str, value: str, limit: int) -> None:
@@ -198,6 +218,11 @@ def _check_range(name: str, value: float, low: float, high: float, unit: str = "
     if not low <= value <= high:
         extra = f" ({note})" if note else ""
         raise ValueError(f"{name}: must be between {low:g} and {high:g}{unit}{extra}, got {value!r}")
+
+
+def _optional_fields(cls: type) -> list[str]:
+    hints = typing.get_type_hints(cls)
+    return [f.name for f in dataclasses.fields(cls) if type(None) in typing.get_args(hints[f.name])]
 
 
 def _coerce_into(cls: type, values: Mapping[str, Any]):
@@ -254,3 +279,121 @@ def _number(name: str, value: Any) -> float:
         except ValueError:
             pass
     raise ValueError(f"{name}: must be a number, got {value!r}")
+
+
+# Cover, Extend and Edit rework a source song. Their audio arrives as file paths; the
+# studio decodes them (``audio_io``) and checks lengths with ``check_source`` before any
+# model time.
+EXTEND_WHERE: tuple[str, ...] = ("after", "before")
+MIN_EXTEND_S = 5
+MAX_EXTEND_S = 240
+MIN_SEGMENT_S = 1.0  # an edit shorter than this is mostly crossfade
+# The official docs' default: the source's structure is followed fully.
+DEFAULT_COVER_STRENGTH = 1.0
+LATENT_FRAME_S = 1920 / 48_000  # one latent frame: the pipeline's time resolution
+
+
+@dataclass(frozen=True)
+class CoverRequest(SongRequest):
+    """A source song re-made in a new style, optionally with new lyrics and a timbre reference."""
+
+    src_audio: str = ""
+    reference_audio: str = ""
+    audio_cover_strength: float = DEFAULT_COVER_STRENGTH
+    audio_duration: float | None = None  # None: the source's length
+
+    mode: typing.ClassVar[str] = "cover"
+
+    def validate(self) -> Self:
+        _require_audio("src_audio", self.src_audio, "upload the song to cover")
+        super().validate()
+        _check_range("audio_cover_strength", self.audio_cover_strength, 0.0, 1.0)
+        if self.audio_duration is not None:
+            _check_range("audio_duration", self.audio_duration, MIN_DURATION_S, MAX_DURATION_S, "s")
+        return self
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        return {**super().pipeline_kwargs(), "task_type": "cover", "audio_cover_strength": self.audio_cover_strength}
+
+
+@dataclass(frozen=True)
+class ExtendRequest(SongRequest):
+    """Continue a song after its end or before its start; the seed itself stays as it was."""
+
+    src_audio: str = ""
+    extend_seconds: float = 30.0
+    extend_where: str = "after"
+
+    mode: typing.ClassVar[str] = "extend"
+
+    def validate(self) -> Self:
+        _require_audio("src_audio", self.src_audio, "upload the song to extend")
+        super().validate()
+        _check_range("extend_seconds", self.extend_seconds, MIN_EXTEND_S, MAX_EXTEND_S, "s")
+        if self.extend_where not in EXTEND_WHERE:
+            raise ValueError(f"extend_where: must be 'after' or 'before', got {self.extend_where!r}")
+        return self
+
+    def check_source(self, source_s: float) -> None:
+        total = source_s + self.extend_seconds
+        if total > MAX_DURATION_S + LATENT_FRAME_S:
+            raise ValueError(
+                f"extend_seconds: {self.extend_seconds:g} s added to a {source_s:.1f} s song makes "
+                f"{total:.1f} s; the limit is {MAX_DURATION_S} s"
+            )
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        # The new span is repainted on a zero-padded copy of the seed: a repaint window
+        # past the source's end would be clamped, not extended (FACTS).
+        return {**super().pipeline_kwargs(), "task_type": "repaint"}
+
+
+@dataclass(frozen=True)
+class EditRequest(SongRequest):
+    """Re-make one time segment with new words or style; the rest stays untouched."""
+
+    src_audio: str = ""
+    repainting_start: float = 0.0
+    repainting_end: float = 10.0
+
+    mode: typing.ClassVar[str] = "edit"
+
+    def validate(self) -> Self:
+        _require_audio("src_audio", self.src_audio, "upload the song to edit")
+        super().validate()
+        _check_range("repainting_start", self.repainting_start, 0.0, MAX_DURATION_S, "s")
+        _check_range("repainting_end", self.repainting_end, 0.0, MAX_DURATION_S, "s")
+        if self.repainting_end <= self.repainting_start:
+            raise ValueError(
+                f"repainting_end: {self.repainting_end:g} s must be after repainting_start {self.repainting_start:g} s"
+            )
+        if self.repainting_end - self.repainting_start < MIN_SEGMENT_S:
+            raise ValueError(
+                f"repainting_end: the segment {self.repainting_start:g}-{self.repainting_end:g} s is shorter "
+                f"than the {MIN_SEGMENT_S:g} s minimum"
+            )
+        return self
+
+    def check_source(self, source_s: float) -> None:
+        if self.repainting_end > source_s + LATENT_FRAME_S:
+            raise ValueError(
+                f"repainting_end: {self.repainting_end:g} s is past the end of the source ({source_s:.1f} s)"
+            )
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        return {
+            **super().pipeline_kwargs(),
+            "task_type": "repaint",
+            "repainting_start": self.repainting_start,
+            "repainting_end": self.repainting_end,
+        }
+
+
+REQUEST_TYPES: dict[str, type[SongRequest]] = {
+    cls.mode: cls for cls in (GenerateRequest, CoverRequest, ExtendRequest, EditRequest)
+}
+
+
+def _require_audio(name: str, path: str, hint: str) -> None:
+    if not path or not path.strip():
+        raise ValueError(f"{name}: no audio given; {hint}")

@@ -65,11 +65,18 @@ class OutputStore:
         self.root = Path(root)
         self.writers = dict(writers or WRITERS)
 
-    def save_run(self, settings: dict[str, Any], audios: np.ndarray, seeds: list[int]) -> Run:
+    def save_run(
+        self,
+        settings: dict[str, Any],
+        audios: np.ndarray,
+        seeds: list[int],
+        copies: Mapping[str, Path] | None = None,
+    ) -> Run:
         """Write every take in every format plus ``settings.json``, atomically as a folder.
 
         ``settings`` must carry ``request`` (with ``prompt`` and ``lyrics``); the take
-        list is added here.
+        list is added here. ``copies`` maps file names in the run folder to files to
+        copy there unchanged (the inputs a run was made from).
         """
         if len(audios) != len(seeds):
             raise ValueError(f"{len(audios)} takes but {len(seeds)} seeds")
@@ -80,6 +87,7 @@ class OutputStore:
         run_id = f"{stamp}-{_slug(request.get('prompt', ''))}-{seeds[0]}"
         staging = self.root / f"{STAGING_PREFIX}{run_id}-{secrets.token_hex(4)}"
         staging.mkdir()
+        final = self._free_name(run_id)
         try:
             takes_meta = [
                 {"seed": seed, "files": {fmt: f"take{i + 1}.{fmt}" for fmt in self.writers}}
@@ -87,6 +95,7 @@ class OutputStore:
             ]
             full_settings = {
                 **settings,
+                "run_id": final.name,
                 "format": SETTINGS_FORMAT,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "takes": takes_meta,
@@ -102,8 +111,9 @@ class OutputStore:
                 )
                 for fmt, name in takes_meta[i]["files"].items():
                     self.writers[fmt](staging / name, audio, tags)
+            for name, source in (copies or {}).items():
+                shutil.copyfile(source, staging / name)
             (staging / SETTINGS_FILE).write_text(settings_json + "\n", encoding="utf-8")
-            final = self._free_name(run_id)
             os.rename(staging, final)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

@@ -51,4 +51,5 @@ CSS = """
 .test-model-banner { border: 2px dashed currentColor; padding: 0.5rem 0.75rem; font-weight: 600; }
 .studio-actions button { min-height: 44px; }
 .studio-takes audio { max-width: 100%; }
+.control-help { font-size: 0.85rem; opacity: 0.75; }
 """

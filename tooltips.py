@@ -19,5 +19,13 @@ TOOLTIPS: dict[str, str] = {
     "bpm": "Tempo in beats per minute (30-300). Empty lets the model choose.",
     "keyscale": "Musical key, e.g. 'A minor'. Empty lets the model choose.",
     "timesignature": "Beats per bar (2, 3, 4 or 6). Empty lets the model choose.",
+    "src_audio": "The song to work from: WAV, FLAC, OGG or MP3, up to 10 minutes.",
+    "reference_audio": "A clip whose voice and instrument timbre the cover should borrow (optional).",
+    "audio_cover_strength": "1 follows the source's structure closely; lower values let the new style "
+    "and lyrics take over.",
+    "extend_seconds": "How much new music to add (5-240 s). The whole song is capped at 10 minutes.",
+    "extend_where": "Continue after the song's end, or write an intro before its start.",
+    "repainting_start": "Start of the segment to re-make, in seconds.",
+    "repainting_end": "End of the segment to re-make, in seconds. Everything outside it stays as it was.",
     "settings_text": "A run's settings.json. Paste or upload one, then Apply settings to load it into the form.",
 }

@@ -16,6 +16,7 @@ from gradio_client.exceptions import AppError
 
 import app
 from backend import RunControl
+from controls import CONTROLS
 from modes import GenerateRequest
 from outputs import OutputStore
 from studio import Studio
@@ -90,12 +91,14 @@ def test_apply_settings_restores_the_form(server):
         prompt="ambient drone", seed=5, batch_size=2, bpm=88, audio_duration=10, api_name="/generate"
     )
     values = client.predict(json.dumps(settings), None, api_name="/apply_settings")
-    names = [c.name for c in app.GENERATE_CONTROLS if c.panel == "main"] + [
-        c.name for c in app.GENERATE_CONTROLS if c.panel == "advanced"
-    ]
-    restored = dict(zip(names, values, strict=True))
-    assert restored["prompt"] == "ambient drone"
+    advanced = [c.name for c in CONTROLS if c.panel == "advanced"]
+    generate_panel = [c.name for c in CONTROLS if c.panel == "main" and "generate" in c.modes]
+    restored = dict(zip(advanced, values, strict=False))
+    generate_form = dict(zip(generate_panel, values[len(advanced) : len(advanced) + len(generate_panel)], strict=True))
+    assert generate_form["prompt"] == "ambient drone"
     assert restored["seed"] == 5 and restored["batch_size"] == 2 and restored["bpm"] == 88
+    # The other modes' forms are left as they were.
+    assert all(v == {"__type__": "update"} for v in values[len(advanced) + len(generate_panel) : -1])
 
 
 def test_apply_settings_refuses_garbage(server):
@@ -164,3 +167,45 @@ def test_cli_refuses_an_unknown_model():
     )
     assert result.returncode != 0
     assert "not a registry name" in result.stderr
+
+
+def _song(path: Path, seconds: float, rate: int = 44_100) -> Path:
+    import numpy as np
+
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(path, 0.3 * np.sin(2 * np.pi * 330 * t), rate)
+    return path
+
+
+def test_rework_endpoints_take_uploaded_files(server, tmp_path):
+    from gradio_client import handle_file
+
+    _, client = server
+    src = handle_file(str(_song(tmp_path / "song.wav", 11)))
+    files, settings = client.predict(src_audio=src, prompt="bossa nova", seed=1, api_name="/cover")
+    wav = next(f for f in files if f.endswith("take1.wav"))
+    assert sf.info(wav).frames == 11 * 48_000
+    assert settings["mode"] == "cover" and settings["inputs"] == {"src_audio": "source.wav"}
+
+    files, settings = client.predict(
+        src_audio=src, prompt="outro", extend_seconds=5, extend_where="after", seed=2, api_name="/extend"
+    )
+    wav = next(f for f in files if f.endswith("take1.wav"))
+    assert sf.info(wav).frames == 16 * 48_000
+    assert settings["mode"] == "extend"
+
+    files, settings = client.predict(
+        src_audio=src, prompt="new words", repainting_start=2, repainting_end=6, seed=3, api_name="/edit"
+    )
+    wav = next(f for f in files if f.endswith("take1.wav"))
+    assert sf.info(wav).frames == 11 * 48_000
+    assert settings["request"]["repainting_end"] == 6
+
+
+def test_rework_endpoint_refuses_a_segment_outside_the_source(server, tmp_path):
+    from gradio_client import handle_file
+
+    _, client = server
+    src = handle_file(str(_song(tmp_path / "song.wav", 11)))
+    with pytest.raises(AppError, match=r"^repainting_end: 30 s is past the end"):
+        client.predict(src_audio=src, prompt="x", repainting_start=2, repainting_end=30, api_name="/edit")

@@ -70,7 +70,7 @@ def test_turbo_normalises_guidance(tiny_backend):
 
 def test_generate_returns_float32_takes(tiny_backend):
     request = GenerateRequest(prompt="x", audio_duration=10, seed=1, batch_size=2).validate()
-    audio = tiny_backend.generate(request, RunControl())
+    audio = tiny_backend.generate(request.pipeline_kwargs(), request.take_seeds(), RunControl())
     assert audio.shape == (2, 2, 480_000)
     assert audio.dtype.name == "float32"
 

@@ -9,7 +9,6 @@ from modes import (
     MAX_BATCH,
     RANDOM_SEED,
     GenerateRequest,
-    pipeline_kwargs,
 )
 
 
@@ -96,7 +95,7 @@ def test_pipeline_kwargs_use_pipeline_names_and_batch_as_lists():
         keyscale="A minor",
         timesignature="3",
     )
-    kwargs = pipeline_kwargs(request)
+    kwargs = request.pipeline_kwargs()
     assert kwargs["prompt"] == ["lofi piano"] * MAX_BATCH
     assert kwargs["lyrics"] == ["[verse]\nhello"] * MAX_BATCH
     assert kwargs["bpm"] == 90 and kwargs["keyscale"] == "A minor" and kwargs["timesignature"] == "3"
@@ -105,13 +104,13 @@ def test_pipeline_kwargs_use_pipeline_names_and_batch_as_lists():
 
 
 def test_instrumental_follows_the_model_convention():
-    kwargs = pipeline_kwargs(make(lyrics="[verse]\nignored words", instrumental=True))
+    kwargs = make(lyrics="[verse]\nignored words", instrumental=True).pipeline_kwargs()
     assert kwargs["lyrics"] == [INSTRUMENTAL_LYRICS]
     assert kwargs["vocal_language"] == "unknown"
 
 
 def test_blank_metadata_lets_the_model_choose():
-    kwargs = pipeline_kwargs(make())
+    kwargs = make().pipeline_kwargs()
     assert kwargs["bpm"] is None and kwargs["keyscale"] is None and kwargs["timesignature"] is None
 
 

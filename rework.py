@@ -1,0 +1,117 @@
+"""Cover, Extend and Edit: the source audio prepared for the pipeline, and the result spliced back.
+
+The pipeline re-renders the whole clip through the VAE and peak-normalises it, so for
+Extend and Edit the studio keeps only the new span of each take and splices it into
+the decoded source with short crossfades: every source sample outside the fades is
+bit-identical to the input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from audio_io import SAMPLE_RATE, LoadedAudio, crossfade_splice, fit_length
+from modes import CoverRequest, EditRequest, ExtendRequest, SongRequest
+
+SPLICE_FADE_S = 0.1  # equal-power crossfade at each seam: long enough to hide a click
+MAX_LEVEL_MATCH_DB = 12.0  # never boost or cut the new span by more than this
+
+
+@dataclass
+class Prepared:
+    """What one mode adds to the pipeline call, and how each take is finished."""
+
+    kwargs: dict[str, Any]  # extra pipeline arguments (audio as numpy [2, samples])
+    samples: int  # length of each finished take
+    finish: Callable[[np.ndarray], np.ndarray] = field(default=lambda take: take)
+
+
+def prepare(request: SongRequest, source: LoadedAudio | None, reference: LoadedAudio | None) -> Prepared:
+    """Build the pipeline inputs for a rework request; raises ``ValueError`` on a length problem."""
+    if isinstance(request, CoverRequest):
+        return _prepare_cover(request, _need(source), reference)
+    if isinstance(request, ExtendRequest):
+        return _prepare_extend(request, _need(source))
+    if isinstance(request, EditRequest):
+        return _prepare_edit(request, _need(source))
+    raise TypeError(f"{type(request).__name__} takes no source audio")
+
+
+def _need(source: LoadedAudio | None) -> LoadedAudio:
+    if source is None:
+        raise ValueError("src_audio: no audio given")
+    return source
+
+
+def _prepare_cover(request: CoverRequest, source: LoadedAudio, reference: LoadedAudio | None) -> Prepared:
+    audio = source.audio
+    if request.audio_duration is not None:
+        audio = fit_length(audio, round(request.audio_duration * SAMPLE_RATE))
+    kwargs: dict[str, Any] = {"src_audio": audio, "audio_duration": audio.shape[-1] / SAMPLE_RATE}
+    if reference is not None:
+        kwargs["reference_audio"] = reference.audio
+    samples = audio.shape[-1]
+    return Prepared(kwargs=kwargs, samples=samples, finish=lambda take: fit_length(take, samples))
+
+
+def _prepare_extend(request: ExtendRequest, source: LoadedAudio) -> Prepared:
+    request.check_source(source.duration_s)
+    seed = source.audio
+    added = round(request.extend_seconds * SAMPLE_RATE)
+    silence = np.zeros((seed.shape[0], added), dtype=np.float32)
+    if request.extend_where == "after":
+        padded = np.concatenate([seed, silence], axis=1)
+        start, end = seed.shape[-1], padded.shape[-1]
+    else:
+        padded = np.concatenate([silence, seed], axis=1)
+        start, end = 0, added
+    return _repaint(padded, start, end)
+
+
+def _prepare_edit(request: EditRequest, source: LoadedAudio) -> Prepared:
+    request.check_source(source.duration_s)
+    audio = source.audio
+    start = round(request.repainting_start * SAMPLE_RATE)
+    end = min(round(request.repainting_end * SAMPLE_RATE), audio.shape[-1])
+    return _repaint(audio, start, end)
+
+
+def _repaint(original: np.ndarray, start: int, end: int) -> Prepared:
+    """Repaint ``[start, end)`` of ``original`` and splice each take back into it."""
+    samples = original.shape[-1]
+    fade = round(SPLICE_FADE_S * SAMPLE_RATE)
+    kwargs = {
+        "src_audio": original,
+        "audio_duration": samples / SAMPLE_RATE,
+        "repainting_start": start / SAMPLE_RATE,
+        "repainting_end": end / SAMPLE_RATE,
+    }
+
+    def finish(take: np.ndarray) -> np.ndarray:
+        take = fit_length(take, samples)
+        take = take * _level_match_gain(original, take, start, end)
+        return crossfade_splice(original, take.astype(np.float32), start, end, fade)
+
+    return Prepared(kwargs=kwargs, samples=samples, finish=finish)
+
+
+def _level_match_gain(original: np.ndarray, take: np.ndarray, start: int, end: int) -> float:
+    """Gain that brings the take to the source's level, measured where both should agree.
+
+    The pipeline peak-normalises every output to -1 dBFS, so without this a quiet
+    source would get a new span far louder than the music around it.
+    """
+    keep = np.ones(original.shape[-1], dtype=bool)
+    keep[start:end] = False
+    if not keep.any():
+        return 1.0
+    source_rms = float(np.sqrt(np.mean(np.square(original[:, keep], dtype=np.float64))))
+    take_rms = float(np.sqrt(np.mean(np.square(take[:, keep], dtype=np.float64))))
+    if source_rms < 1e-6 or take_rms < 1e-6:
+        return 1.0
+    limit = 10 ** (MAX_LEVEL_MATCH_DB / 20)
+    return float(np.clip(source_rms / take_rms, 1 / limit, limit))

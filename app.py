@@ -77,12 +77,11 @@ def _status_markdown(studio: Studio) -> str:
 
 
 def _run_summary(run: Run) -> str:
-    req = run.settings["request"]
     seeds = ", ".join(str(take.seed) for take in run.takes)
     seconds = run.settings["timings_s"]["generate"]
     return (
-        f"Saved **{html.escape(run.run_id)}**: {len(run.takes)} take(s), "
-        f"{req['audio_duration']:g} s, seed {seeds}, {seconds:.1f} s to generate."
+        f"Saved **{html.escape(run.run_id)}**: {run.settings['mode']}, {len(run.takes)} take(s), "
+        f"{run.settings['output']['duration_s']:.1f} s, seed {seeds}, {seconds:.1f} s to generate."
     )
 
 

@@ -65,6 +65,7 @@ class Studio:
             "dtype": self.backend.device.dtype,
             "request": request.to_dict(),
             "inputs": inputs,  # the audio files above, copied into the run folder
+            "output": {"sample_rate": SAMPLE_RATE, "duration_s": round(takes.shape[-1] / SAMPLE_RATE, 3)},
             "timings_s": {"generate": round(generated - started, 3)},
         }
         copies = {name: Path(getattr(request, field)) for field, name in inputs.items()}

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from audio_io import load_audio
 
+import app
+from audio_io import load_audio
 from backend import RunControl
 from export import WAV_SUBTYPE
 from modes import CoverRequest, EditRequest, ExtendRequest
@@ -52,6 +53,8 @@ def test_cover_keeps_the_source_length(studio, tmp_path):
     src = write_song(tmp_path / "src.wav", 10.3, rate=22_050, channels=1)
     run = studio.generate(CoverRequest(prompt="jazz", src_audio=str(src), seed=1), RunControl())
     assert read_take(run).shape == (2, round(10.3 * SR))
+    assert run.settings["output"]["duration_s"] == pytest.approx(10.3, abs=1e-3)
+    assert "cover, 1 take(s), 10.3 s" in app._run_summary(run)
     assert run.settings["inputs"] == {"src_audio": "source.wav"}
     assert (run.folder / "source.wav").read_bytes() == src.read_bytes()
 

@@ -209,3 +209,22 @@ def test_rework_endpoint_refuses_a_segment_outside_the_source(server, tmp_path):
     src = handle_file(str(_song(tmp_path / "song.wav", 11)))
     with pytest.raises(AppError, match=r"^repainting_end: 30 s is past the end"):
         client.predict(src_audio=src, prompt="x", repainting_start=2, repainting_end=30, api_name="/edit")
+
+
+def test_apply_settings_restores_a_rework_run_with_its_source(server, tmp_path):
+    from gradio_client import handle_file
+
+    _, client = server
+    src = handle_file(str(_song(tmp_path / "seed.wav", 10)))
+    _, settings = client.predict(
+        src_audio=src, prompt="outro", extend_seconds=7, extend_where="before", seed=8, api_name="/extend"
+    )
+    values = client.predict(json.dumps(settings), None, api_name="/apply_settings")
+    advanced = [c.name for c in CONTROLS if c.panel == "advanced"]
+    keys = [(m, c.name) for m in app.MODE_TABS for c in CONTROLS if c.panel == "main" and m in c.modes]
+    form = dict(zip(keys, values[len(advanced) : len(advanced) + len(keys)], strict=True))
+    assert form[("extend", "extend_seconds")] == 7
+    assert form[("extend", "extend_where")] == "before"
+    restored_source = form[("extend", "src_audio")]
+    assert Path(restored_source).read_bytes() == (tmp_path / "seed.wav").read_bytes()
+    assert form[("generate", "prompt")] == {"__type__": "update"}

@@ -20,7 +20,7 @@ import gradio as gr
 
 import backend as backend_module
 from backend import Backend, Cancelled, ModelUnavailableError, RunControl
-from checkpoints import REGISTRY, TINY_MODEL_NAME, resolve_model
+from checkpoints import REGISTRY, TINY_MODELS, resolve_model
 from controls import build_advanced_panel, build_main_panel
 from modes import MAX_BATCH, REQUEST_TYPES
 from outputs import OutputStore, Run, default_outputs_dir, load_settings
@@ -147,7 +147,9 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 with gr.Tabs(selected="generate") as tabs:
                     for mode, title in MODE_TABS.items():
                         with gr.Tab(title, id=mode) as tab:
-                            panels[mode] = build_main_panel(mode, studio.defaults(REQUEST_TYPES[mode]))
+                            panels[mode] = build_main_panel(
+                                mode, studio.defaults(REQUEST_TYPES[mode]), base=studio.backend.variant == "base"
+                            )
                         tab.select(lambda m=mode: m, outputs=mode_state, api_visibility="private", queue=False)
                 with gr.Accordion("Advanced", open=False):
                     advanced = build_advanced_panel(studio.defaults())
@@ -265,6 +267,8 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 value = getattr(restored, name)
                 if name in AUDIO_FIELDS and not value:
                     value = None  # an empty audio input, not a file called ""
+                elif isinstance(value, tuple):
+                    value = list(value)  # a multiselect's value
                 updates.append(value)
             return [*updates, gr.Tabs(selected=mode), mode]
 
@@ -337,7 +341,7 @@ def _with_saved_inputs(studio: Studio, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    names = ", ".join([*REGISTRY, TINY_MODEL_NAME])
+    names = ", ".join([*REGISTRY, *TINY_MODELS])
     parser = argparse.ArgumentParser(description=f"{STUDIO_NAME}: a web studio for ACE-Step 1.5.")
     parser.add_argument(
         "--model",

@@ -19,12 +19,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from checkpoints import ModelSpec
-from modes import SongRequest
+from modes import BASE_ONLY_TASKS, SongRequest
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def load_pipeline(
     if spec.is_tiny:
         from tiny_model import ensure_tiny_model
 
-        ensure_tiny_model()
+        ensure_tiny_model(Path(spec.source).parent, turbo=spec.variant == "turbo")
     try:
         pipe = AceStepPipeline.from_pretrained(spec.source, dtype=getattr(torch, device.dtype))
     except (OSError, ValueError) as error:
@@ -228,6 +229,15 @@ class Backend:
             self.state = "ready"
             self.load_error = None
             return pipe
+
+    def check_supports(self, request: SongRequest) -> None:
+        """Refuse tasks the loaded checkpoint was not trained for, before any model time."""
+        task = getattr(request, "task_type", "")
+        if task in BASE_ONLY_TASKS and self.variant != "base":
+            raise ValueError(
+                f"task_type: {task!r} needs a base checkpoint, and {self.spec.label} is {self.variant}; "
+                "start the studio with --model xl-base (or base)"
+            )
 
     def normalise(self, request: SongRequest) -> SongRequest:
         """Settings the checkpoint dictates: turbo is guidance-distilled, so no CFG."""

@@ -14,7 +14,9 @@ from typing import Literal
 
 Variant = Literal["turbo", "sft", "base"]
 
-TINY_MODEL_NAME = "tiny"
+# Random-weight test models built locally: the turbo one, and a base-variant stand-in
+# that exercises guidance and the base-only Edit tasks.
+TINY_MODELS: dict[str, Variant] = {"tiny": "turbo", "tiny-base": "base"}
 MODEL_ENV_VAR = "ACE_STUDIO_MODEL"
 
 
@@ -163,13 +165,14 @@ def resolve_model(spec: str | None = None, cache_dir: Path | None = None) -> Mod
     directory, nor shaped like a Hub repo id (``owner/name``).
     """
     spec = (spec or os.environ.get(MODEL_ENV_VAR) or default_model_name()).strip()
-    if spec == TINY_MODEL_NAME:
+    if spec in TINY_MODELS:
         from tiny_model import tiny_model_dir
 
+        variant = TINY_MODELS[spec]
         return ModelSpec(
-            label=TINY_MODEL_NAME,
-            source=str(tiny_model_dir(cache_dir)),
-            variant="turbo",
+            label=spec,
+            source=str(tiny_model_dir(cache_dir, turbo=variant == "turbo")),
+            variant=variant,
             is_local=True,
             is_tiny=True,
         )
@@ -193,7 +196,7 @@ def resolve_model(spec: str | None = None, cache_dir: Path | None = None) -> Mod
     parts = spec.split("/")
     if len(parts) == 2 and all(parts) and not spec.startswith((".", "~")):
         return ModelSpec(label=spec, source=spec, variant=guess_variant(spec), is_local=False)
-    known = ", ".join([*REGISTRY, TINY_MODEL_NAME])
+    known = ", ".join([*REGISTRY, *TINY_MODELS])
     raise ValueError(
         f"model {spec!r} is not a registry name ({known}), an existing directory, "
         "or a Hub repo id of the form owner/name"

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import gradio as gr
 
 from modes import (
-    KEYSCALES,
+    FORM_KEYSCALES,
     MAX_BATCH,
     MAX_DURATION_S,
     MAX_EXTEND_S,
@@ -24,6 +24,7 @@ from modes import (
     MIN_EXTEND_S,
     MIN_SHIFT,
     TIME_SIGNATURES,
+    TRACK_NAMES,
     VOCAL_LANGUAGES,
     SongRequest,
 )
@@ -53,7 +54,7 @@ REWORK_MODES = ("cover", "extend", "edit")
 @dataclass(frozen=True)
 class Control:
     name: str  # a request field
-    widget: Literal["textbox", "slider", "number", "dropdown", "checkbox", "audio"]
+    widget: Literal["textbox", "slider", "number", "dropdown", "multiselect", "checkbox", "audio"]
     label: str
     panel: Panel
     modes: tuple[str, ...] = ALL_MODES  # the tabs whose main panel shows it (advanced: all)
@@ -63,6 +64,7 @@ class Control:
     choices: tuple[Any, ...] = ()
     lines: int = 1
     placeholder: str = ""
+    base_only: bool = False  # shown only when a base checkpoint is loaded
 
 
 CONTROLS: tuple[Control, ...] = (
@@ -82,8 +84,23 @@ CONTROLS: tuple[Control, ...] = (
         "extend_where", "dropdown", "Where", "main", ("extend",),
         choices=(("After the end", "after"), ("Before the start", "before")),
     ),
+    Control(
+        "task_type", "dropdown", "Task", "main", ("edit",), base_only=True,
+        choices=(
+            ("Re-make the segment", "repaint"), ("Extract a track", "extract"),
+            ("Add a track over the segment", "lego"), ("Complete with more tracks", "complete"),
+        ),
+    ),
     Control("repainting_start", "number", "Segment start (s)", "main", ("edit",)),
     Control("repainting_end", "number", "Segment end (s)", "main", ("edit",)),
+    Control(
+        "track_name", "dropdown", "Track", "main", ("edit",), base_only=True,
+        choices=(("None", ""), *((name.replace("_", " "), name) for name in TRACK_NAMES)),
+    ),
+    Control(
+        "complete_track_classes", "multiselect", "Tracks to add", "main", ("edit",), base_only=True,
+        choices=tuple((name.replace("_", " "), name) for name in TRACK_NAMES),
+    ),
     Control(
         "vocal_language", "dropdown", "Vocal language", "main",
         choices=tuple((LANGUAGE_NAMES.get(code, code), code) for code in VOCAL_LANGUAGES),
@@ -94,7 +111,7 @@ CONTROLS: tuple[Control, ...] = (
     Control("seed", "number", "Seed (-1 = random)", "advanced"),
     Control("batch_size", "slider", "Takes", "advanced", minimum=1, maximum=MAX_BATCH, step=1),
     Control("bpm", "number", "BPM (empty = auto)", "advanced"),
-    Control("keyscale", "dropdown", "Key", "advanced", choices=(("Auto", ""), *((k, k) for k in KEYSCALES))),
+    Control("keyscale", "dropdown", "Key", "advanced", choices=(("Auto", ""), *((k, k) for k in FORM_KEYSCALES))),
     Control(
         "timesignature", "dropdown", "Time signature", "advanced",
         choices=(("Auto", ""), *((f"{t} beats per bar", t) for t in TIME_SIGNATURES)),
@@ -121,11 +138,12 @@ _WIDGETS: dict[str, type] = {
     "slider": gr.Slider,
     "number": gr.Number,
     "dropdown": gr.Dropdown,
+    "multiselect": gr.Dropdown,
     "checkbox": gr.Checkbox,
 }
 
 
-def build_control(control: Control, value: Any, elem_id: str) -> gr.components.Component:
+def build_control(control: Control, value: Any, elem_id: str, visible: bool = True) -> gr.components.Component:
     if control.widget == "audio":
         # Audio keeps Gradio's conversion (it turns the upload into a file path) and has
         # no ``info``, so its help goes in a line of text under it.
@@ -139,18 +157,33 @@ def build_control(control: Control, value: Any, elem_id: str) -> gr.components.C
         kwargs.update(minimum=control.minimum, maximum=control.maximum, step=control.step)
     elif control.widget == "number":
         kwargs.update(precision=None if control.name.startswith("repainting") else 0)
-    elif control.widget == "dropdown":
-        kwargs.update(choices=list(control.choices))
-    return _pass_through(_WIDGETS[control.widget](**kwargs))
+    elif control.widget in ("dropdown", "multiselect"):
+        kwargs.update(choices=list(control.choices), multiselect=control.widget == "multiselect")
+        if control.widget == "multiselect":
+            kwargs["value"] = list(value)
+    return _pass_through(_WIDGETS[control.widget](visible=visible, **kwargs))
 
 
-def build_main_panel(mode: str, defaults: SongRequest) -> dict[str, gr.components.Component]:
-    """The controls of one mode's tab, in table order, valued from ``defaults``."""
-    return {
-        c.name: build_control(c, getattr(defaults, c.name), elem_id=f"{mode}-{c.name}")
-        for c in CONTROLS
-        if c.panel == "main" and mode in c.modes
+def build_main_panel(mode: str, defaults: SongRequest, base: bool = False) -> dict[str, gr.components.Component]:
+    """The controls of one mode's tab, in table order, valued from ``defaults``.
+
+    Base-only controls are built hidden on other checkpoints (they stay API inputs),
+    with a line saying how to get them.
+    """
+    controls = [c for c in CONTROLS if c.panel == "main" and mode in c.modes]
+    panel = {
+        c.name: build_control(c, getattr(defaults, c.name), elem_id=f"{mode}-{c.name}", visible=base or not c.base_only)
+        for c in controls
     }
+    if not base and any(c.base_only for c in controls):
+        gr.Markdown(BASE_ONLY_HINT, elem_classes="control-help")
+    return panel
+
+
+BASE_ONLY_HINT = (
+    "Extracting a track, adding one or completing a lone track needs a base checkpoint: "
+    "start the studio with `--model xl-base` (or `base`)."
+)
 
 
 def build_advanced_panel(defaults: SongRequest) -> dict[str, gr.components.Component]:

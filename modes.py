@@ -46,26 +46,23 @@ TIME_SIGNATURES: tuple[str, ...] = (
     "4",
     "6",
 )  # beats per bar: 2/4, 3/4, 4/4, 6/8
-_NOTES = (
-    "C",
-    "C#",
-    "Db",
-    "D",
-    "D#",
-    "Eb",
-    "E",
-    "F",
-    "F#",
-    "Gb",
-    "G",
-    "G#",
-    "Ab",
-    "A",
-    "A#",
-    "Bb",
-    "B",
+# The official key list: notes A-G, natural or with an ASCII or Unicode sharp or flat,
+# major or minor (ACE-Step 1.5 acestep/constants.py, VALID_KEYSCALES: 70 keys).
+_ACCIDENTALS = ("", "#", "b", "\u266f", "\u266d")  # natural, #, b, ♯, ♭
+KEYSCALES: tuple[str, ...] = tuple(
+    f"{note}{accidental} {mode}" for note in "CDEFGAB" for accidental in _ACCIDENTALS for mode in ("major", "minor")
 )
-KEYSCALES: tuple[str, ...] = tuple(f"{note} {mode}" for note in _NOTES for mode in ("major", "minor"))
+# The keys the form offers: the ASCII spellings of the twelve pitch classes.
+FORM_KEYSCALES: tuple[str, ...] = tuple(
+    f"{note} {mode}"
+    for note in ("C", "C#", "Db", "D", "D#", "Eb", "E", "F", "F#", "Gb", "G", "G#", "Ab", "A", "A#", "Bb", "B")
+    for mode in ("major", "minor")
+)
+# Instrument tracks the base model can extract or add (acestep/constants.py, TRACK_NAMES).
+TRACK_NAMES: tuple[str, ...] = (
+    "woodwinds", "brass", "fx", "synth", "strings", "percussion",
+    "keyboard", "guitar", "bass", "drums", "backing_vocals", "vocals",
+)  # fmt: skip
 
 # ACE-Step's convention for a song without vocals: the lyric sheet says so.
 INSTRUMENTAL_LYRICS = "[Instrumental]"
@@ -258,6 +255,13 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
         if not isinstance(value, str):
             raise ValueError(f"{name}: must be text, got {value!r}")
         return value
+    if typing.get_origin(hint) is tuple:
+        if value is None:
+            return ()
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
+            raise ValueError(f"{name}: must be a list of names, got {value!r}")
+        return tuple(item.strip() for item in items if item.strip())
     if hint in (int, float):
         number = _number(name, value)
         if hint is int:
@@ -348,19 +352,45 @@ class ExtendRequest(SongRequest):
         return {**super().pipeline_kwargs(), "task_type": "repaint"}
 
 
+# Edit's tasks. Repaint works on every checkpoint; the rest only on base checkpoints
+# (official README; acestep/constants.py TASK_TYPES_BASE).
+EDIT_TASKS: tuple[str, ...] = ("repaint", "extract", "lego", "complete")
+BASE_ONLY_TASKS: tuple[str, ...] = ("extract", "lego", "complete")
+SEGMENT_TASKS: tuple[str, ...] = ("repaint", "lego")  # the tasks that work on a time segment
+
+
 @dataclass(frozen=True)
 class EditRequest(SongRequest):
-    """Re-make one time segment with new words or style; the rest stays untouched."""
+    """Re-make one time segment with new words or style; the rest stays untouched.
+
+    On a base checkpoint it can also extract one instrument's track (``extract``), write
+    a new track over a segment (``lego``) or complete a lone track with others
+    (``complete``); those return the model's output as it is, with nothing spliced.
+    """
 
     src_audio: str = ""
     repainting_start: float = 0.0
     repainting_end: float = 10.0
+    task_type: str = "repaint"
+    track_name: str = ""
+    complete_track_classes: tuple[str, ...] = ()
 
     mode: typing.ClassVar[str] = "edit"
 
     def validate(self) -> Self:
         _require_audio("src_audio", self.src_audio, "upload the song to edit")
         super().validate()
+        if self.task_type not in EDIT_TASKS:
+            raise ValueError(f"task_type: must be one of {', '.join(EDIT_TASKS)}, got {self.task_type!r}")
+        if self.task_type in ("extract", "lego") and self.track_name not in TRACK_NAMES:
+            raise ValueError(
+                f"track_name: choose one of {', '.join(TRACK_NAMES)} for {self.task_type}, got {self.track_name!r}"
+            )
+        for name in self.complete_track_classes:
+            if name not in TRACK_NAMES:
+                raise ValueError(f"complete_track_classes: {name!r} is not one of {', '.join(TRACK_NAMES)}")
+        if self.task_type not in SEGMENT_TASKS:
+            return self
         _check_range("repainting_start", self.repainting_start, 0.0, MAX_DURATION_S, "s")
         _check_range("repainting_end", self.repainting_end, 0.0, MAX_DURATION_S, "s")
         if self.repainting_end <= self.repainting_start:
@@ -375,18 +405,20 @@ class EditRequest(SongRequest):
         return self
 
     def check_source(self, source_s: float) -> None:
-        if self.repainting_end > source_s + LATENT_FRAME_S:
+        if self.task_type in SEGMENT_TASKS and self.repainting_end > source_s + LATENT_FRAME_S:
             raise ValueError(
                 f"repainting_end: {self.repainting_end:g} s is past the end of the source ({source_s:.1f} s)"
             )
 
     def pipeline_kwargs(self) -> dict[str, Any]:
-        return {
-            **super().pipeline_kwargs(),
-            "task_type": "repaint",
-            "repainting_start": self.repainting_start,
-            "repainting_end": self.repainting_end,
-        }
+        kwargs = {**super().pipeline_kwargs(), "task_type": self.task_type}
+        if self.task_type in SEGMENT_TASKS:
+            kwargs.update(repainting_start=self.repainting_start, repainting_end=self.repainting_end)
+        if self.task_type in ("extract", "lego"):
+            kwargs["track_name"] = self.track_name
+        if self.task_type == "complete":
+            kwargs["complete_track_classes"] = list(self.complete_track_classes)
+        return kwargs
 
 
 REQUEST_TYPES: dict[str, type[SongRequest]] = {

@@ -75,6 +75,12 @@ def _prepare_extend(request: ExtendRequest, source: LoadedAudio) -> Prepared:
 def _prepare_edit(request: EditRequest, source: LoadedAudio) -> Prepared:
     request.check_source(source.duration_s)
     audio = source.audio
+    samples = audio.shape[-1]
+    if request.task_type != "repaint":
+        # Extract, lego and complete make a different track, not a patch of this one:
+        # the take is the model's output, at the source's length.
+        kwargs = {"src_audio": audio, "audio_duration": samples / SAMPLE_RATE}
+        return Prepared(kwargs=kwargs, samples=samples, finish=lambda take: fit_length(take, samples))
     start = round(request.repainting_start * SAMPLE_RATE)
     end = min(round(request.repainting_end * SAMPLE_RATE), audio.shape[-1])
     return _repaint(audio, start, end)

@@ -39,6 +39,7 @@ class Studio:
         """Generate and save. Raises ``ValueError`` (bad input, before any model time),
         ``Cancelled`` (nothing saved) or the pipeline's error."""
         request = self.backend.normalise(request.validate().resolve_seed())
+        self.backend.check_supports(request)
         prepared = self._prepare(request)
         started = time.perf_counter()
         seeds = request.take_seeds()

@@ -41,8 +41,9 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "ace-music-studio"
 
 
-def tiny_model_dir(cache_dir: Path | None = None) -> Path:
-    return (cache_dir or default_cache_dir()) / f"tiny-v{TINY_FORMAT_VERSION}"
+def tiny_model_dir(cache_dir: Path | None = None, turbo: bool = True) -> Path:
+    name = "tiny" if turbo else "tiny-base"
+    return (cache_dir or default_cache_dir()) / f"{name}-v{TINY_FORMAT_VERSION}"
 
 
 def _build_tokenizer():
@@ -67,8 +68,12 @@ def _build_tokenizer():
     )
 
 
-def build_tiny_pipeline():
-    """Build the tiny pipeline in memory (about a second on two CPU cores)."""
+def build_tiny_pipeline(turbo: bool = True):
+    """Build the tiny pipeline in memory (about a second on two CPU cores).
+
+    ``turbo=False`` builds the base-variant stand-in: the same weights without the
+    turbo flag, so guidance runs and the base-only tasks are offered.
+    """
     import torch
     from diffusers import (
         AceStepPipeline,
@@ -97,7 +102,7 @@ def build_tiny_pipeline():
         audio_acoustic_hidden_dim=ACOUSTIC_DIM,
         patch_size=2,
         rope_theta=10_000.0,
-        is_turbo=True,
+        is_turbo=turbo,
         **attention,
     )
     text_encoder = Qwen3Model(
@@ -160,19 +165,19 @@ def build_tiny_pipeline():
     )
 
 
-def ensure_tiny_model(cache_dir: Path | None = None) -> Path:
+def ensure_tiny_model(cache_dir: Path | None = None, turbo: bool = True) -> Path:
     """Build and save the tiny model once; return its directory.
 
     The folder is written beside its final place and renamed into it, so a crash
     mid-build never leaves a half-saved model that later loads fail on.
     """
-    target = tiny_model_dir(cache_dir)
+    target = tiny_model_dir(cache_dir, turbo)
     if (target / MARKER_FILE).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=target.parent))
     try:
-        build_tiny_pipeline().save_pretrained(staging)
+        build_tiny_pipeline(turbo).save_pretrained(staging)
         (staging / MARKER_FILE).write_text(
             "ACE Music Studio test model: random weights, outputs noise.\n",
             encoding="utf-8",

@@ -27,5 +27,9 @@ TOOLTIPS: dict[str, str] = {
     "extend_where": "Continue after the song's end, or write an intro before its start.",
     "repainting_start": "Start of the segment to re-make, in seconds.",
     "repainting_end": "End of the segment to re-make, in seconds. Everything outside it stays as it was.",
+    "task_type": "Re-make the segment (any checkpoint), or with a base checkpoint: extract one "
+    "instrument's track, add a new track over the segment, or complete a lone track with others.",
+    "track_name": "The instrument track to extract or add.",
+    "complete_track_classes": "The tracks to add when completing a lone track.",
     "settings_text": "A run's settings.json. Paste or upload one, then Apply settings to load it into the form.",
 }

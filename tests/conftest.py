@@ -39,3 +39,14 @@ def studio(tiny_backend, tmp_path):
     from studio import Studio
 
     return Studio(backend=tiny_backend, store=OutputStore(tmp_path / "outputs"))
+
+
+@pytest.fixture(scope="session")
+def tiny_base_backend(cache_dir):
+    """The base-variant tiny model: guidance runs and the base-only tasks are allowed."""
+    from backend import Backend, DeviceInfo
+    from checkpoints import resolve_model
+
+    backend = Backend(resolve_model("tiny-base", cache_dir=cache_dir), device=DeviceInfo("cpu", "float32"))
+    backend.load()
+    return backend

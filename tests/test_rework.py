@@ -173,3 +173,53 @@ def test_undecodable_source_names_the_input(studio, tmp_path):
     bad.write_bytes(b"this is not audio at all" * 100)
     with pytest.raises(ValueError, match="Source song"):
         studio.generate(CoverRequest(prompt="x", src_audio=str(bad)), RunControl())
+
+
+def test_base_only_tasks_are_refused_on_turbo_before_any_model_time(studio, tmp_path):
+    src = write_song(tmp_path / "song.wav", 10)
+    control = RunControl()
+    request = EditRequest(prompt="x", src_audio=str(src), task_type="extract", track_name="vocals")
+    with pytest.raises(ValueError, match=r"^task_type: 'extract' needs a base checkpoint, and tiny is turbo"):
+        studio.generate(request, control)
+    assert control.steps_done == 0
+    assert not studio.store.root.exists() or not any(studio.store.root.iterdir())
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"task_type": "extract", "track_name": "drums"},
+        {"task_type": "lego", "track_name": "guitar", "repainting_start": 2, "repainting_end": 6},
+        {"task_type": "complete", "complete_track_classes": "bass, drums"},
+    ],
+)
+def test_base_tasks_run_on_a_base_checkpoint(tiny_base_backend, tmp_path, extra):
+    from outputs import OutputStore
+    from studio import Studio
+
+    studio = Studio(backend=tiny_base_backend, store=OutputStore(tmp_path / "out"))
+    src = write_song(tmp_path / "song.wav", 10.5, rate=44_100)
+    request = EditRequest.from_values(
+        {"prompt": "x", "src_audio": str(src), "num_inference_steps": 4, "guidance_scale": 3.0, "seed": 1, **extra}
+    )
+    run = studio.generate(request, RunControl())
+    assert read_take(run).shape == (2, round(10.5 * SR))
+    saved = run.settings["request"]
+    assert saved["task_type"] == extra["task_type"] and saved["guidance_scale"] == 3.0
+    assert run.settings["model"]["variant"] == "base"
+
+
+def test_base_task_arguments_reach_the_pipeline():
+    extract = EditRequest(prompt="x", src_audio="a.wav", task_type="extract", track_name="vocals").validate()
+    assert extract.pipeline_kwargs()["track_name"] == "vocals"
+    assert "repainting_start" not in extract.pipeline_kwargs()
+    complete = EditRequest.from_values(
+        {"prompt": "x", "src_audio": "a.wav", "task_type": "complete", "complete_track_classes": ["bass", "drums"]}
+    )
+    assert complete.pipeline_kwargs()["complete_track_classes"] == ["bass", "drums"]
+    with pytest.raises(ValueError, match=r"^track_name: choose one of"):
+        EditRequest(prompt="x", src_audio="a.wav", task_type="lego").validate()
+    with pytest.raises(ValueError, match=r"^complete_track_classes: 'kazoo'"):
+        EditRequest.from_values({"prompt": "x", "src_audio": "a.wav", "complete_track_classes": "kazoo"})
+    with pytest.raises(ValueError, match=r"^task_type:"):
+        EditRequest(prompt="x", src_audio="a.wav", task_type="remix").validate()

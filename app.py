@@ -38,7 +38,7 @@ GPU_CONCURRENCY_ID = "gpu"  # every event that runs the model shares one slot
 # audio intake would accept anyway.
 MAX_UPLOAD = "512mb"
 TEST_MODEL_BANNER = (
-    "**Test model: outputs noise.** The `tiny` model has random weights; it exists so the "
+    "**Test model: outputs noise.** The `{label}` model has random weights; it exists so the "
     "studio runs offline. Start with `--model xl-turbo` (or another checkpoint) for real music."
 )
 
@@ -138,7 +138,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
             gr.Markdown(f"## {STUDIO_NAME}")
             status = gr.Markdown(_status_markdown(studio), elem_classes="studio-status")
         if studio.backend.spec.is_tiny:
-            gr.Markdown(TEST_MODEL_BANNER, elem_classes="test-model-banner")
+            gr.Markdown(TEST_MODEL_BANNER.format(label=studio.backend.spec.label), elem_classes="test-model-banner")
 
         mode_state = gr.State("generate")
         panels: dict[str, dict[str, gr.components.Component]] = {}

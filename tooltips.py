@@ -16,7 +16,7 @@ TOOLTIPS: dict[str, str] = {
     "cfg_interval_end": "Guidance is applied up to this point of the schedule (1 = last step).",
     "seed": "The same seed and settings give the same song. -1 picks a new random seed each run.",
     "batch_size": "How many takes to make at once; take n uses seed + n - 1.",
-    "bpm": "Tempo in beats per minute (30-300). Empty lets the model choose.",
+    "bpm": "Tempo in beats per minute (30-300). 0 or empty lets the model choose.",
     "keyscale": "Musical key, e.g. 'A minor'. Empty lets the model choose.",
     "timesignature": "Beats per bar (2, 3, 4 or 6). Empty lets the model choose.",
     "src_audio": "The song to work from: WAV, FLAC, OGG or MP3, up to 10 minutes.",

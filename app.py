@@ -79,10 +79,21 @@ def _status_markdown(studio: Studio) -> str:
 def _run_summary(run: Run) -> str:
     seeds = ", ".join(str(take.seed) for take in run.takes)
     seconds = run.settings["timings_s"]["generate"]
-    return (
+    text = (
         f"Saved **{html.escape(run.run_id)}**: {run.settings['mode']}, {len(run.takes)} take(s), "
         f"{run.settings['output']['duration_s']:.1f} s, seed {seeds}, {seconds:.1f} s to generate."
     )
+    for i, figures in enumerate(run.settings.get("mastering") or []):
+        before, after = figures["before"], figures["after"]
+        text += (
+            f"  \nTake {i + 1} mastered: {_lufs(before['lufs'])} → {_lufs(after['lufs'])} LUFS, "
+            f"true peak {_lufs(before['true_peak_dbtp'])} → {_lufs(after['true_peak_dbtp'])} dBTP."
+        )
+    return text
+
+
+def _lufs(value: float | None) -> str:
+    return "–∞" if value is None else f"{value:.1f}"
 
 
 def _run_files(run: Run) -> list[str]:

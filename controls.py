@@ -23,8 +23,10 @@ from modes import (
     MIN_DURATION_S,
     MIN_EXTEND_S,
     MIN_SHIFT,
+    TARGET_LUFS_RANGE,
     TIME_SIGNATURES,
     TRACK_NAMES,
+    TRUE_PEAK_RANGE_DBTP,
     VOCAL_LANGUAGES,
     SongRequest,
 )
@@ -101,6 +103,7 @@ CONTROLS: tuple[Control, ...] = (
         "complete_track_classes", "multiselect", "Tracks to add", "main", ("edit",), base_only=True,
         choices=tuple((name.replace("_", " "), name) for name in TRACK_NAMES),
     ),
+    Control("master", "checkbox", "Master the result", "main"),
     Control(
         "vocal_language", "dropdown", "Vocal language", "main",
         choices=tuple((LANGUAGE_NAMES.get(code, code), code) for code in VOCAL_LANGUAGES),
@@ -118,6 +121,14 @@ CONTROLS: tuple[Control, ...] = (
     ),
     Control("cfg_interval_start", "slider", "Guidance from", "advanced", minimum=0, maximum=1, step=0.01),
     Control("cfg_interval_end", "slider", "Guidance until", "advanced", minimum=0, maximum=1, step=0.01),
+    Control(
+        "target_lufs", "slider", "Mastering loudness (LUFS)", "advanced",
+        minimum=TARGET_LUFS_RANGE[0], maximum=TARGET_LUFS_RANGE[1], step=0.5,
+    ),
+    Control(
+        "true_peak_dbtp", "slider", "Mastering ceiling (dBTP)", "advanced",
+        minimum=TRUE_PEAK_RANGE_DBTP[0], maximum=TRUE_PEAK_RANGE_DBTP[1], step=0.1,
+    ),
 )  # fmt: skip
 
 

@@ -8,10 +8,13 @@ through the look-ahead limiter below.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from modes import DEFAULT_TARGET_LUFS, DEFAULT_TRUE_PEAK_DBTP, TARGET_LUFS_RANGE, TRUE_PEAK_RANGE_DBTP
 
 SAMPLE_RATE = 48_000  # Hz
 OVERSAMPLING = 4  # BS.1770-4 true-peak meter
@@ -19,12 +22,9 @@ MIN_LOUDNESS_S = 0.4  # one BS.1770 gating block; shorter audio has no integrate
 LOOKAHEAD_S = 0.005  # the limiter starts turning down this long before a peak
 HOLD_S = 0.05  # and holds the reduction this long after it
 RELEASE_S = 0.08  # then recovers with this time constant
-TARGET_RANGE_LUFS = (-30.0, -5.0)
-CEILING_RANGE_DBTP = (-6.0, 0.0)
 MAX_PASSES = 4  # make-up gain rounds after limiting
-LOUDNESS_TOLERANCE_LU = 0.2
-BLOCK_SAMPLES = 1 << 20  # true-peak envelope in blocks: bounded memory for 10-minute songs
-_FILTER_MARGIN = 64  # samples of context each side of a block for the polyphase filter
+LOUDNESS_TOLERANCE_LU = 0.3
+FIR_TAPS = 48  # interpolation filter length for the true-peak meter
 
 # Published loudness targets (integrated LUFS, true-peak ceiling dBTP).
 PRESETS: dict[str, tuple[float, float]] = {
@@ -45,14 +45,14 @@ class Loudness:
 @dataclass(frozen=True)
 class MasteringSettings:
     enabled: bool = True
-    target_lufs: float = -14.0
-    true_peak_dbtp: float = -1.0
+    target_lufs: float = DEFAULT_TARGET_LUFS
+    true_peak_dbtp: float = DEFAULT_TRUE_PEAK_DBTP
 
     def validate(self) -> MasteringSettings:
-        low, high = TARGET_RANGE_LUFS
+        low, high = TARGET_LUFS_RANGE
         if not (math.isfinite(self.target_lufs) and low <= self.target_lufs <= high):
             raise ValueError(f"target_lufs: must be between {low:g} and {high:g} LUFS, got {self.target_lufs!r}")
-        low, high = CEILING_RANGE_DBTP
+        low, high = TRUE_PEAK_RANGE_DBTP
         if not (math.isfinite(self.true_peak_dbtp) and low <= self.true_peak_dbtp <= high):
             raise ValueError(f"true_peak_dbtp: must be between {low:g} and {high:g} dBTP, got {self.true_peak_dbtp!r}")
         return self
@@ -65,35 +65,63 @@ class MasteringResult:
     after: Loudness
     gain_db: float
 
+    def summary(self) -> dict[str, object]:
+        """JSON-safe figures for settings.json (silence has no loudness: null)."""
+
+        def figures(loudness: Loudness) -> dict[str, float | None]:
+            return {
+                name: round(value, 2) if math.isfinite(value) else None
+                for name, value in (("lufs", loudness.lufs), ("true_peak_dbtp", loudness.true_peak_dbtp))
+            }
+
+        return {"gain_db": round(self.gain_db, 2), "before": figures(self.before), "after": figures(self.after)}
+
 
 def _db(value: float) -> float:
     return 20.0 * math.log10(value) if value > 0 else -math.inf
 
 
-def true_peak_envelope(audio: np.ndarray) -> np.ndarray:
-    """Per-sample true peak (max over channels and the 4 oversampled points), blockwise."""
-    from scipy.signal import resample_poly
+@functools.cache
+def _oversampling_phases() -> np.ndarray:
+    """The 4 polyphase branches of a 48-tap interpolation low-pass (the filter length
+    BS.1770-4 Annex 2 describes): branch k gives the signal k/4 of a sample later."""
+    from scipy.signal import firwin
 
+    taps = firwin(FIR_TAPS, 1.0 / OVERSAMPLING) * OVERSAMPLING
+    return np.ascontiguousarray(taps.reshape(-1, OVERSAMPLING).T, dtype=np.float32)
+
+
+def true_peak_envelope(audio: np.ndarray) -> np.ndarray:
+    """Per-sample true peak: the largest magnitude over channels, the sample itself and
+    the three interpolated points after it."""
+    phases = _oversampling_phases()
+    delay = (FIR_TAPS // OVERSAMPLING) // 2  # the branches' group delay, in samples
     n = audio.shape[-1]
-    envelope = np.empty(n, dtype=np.float64)
-    for start in range(0, n, BLOCK_SAMPLES):
-        stop = min(start + BLOCK_SAMPLES, n)
-        lo, hi = max(start - _FILTER_MARGIN, 0), min(stop + _FILTER_MARGIN, n)
-        up = resample_poly(audio[:, lo:hi].astype(np.float32), OVERSAMPLING, 1, axis=1)
-        up = np.abs(up[:, (start - lo) * OVERSAMPLING : (stop - lo) * OVERSAMPLING]).max(axis=0)
-        envelope[start:stop] = np.maximum(up.reshape(-1, OVERSAMPLING).max(axis=1), np.abs(audio[:, start:stop]).max(0))
+    envelope = np.abs(audio).max(axis=0).astype(np.float32)
+    for channel in audio.astype(np.float32, copy=False):
+        for branch in phases:
+            interpolated = np.convolve(channel, branch)[delay : delay + n]
+            np.maximum(envelope, np.abs(interpolated), out=envelope)
     return envelope
 
 
-def measure(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Loudness:
+def _integrated_lufs(audio: np.ndarray, sample_rate: int) -> float:
     import pyloudnorm
 
-    sample_peak = float(np.abs(audio).max()) if audio.size else 0.0
-    true_peak = float(true_peak_envelope(audio).max()) if audio.size else 0.0
-    lufs = -math.inf
-    if audio.shape[-1] >= MIN_LOUDNESS_S * sample_rate and sample_peak > 0:
-        lufs = float(pyloudnorm.Meter(sample_rate).integrated_loudness(audio.T.astype(np.float64)))
-    return Loudness(lufs=lufs, true_peak_dbtp=_db(true_peak), sample_peak_dbfs=_db(sample_peak))
+    if audio.shape[-1] < MIN_LOUDNESS_S * sample_rate or not np.any(audio):
+        return -math.inf
+    return float(pyloudnorm.Meter(sample_rate).integrated_loudness(audio.T.astype(np.float64)))
+
+
+def measure(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, envelope: np.ndarray | None = None) -> Loudness:
+    if audio.size == 0:
+        return Loudness(lufs=-math.inf, true_peak_dbtp=-math.inf, sample_peak_dbfs=-math.inf)
+    envelope = true_peak_envelope(audio) if envelope is None else envelope
+    return Loudness(
+        lufs=_integrated_lufs(audio, sample_rate),
+        true_peak_dbtp=_db(float(envelope.max())),
+        sample_peak_dbfs=_db(float(np.abs(audio).max())),
+    )
 
 
 def limiter_gain(envelope: np.ndarray, ceiling: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -119,39 +147,55 @@ def limiter_gain(envelope: np.ndarray, ceiling: float, sample_rate: int = SAMPLE
     return np.minimum(ramp, released)
 
 
-def limit(audio: np.ndarray, ceiling_dbtp: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """True-peak limit to ``ceiling_dbtp``; a last safety gain makes the ceiling a promise."""
+def limit(
+    audio: np.ndarray, ceiling_dbtp: float, sample_rate: int = SAMPLE_RATE, envelope: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """True-peak limit to ``ceiling_dbtp``; returns the audio and its new envelope.
+
+    ``envelope`` may be passed when known (the envelope of a scaled signal is the scaled
+    envelope). A last safety gain removes any hair of overshoot left by interpolation
+    between gain steps, so the ceiling is a promise.
+    """
     ceiling = 10.0 ** (ceiling_dbtp / 20.0)
-    gain = limiter_gain(true_peak_envelope(audio), ceiling, sample_rate)
-    out = audio * gain
-    # Interpolation between the gain steps can leave a hair of overshoot: remove it.
-    peak = float(true_peak_envelope(out).max()) if out.size else 0.0
+    envelope = true_peak_envelope(audio) if envelope is None else envelope
+    out = (audio * limiter_gain(envelope, ceiling, sample_rate)).astype(np.float32)
+    after = true_peak_envelope(out)
+    peak = float(after.max()) if out.size else 0.0
     if peak > ceiling:
-        out = out * (ceiling / peak)
-    return out
+        out *= np.float32(ceiling / peak)
+        after *= np.float32(ceiling / peak)
+    return out, after
 
 
 def master(
     audio: np.ndarray, sample_rate: int = SAMPLE_RATE, settings: MasteringSettings | None = None
 ) -> MasteringResult:
-    """Normalise to the target loudness, then true-peak limit; measure before and after."""
+    """Normalise to the target loudness, then true-peak limit; measure before and after.
+
+    Limiting peaky material lowers its loudness, so the shortfall is made up and the
+    limiter run again (a few passes at most).
+    """
     settings = (settings or MasteringSettings()).validate()
-    before = measure(audio, sample_rate)
+    envelope = true_peak_envelope(audio)
+    before = measure(audio, sample_rate, envelope)
     if not settings.enabled:
         return MasteringResult(audio=audio, before=before, after=before, gain_db=0.0)
-    if not math.isfinite(before.lufs):
-        out = limit(audio.astype(np.float64), settings.true_peak_dbtp, sample_rate).astype(np.float32)
-        return MasteringResult(audio=out, before=before, after=measure(out, sample_rate), gain_db=0.0)
-    gain_db = settings.target_lufs - before.lufs
+    gain_db = settings.target_lufs - before.lufs if math.isfinite(before.lufs) else 0.0
+    tried: list[tuple[float, float]] = []  # (gain dB, loudness after limiting)
     for _ in range(MAX_PASSES):
-        boosted = audio.astype(np.float64) * 10.0 ** (gain_db / 20.0)
-        out = limit(boosted, settings.true_peak_dbtp, sample_rate).astype(np.float32)
-        after = measure(out, sample_rate)
-        # Limiting peaky material lowers its loudness: make up the shortfall and limit again.
+        gain = 10.0 ** (gain_db / 20.0)
+        out, out_envelope = limit(audio * np.float32(gain), settings.true_peak_dbtp, sample_rate, envelope * gain)
+        after = measure(out, sample_rate, out_envelope)
         shortfall = settings.target_lufs - after.lufs
-        if abs(shortfall) <= LOUDNESS_TOLERANCE_LU or not math.isfinite(shortfall):
+        if not math.isfinite(shortfall) or abs(shortfall) <= LOUDNESS_TOLERANCE_LU:
             break
-        gain_db += shortfall
+        tried.append((gain_db, after.lufs))
+        # The limiter gives back less than 1 LU per dB of gain: a secant step through
+        # the last two tries lands close in one pass; the first step assumes 1 LU/dB.
+        slope = 1.0
+        if len(tried) >= 2 and tried[-1][0] != tried[-2][0]:
+            slope = (tried[-1][1] - tried[-2][1]) / (tried[-1][0] - tried[-2][0])
+        gain_db += shortfall / min(max(slope, 0.1), 1.0)
     return MasteringResult(audio=out, before=before, after=after, gain_db=gain_db)
 
 

@@ -47,6 +47,16 @@ class Studio:
         takes = np.stack([prepared.finish(take) for take in raw]).astype(np.float32, copy=False)
         generated = time.perf_counter()
         control.check()  # a cancel that arrived during decoding still discards the run
+        mastering = None
+        if request.master:
+            from post_process import MasteringSettings, master
+
+            control.report(0.92, "Mastering…")
+            settings_ = MasteringSettings(True, request.target_lufs, request.true_peak_dbtp)
+            results = [master(take, SAMPLE_RATE, settings_) for take in takes]
+            takes = np.stack([result.audio for result in results])
+            mastering = [result.summary() for result in results]
+            control.check()
         control.report(0.95, "Writing files…")
         inputs = {
             field: f"{name}{Path(getattr(request, field)).suffix.lower()}"
@@ -67,7 +77,11 @@ class Studio:
             "request": request.to_dict(),
             "inputs": inputs,  # the audio files above, copied into the run folder
             "output": {"sample_rate": SAMPLE_RATE, "duration_s": round(takes.shape[-1] / SAMPLE_RATE, 3)},
-            "timings_s": {"generate": round(generated - started, 3)},
+            "mastering": mastering,  # per take: gain and loudness before/after, or null when off
+            "timings_s": {
+                "generate": round(generated - started, 3),
+                "master": round(time.perf_counter() - generated, 3),
+            },
         }
         copies = {name: Path(getattr(request, field)) for field, name in inputs.items()}
         run = self.store.save_run(settings, takes, seeds, copies=copies)

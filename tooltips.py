@@ -31,5 +31,11 @@ TOOLTIPS: dict[str, str] = {
     "instrument's track, add a new track over the segment, or complete a lone track with others.",
     "track_name": "The instrument track to extract or add.",
     "complete_track_classes": "The tracks to add when completing a lone track.",
+    "master": "Bring each take to a set loudness (default -14 LUFS, the streaming level) with a "
+    "true-peak limiter so it never clips. Note that for Extend and Edit it changes the untouched audio too.",
+    "target_lufs": "Integrated loudness the mastering aims for: -14 streaming, -16 Apple Music, "
+    "-23 broadcast (EBU R128), -9 loud club masters.",
+    "true_peak_dbtp": "The highest peak allowed between samples after mastering; -1 dBTP leaves room "
+    "for MP3 and AAC encoders.",
     "settings_text": "A run's settings.json. Paste or upload one, then Apply settings to load it into the form.",
 }

@@ -116,3 +116,15 @@ def test_defaults_follow_the_checkpoint(studio):
     defaults = studio.defaults()
     assert defaults.num_inference_steps == studio.backend.spec.defaults.num_inference_steps
     assert defaults.shift == studio.backend.spec.defaults.shift
+
+
+def test_mastering_brings_takes_to_the_target_and_records_the_figures(studio):
+    run = studio.generate(request(seed=9, master=True, target_lufs=-16, true_peak_dbtp=-1.5), RunControl())
+    figures = run.settings["mastering"][0]
+    assert abs(figures["after"]["lufs"] - (-16)) <= 0.5
+    assert figures["after"]["true_peak_dbtp"] <= -1.5 + 0.01
+    plain = studio.generate(request(seed=9), RunControl())
+    assert plain.settings["mastering"] is None
+    a, _ = sf.read(run.takes[0].files["wav"])
+    b, _ = sf.read(plain.takes[0].files["wav"])
+    assert a.shape == b.shape and not np.array_equal(a, b)

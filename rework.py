@@ -26,7 +26,6 @@ class Prepared:
     """What one mode adds to the pipeline call, and how each take is finished."""
 
     kwargs: dict[str, Any]  # extra pipeline arguments (audio as numpy [2, samples])
-    samples: int  # length of each finished take
     finish: Callable[[np.ndarray], np.ndarray] = field(default=lambda take: take)
 
 
@@ -55,7 +54,7 @@ def _prepare_cover(request: CoverRequest, source: LoadedAudio, reference: Loaded
     if reference is not None:
         kwargs["reference_audio"] = reference.audio
     samples = audio.shape[-1]
-    return Prepared(kwargs=kwargs, samples=samples, finish=lambda take: fit_length(take, samples))
+    return Prepared(kwargs=kwargs, finish=lambda take: fit_length(take, samples))
 
 
 def _prepare_extend(request: ExtendRequest, source: LoadedAudio) -> Prepared:
@@ -80,7 +79,7 @@ def _prepare_edit(request: EditRequest, source: LoadedAudio) -> Prepared:
         # Extract, lego and complete make a different track, not a patch of this one:
         # the take is the model's output, at the source's length.
         kwargs = {"src_audio": audio, "audio_duration": samples / SAMPLE_RATE}
-        return Prepared(kwargs=kwargs, samples=samples, finish=lambda take: fit_length(take, samples))
+        return Prepared(kwargs=kwargs, finish=lambda take: fit_length(take, samples))
     start = round(request.repainting_start * SAMPLE_RATE)
     end = min(round(request.repainting_end * SAMPLE_RATE), audio.shape[-1])
     return _repaint(audio, start, end)
@@ -102,7 +101,7 @@ def _repaint(original: np.ndarray, start: int, end: int) -> Prepared:
         take = take * _level_match_gain(original, take, start, end)
         return crossfade_splice(original, take.astype(np.float32), start, end, fade)
 
-    return Prepared(kwargs=kwargs, samples=samples, finish=finish)
+    return Prepared(kwargs=kwargs, finish=finish)
 
 
 def _level_match_gain(original: np.ndarray, take: np.ndarray, start: int, end: int) -> float:

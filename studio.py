@@ -52,8 +52,8 @@ class Studio:
             from post_process import MasteringSettings, master
 
             control.report(0.92, "Mastering…")
-            settings_ = MasteringSettings(True, request.target_lufs, request.true_peak_dbtp)
-            results = [master(take, SAMPLE_RATE, settings_) for take in takes]
+            target = MasteringSettings(True, request.target_lufs, request.true_peak_dbtp)
+            results = [master(take, SAMPLE_RATE, target) for take in takes]
             takes = np.stack([result.audio for result in results])
             mastering = [result.summary() for result in results]
             control.check()
@@ -95,7 +95,7 @@ class Studio:
         if isinstance(request, GenerateRequest):
             samples = round(request.audio_duration * SAMPLE_RATE)
             # The latent grid is 1920 samples; trim the last frame's overhang to the request.
-            return Prepared(kwargs={}, samples=samples, finish=lambda take: take[..., :samples])
+            return Prepared(kwargs={}, finish=lambda take: take[..., :samples])
         from audio_io import load_audio, probe
 
         check_source = getattr(request, "check_source", None)

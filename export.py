@@ -13,7 +13,7 @@ import numpy as np
 
 SAMPLE_RATE = 48_000  # Hz
 MP3_BITRATE_KBPS = 320
-MP3_QUALITY = 2  # lame's -q: 2 is "near best", the usual choice at 320 kbps
+MP3_QUALITY = 3  # LAME's own default; -q 2 is 2.5x slower for no audible gain at 320 kbps
 WAV_SUBTYPE = "PCM_24"
 FLAC_SUBTYPE = "PCM_24"
 ARTIST = "ACE Music Studio"

@@ -25,4 +25,8 @@ fi
 
 "$VENV/bin/ruff" format --check .
 "$VENV/bin/ruff" check .
+if [ "${ACE_STUDIO_BENCH:-0}" = 1 ]; then
+  # The benchmark's CPU smoke run: prints stage timings on the tiny model (no assertions).
+  "$VENV/bin/python" bench.py --model tiny --json "${TMPDIR:-/tmp}/ace-studio-bench.json"
+fi
 exec "$VENV/bin/python" -m pytest "$@"

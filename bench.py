@@ -1,0 +1,136 @@
+"""Benchmark: where the time goes, stage by stage, and what the studio adds on top.
+
+    python bench.py --model tiny                   # CPU smoke run (what CI runs)
+    python bench.py --model ./xl-turbo --durations 30 60 180 600 --batch 1 4
+
+For each song length it times one bare pipeline call (split into text encoding, DiT
+steps and VAE decode by timing the pipeline's own components) and one full studio run
+(request to files on disk), then prints a table and writes JSON. The studio's overhead
+is the ratio of the two, measured in the same process on the same inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from backend import Backend, RunControl, pick_device
+from checkpoints import resolve_model
+from modes import GenerateRequest
+from outputs import OutputStore
+from studio import Studio
+
+TINY_DURATIONS_S = (30, 60)  # keeps the CI smoke run well under a minute
+FULL_DURATIONS_S = (30, 60, 180, 600)
+
+
+class StageTimer:
+    """Times the pipeline's components by wrapping them on this one instance."""
+
+    def __init__(self, pipe) -> None:
+        self.totals: dict[str, float] = {}
+        self.step_times: list[float] = []
+        self._wrap(pipe, "encode_prompt", "text encoding")
+        self._wrap(pipe.vae, "decode", "VAE decode")
+
+    def _wrap(self, owner, name: str, stage: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.totals[stage] = self.totals.get(stage, 0.0) + time.perf_counter() - started
+
+        setattr(owner, name, timed)
+
+    def reset(self) -> None:
+        self.totals.clear()
+        self.step_times.clear()
+
+
+def bench_one(studio: Studio, timer: StageTimer, duration: int, batch: int, steps: int) -> dict:
+    request = GenerateRequest(
+        prompt="upbeat synth-pop, female vocals",
+        lyrics="[verse]\nneon lights and midnight trains\n[chorus]\nwe are the sound",
+        audio_duration=duration,
+        num_inference_steps=steps,
+        seed=1234,
+        batch_size=batch,
+    ).validate()
+    request = studio.backend.normalise(request)
+    timer.reset()
+    last = [time.perf_counter()]
+
+    def on_progress(fraction: float, message: str) -> None:
+        now = time.perf_counter()
+        if message.startswith(("Denoising step", "Decoding audio")):
+            timer.step_times.append(now - last[0])
+        last[0] = now
+
+    started = time.perf_counter()
+    studio.backend.generate(request.pipeline_kwargs(), request.take_seeds(), RunControl(on_progress))
+    bare = time.perf_counter() - started
+    stages = dict(timer.totals)
+    # The first step also waits for encoding; the median step is the DiT's cost.
+    dit_step = statistics.median(timer.step_times[1:] or timer.step_times)
+    started = time.perf_counter()
+    run = studio.generate(request, RunControl())
+    studio_s = time.perf_counter() - started
+    return {
+        "duration_s": duration,
+        "batch": batch,
+        "steps": steps,
+        "text_encoding_s": round(stages.get("text encoding", 0.0), 4),
+        "dit_step_s": round(dit_step, 4),
+        "vae_decode_s": round(stages.get("VAE decode", 0.0), 4),
+        "pipeline_s": round(bare, 4),
+        "studio_s": round(studio_s, 4),
+        "write_s": round(studio_s - run.settings["timings_s"]["generate"] - run.settings["timings_s"]["master"], 4),
+        "real_time_factor": round(duration * batch / studio_s, 2),
+        "overhead_ratio": round(studio_s / bare, 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Stage timings and real-time factor for ACE Music Studio.")
+    parser.add_argument("--model", default="tiny", help="registry name, Hub id, local folder, tiny or tiny-base")
+    parser.add_argument("--durations", type=int, nargs="+", default=None, help="song lengths in seconds")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1], help="takes per call")
+    parser.add_argument("--steps", type=int, default=None, help="default: the checkpoint's own")
+    parser.add_argument("--device", choices=("cuda", "mps", "cpu"), default=None)
+    parser.add_argument("--json", type=Path, default=Path("bench.json"), help="where to write the results")
+    args = parser.parse_args(argv)
+
+    spec = resolve_model(args.model)
+    durations = args.durations or (TINY_DURATIONS_S if spec.is_tiny else FULL_DURATIONS_S)
+    steps = args.steps or spec.defaults.num_inference_steps
+    device = pick_device(args.device)
+    with tempfile.TemporaryDirectory() as folder:
+        studio = Studio(backend=Backend(spec, device=device), store=OutputStore(Path(folder)))
+        started = time.perf_counter()
+        pipe = studio.backend.load()
+        load_s = time.perf_counter() - started
+        timer = StageTimer(pipe)
+        bench_one(studio, timer, min(durations), 1, steps)  # warm-up: first-call allocations
+        rows = [bench_one(studio, timer, d, b, steps) for b in args.batch for d in durations]
+
+    print(f"model {spec.label} ({spec.variant}) on {device.label} {device.dtype}, {os.cpu_count()} CPUs")
+    print(f"load {load_s:.1f} s")
+    columns = ("duration_s", "batch", "steps", "text_encoding_s", "dit_step_s", "vae_decode_s", "write_s")
+    columns += ("pipeline_s", "studio_s", "real_time_factor", "overhead_ratio")
+    print(" ".join(f"{c:>16}" for c in columns))
+    for row in rows:
+        print(" ".join(f"{row[c]:>16}" for c in columns))
+    args.json.write_text(json.dumps({"model": spec.label, "device": device.device, "rows": rows}, indent=2))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -392,8 +392,10 @@ def launch(studio: Studio, host: str, port: int, preload: bool = True, **launch_
     # returns into its cache (170 MB per take for a 10-minute WAV).
     gr.set_static_paths([str(studio.store.root)])
     demo = build_ui(studio)
-    if preload:
-        # Load while the page comes up; the first Generate waits on the same lock.
+    if preload and studio.backend.is_cached():
+        # Load while the page comes up; the first Generate waits on the same lock. A model
+        # that must be downloaded first is loaded by the first Generate instead, so the
+        # download's progress bars reach that user's page.
         threading.Thread(target=_preload, args=(studio,), daemon=True).start()
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
     demo.launch(

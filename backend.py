@@ -191,6 +191,14 @@ class Backend:
             return "turbo"
         return self.spec.variant
 
+    def is_cached(self) -> bool:
+        """Whether loading needs no download (a local folder, or the Hub cache has it)."""
+        if self.spec.is_local:
+            return True
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(self.spec.source, "model_index.json"), str)
+
     def status(self) -> str:
         """One line for the header: state, device and model."""
         state = self.state

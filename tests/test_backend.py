@@ -80,3 +80,17 @@ def test_importing_backend_does_not_import_torch():
 
     code = "import backend, sys; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+
+
+def test_only_cached_models_count_as_cached(tiny_backend):
+    assert tiny_backend.is_cached()
+    assert not Backend(resolve_model("xl-turbo"), device=CPU).is_cached()
+
+
+def test_first_run_reports_the_model_loading(cache_dir):
+    backend = Backend(resolve_model("tiny", cache_dir=cache_dir), device=CPU)
+    messages = []
+    request = GenerateRequest(prompt="x", audio_duration=10, seed=1).validate()
+    backend.generate(request.pipeline_kwargs(), [1], RunControl(lambda f, m: messages.append((f, m))))
+    assert messages[0] == (0.0, "Loading tiny on CPU…")
+    assert backend.state == "ready" and backend.load_seconds > 0

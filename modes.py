@@ -305,7 +305,7 @@ EXTEND_WHERE: tuple[str, ...] = ("after", "before")
 MIN_EXTEND_S = 5
 MAX_EXTEND_S = 240
 MIN_SEGMENT_S = 1.0  # an edit shorter than this is mostly crossfade
-# The official docs' default: the source's structure is followed fully.
+# The official default (ACE-Step 1.5 GenerationParams): follow the source fully.
 DEFAULT_COVER_STRENGTH = 1.0
 LATENT_FRAME_S = 1920 / 48_000  # one latent frame: the pipeline's time resolution
 

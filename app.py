@@ -86,13 +86,14 @@ def _run_summary(run: Run) -> str:
     for i, figures in enumerate(run.settings.get("mastering") or []):
         before, after = figures["before"], figures["after"]
         text += (
-            f"  \nTake {i + 1} mastered: {_lufs(before['lufs'])} → {_lufs(after['lufs'])} LUFS, "
-            f"true peak {_lufs(before['true_peak_dbtp'])} → {_lufs(after['true_peak_dbtp'])} dBTP."
+            f"  \nTake {i + 1} mastered: {_figure(before['lufs'])} → {_figure(after['lufs'])} LUFS, "
+            f"true peak {_figure(before['true_peak_dbtp'])} → {_figure(after['true_peak_dbtp'])} dBTP."
         )
     return text
 
 
-def _lufs(value: float | None) -> str:
+def _figure(value: float | None) -> str:
+    """A decibel figure; silence has none (-inf, saved as null)."""
     return "–∞" if value is None else f"{value:.1f}"
 
 
@@ -133,6 +134,9 @@ def run_generate(
         raise gr.Error(str(error), title="Could not generate") from error
     except OSError as error:
         raise gr.Error(f"Could not write the output files: {error}", title="Disk problem") from error
+    except RuntimeError as error:  # the model itself failed, e.g. out of GPU memory
+        log.exception("generation failed")
+        raise gr.Error(f"Generation failed: {error}", title="Model error") from error
     finally:
         runs.finish(session, control)
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gradio as gr
 import pytest
 import soundfile as sf
 from gradio_client import Client
@@ -228,3 +229,23 @@ def test_apply_settings_restores_a_rework_run_with_its_source(server, tmp_path):
     restored_source = form[("extend", "src_audio")]
     assert Path(restored_source).read_bytes() == (tmp_path / "seed.wav").read_bytes()
     assert form[("generate", "prompt")] == {"__type__": "update"}
+
+
+def test_a_model_failure_mid_run_is_a_clear_error_and_saves_nothing(tmp_path):
+    """The pipeline raising mid-run (a fake loader stands in for a GPU running out of memory)."""
+    from backend import Backend, DeviceInfo
+    from checkpoints import resolve_model
+
+    class FailingPipeline:
+        is_turbo = True
+
+        def __call__(self, **kwargs):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    backend = Backend(
+        resolve_model("turbo"), device=DeviceInfo("cuda", "bfloat16"), loader=lambda *a, **k: FailingPipeline()
+    )
+    studio = Studio(backend=backend, store=OutputStore(tmp_path))
+    with pytest.raises(gr.Error, match="Generation failed: CUDA out of memory"):
+        app.run_generate(studio, app.ActiveRuns(), {"prompt": "x", "seed": 1}, "s", None)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())

@@ -11,6 +11,7 @@ import argparse
 import html
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ import gradio as gr
 
 import backend as backend_module
 from backend import Backend, Cancelled, ModelUnavailableError, RunControl
-from checkpoints import REGISTRY, TINY_MODELS, resolve_model
+from checkpoints import REGISTRY, TINY_MODELS, default_model_name, resolve_model
 from controls import build_advanced_panel, build_main_panel
 from modes import MAX_BATCH, REQUEST_TYPES
 from outputs import OutputStore, Run, default_outputs_dir, load_settings
@@ -361,10 +362,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--model",
         default=None,
-        help=f"registry name ({names}), Hub repo id or local folder; default: $ACE_STUDIO_MODEL or xl-sft's best "
-        "confirmed choice (see README)",
+        help=f"registry name ({names}), Hub repo id or local folder; default: $ACE_STUDIO_MODEL, "
+        f"else {default_model_name()} (see README)",
     )
-    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default 127.0.0.1)")
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help="address to listen on (default 127.0.0.1, this computer only; 0.0.0.0 opens it to the network "
+        "and then needs --auth or --no-auth)",
+    )
+    parser.add_argument("--auth", default=None, metavar="USER:PASSWORD", help="require this login on the page")
+    parser.add_argument(
+        "--no-auth", action="store_true", help="open to the network without a login (anyone there can use it)"
+    )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--outputs", type=Path, default=None, help="folder for runs (default ./outputs)")
     parser.add_argument(
@@ -421,20 +431,52 @@ def _preload(studio: Studio) -> None:
         log.error("model load failed: %s", error)
 
 
+def network_access(host: str, auth: str | None, no_auth: bool) -> tuple[str, str] | None:
+    """The login to require, or None; refuses to open the studio to a network by accident."""
+    credentials = None
+    if auth is not None:
+        user, sep, password = auth.partition(":")
+        if not sep or not user or not password:
+            raise ValueError("--auth: give it as USER:PASSWORD, both non-empty")
+        credentials = (user, password)
+    local = host in ("127.0.0.1", "localhost", "::1")
+    if not local and credentials is None and not no_auth:
+        raise ValueError(
+            f"--host {host} lets every device on the network use this studio and its GPU; "
+            "add --auth USER:PASSWORD, or --no-auth to accept that"
+        )
+    return credentials
+
+
+def lan_addresses() -> list[str]:
+    """This machine's non-loopback IPv4 addresses, for the phone-on-the-Wi-Fi URL."""
+    try:
+        names = socket.gethostbyname_ex(socket.gethostname())[2]
+    except OSError:
+        return []
+    return sorted({name for name in names if not name.startswith("127.")})
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     try:
+        credentials = network_access(args.host, args.auth, args.no_auth)
         studio = make_studio(args)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        for address in lan_addresses():
+            log.info("on this network, open http://%s:%d", address, args.port)
+        if credentials is None:
+            log.warning("no login: anyone who can reach port %d can generate and read the outputs", args.port)
     log.info(
         "model %s (%s) on %s",
         studio.backend.spec.label,
         studio.backend.spec.source,
         studio.backend.status(),
     )
-    launch(studio, args.host, args.port, preload=not args.no_preload)
+    launch(studio, args.host, args.port, preload=not args.no_preload, auth=credentials)
 
 
 if __name__ == "__main__":

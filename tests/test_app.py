@@ -13,7 +13,7 @@ import gradio as gr
 import pytest
 import soundfile as sf
 from gradio_client import Client
-from gradio_client.exceptions import AppError
+from gradio_client.exceptions import AppError, AuthenticationError
 
 import app
 from backend import RunControl
@@ -249,3 +249,37 @@ def test_a_model_failure_mid_run_is_a_clear_error_and_saves_nothing(tmp_path):
     with pytest.raises(gr.Error, match="Generation failed: CUDA out of memory"):
         app.run_generate(studio, app.ActiveRuns(), {"prompt": "x", "seed": 1}, "s", None)
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_opening_to_the_network_needs_a_login_or_an_explicit_no():
+    assert app.network_access("127.0.0.1", None, False) is None
+    assert app.network_access("0.0.0.0", "ana:s3cret:x", False) == ("ana", "s3cret:x")
+    assert app.network_access("0.0.0.0", None, True) is None
+    with pytest.raises(ValueError, match="--auth USER:PASSWORD, or --no-auth"):
+        app.network_access("0.0.0.0", None, False)
+    with pytest.raises(ValueError, match=r"^--auth: give it as USER:PASSWORD"):
+        app.network_access("0.0.0.0", "justaname", False)
+
+
+def test_cli_refuses_an_open_host_without_auth():
+    result = subprocess.run(
+        [sys.executable, "app.py", "--model", "tiny", "--host", "0.0.0.0"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "--no-auth" in result.stderr
+
+
+def test_login_is_enforced_over_http(tiny_backend, tmp_path):
+    studio = Studio(backend=tiny_backend, store=OutputStore(tmp_path))
+    port = free_port()
+    demo = app.launch(
+        studio, "127.0.0.1", port, preload=False, prevent_thread_lock=True, quiet=True, auth=("ana", "pw")
+    )
+    try:
+        with pytest.raises(AuthenticationError, match="credentials were not provided"):
+            Client(f"http://127.0.0.1:{port}/", verbose=False)
+        client = Client(f"http://127.0.0.1:{port}/", auth=("ana", "pw"), verbose=False)
+        assert "/generate" in client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        client.close()
+    finally:
+        demo.close()

@@ -25,6 +25,7 @@ from checkpoints import REGISTRY, TINY_MODELS, default_model_name, resolve_model
 from controls import build_advanced_panel, build_main_panel
 from modes import MAX_BATCH, REQUEST_TYPES
 from outputs import OutputStore, Run, default_outputs_dir, load_settings
+from stems import DEFAULT_STEM_MODEL, STEM_MODELS, StemModelUnavailableError
 from studio import AUDIO_FIELDS, STUDIO_NAME, Studio
 from theme import CSS, brutalist_mono
 from tooltips import TOOLTIPS
@@ -197,6 +198,16 @@ def build_ui(studio: Studio) -> gr.Blocks:
                     gr.Markdown(TOOLTIPS["settings_text"])
                     settings_upload = gr.File(label="Upload settings.json", file_types=[".json"])
                     apply_btn = gr.Button("Apply settings")
+                with gr.Accordion("Stems", open=False):
+                    with gr.Row():
+                        stem_take = gr.Number(value=1, precision=0, minimum=1, maximum=MAX_BATCH, label="Take")
+                        stem_model = gr.Dropdown(
+                            choices=[(f"{name}: {about}", name) for name, about in STEM_MODELS.items()],
+                            value=DEFAULT_STEM_MODEL,
+                            label="Stem model",
+                        )
+                    stems_btn = gr.Button("Split into stems")
+                    stem_files = gr.File(label="Stems (FLAC, and all of them in a zip)", file_count="multiple")
 
         # Every mode's inputs go to the shared buttons, keyed "mode.field"; the handler
         # picks the active mode's.
@@ -227,6 +238,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                     gr.skip(),
                     gr.skip(),
                     _status_markdown(studio),
+                    gr.skip(),
                 )
             # The players stream the MP3: a 10-minute WAV is 170 MB, too much for a phone.
             take_paths = [str(take.files["mp3"]) for take in run.takes]
@@ -240,9 +252,11 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 _run_files(run),
                 json.dumps(run.settings, indent=2, ensure_ascii=False),
                 _status_markdown(studio),
+                run.run_id,
             )
 
-        ui_outputs = [summary, *players, downloads, settings_text, status]
+        last_run = gr.State("")  # this session's latest run, for Stems
+        ui_outputs = [summary, *players, downloads, settings_text, status, last_run]
         run_options = dict(concurrency_id=GPU_CONCURRENCY_ID, concurrency_limit=1)
         for button, new_seed in ((generate_btn, False), (retake_btn, True)):
             button.click(
@@ -259,6 +273,44 @@ def build_ui(studio: Studio) -> gr.Blocks:
             return "Nothing is running."
 
         cancel_btn.click(cancel_handler, outputs=summary, queue=False, api_visibility="private")
+
+        def stems_handler(
+            run_id: str,
+            take: int,
+            stem_model: str,
+            progress: gr.Progress = gr.Progress(),
+            request: gr.Request = None,
+        ) -> list[str]:
+            if not run_id:
+                raise gr.Error("Generate something first (or pass the run_id of a saved run).")
+            control = RunControl(lambda fraction, message: progress(fraction, desc=message))
+            session = _session_key(request)
+            runs.start(session, control)
+            try:
+                return [str(path) for path in studio.stems(run_id, int(take or 1), stem_model, control)]
+            except Cancelled:
+                raise gr.Error("Cancelled: no stems were saved.") from None
+            except (ValueError, StemModelUnavailableError) as error:
+                raise gr.Error(str(error), title="Could not split into stems") from error
+            finally:
+                runs.finish(session, control)
+
+        stems_btn.click(
+            stems_handler,
+            inputs=[last_run, stem_take, stem_model],
+            outputs=stem_files,
+            api_visibility="private",
+            **run_options,
+        )
+        # The named endpoint takes the run by name (settings["run_id"]).
+        stems_run_id = gr.Textbox(visible=False)
+        gr.Button(visible=False).click(
+            stems_handler,
+            inputs_kwargs={"run_id": stems_run_id, "take": stem_take, "stem_model": stem_model},
+            outputs=stem_files,
+            api_name="stems",
+            **run_options,
+        )
 
         apply_targets = [*advanced.values(), *form_inputs.values()]
 

@@ -13,7 +13,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +28,7 @@ SETTINGS_FORMAT = 1
 STAGING_PREFIX = ".partial-"
 STALE_STAGING_S = 3600  # staging folders older than this belong to a dead process
 OUTPUTS_ENV_VAR = "ACE_STUDIO_OUTPUTS"
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,37 @@ class OutputStore:
             for i, meta in enumerate(takes_meta)
         ]
         return Run(run_id=final.name, folder=final, settings=full_settings, takes=takes)
+
+    def run_folder(self, run_id: str) -> Path:
+        """The folder of a saved run. ``run_id`` comes from users and API clients, so it
+        must name a run directly inside the outputs folder and nothing else."""
+        if not RUN_ID_PATTERN.fullmatch(run_id or "") or run_id.startswith("."):
+            raise ValueError(f"run_id: {run_id!r} is not the name of a run")
+        folder = self.root / run_id
+        if not (folder / SETTINGS_FILE).is_file():
+            raise ValueError(f"run_id: no run called {run_id!r} in {self.root}")
+        return folder
+
+    def add_to_run(self, run_id: str, name: str, files: Mapping[str, Callable[[Path], None]]) -> list[Path]:
+        """Write a folder ``name`` of extra files (e.g. stems) into a run, atomically.
+
+        ``files`` maps file names to writers. An earlier folder of the same name is
+        replaced only once the new one is complete.
+        """
+        folder = self.run_folder(run_id)
+        staging = folder / f"{STAGING_PREFIX}{name}-{secrets.token_hex(4)}"
+        staging.mkdir()
+        try:
+            for file_name, write in files.items():
+                write(staging / file_name)
+            final = folder / name
+            if final.exists():
+                shutil.rmtree(final)
+            os.rename(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return [final / file_name for file_name in files]
 
     def _free_name(self, run_id: str) -> Path:
         candidate = self.root / run_id

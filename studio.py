@@ -7,15 +7,18 @@ each run is produced, recorded and saved the same way wherever it comes from.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
-from dataclasses import dataclass
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from backend import Backend, RunControl
 from modes import GenerateRequest, SongRequest
-from outputs import OutputStore, Run
+from outputs import SETTINGS_FILE, OutputStore, Run, load_settings
+from stems import StemSplitter
 
 STUDIO_NAME = "ACE Music Studio"
 STUDIO_VERSION = "0.1.0"
@@ -29,6 +32,7 @@ AUDIO_FIELDS = {"src_audio": ("source", "Source song"), "reference_audio": ("ref
 class Studio:
     backend: Backend
     store: OutputStore
+    splitter: StemSplitter = field(default_factory=StemSplitter)
 
     def defaults(self, request_type: type[SongRequest] = GenerateRequest) -> SongRequest:
         """A request type's defaults with the checkpoint's own sampler settings."""
@@ -109,3 +113,47 @@ class Studio:
             if getattr(request, field, "")
         }
         return prepare(request, loaded.get("src_audio"), loaded.get("reference_audio"))
+
+    def stems(self, run_id: str, take: int, stem_model: str, control: RunControl) -> list[Path]:
+        """Split one take of a saved run into stems, saved in the run as FLACs plus a zip."""
+        import soundfile as sf
+
+        from export import Tags, title_from_prompt, write_flac
+
+        folder = self.store.run_folder(run_id)
+        settings = load_settings(folder / SETTINGS_FILE)
+        takes = settings["takes"]
+        if not 1 <= take <= len(takes):
+            raise ValueError(f"take: run {run_id} has {len(takes)} take(s), got {take}")
+        audio = sf.read(folder / takes[take - 1]["files"]["wav"], dtype="float32", always_2d=True)[0].T
+        control.check()
+        control.report(0.02, f"Loading {stem_model}…")
+
+        def on_progress(fraction: float) -> None:
+            control.check()  # raising inside Demucs' callback stops the separation
+            control.report(0.05 + 0.85 * fraction, "Separating stems…")
+
+        parts = self.splitter.separate(audio, stem_model, progress=on_progress)
+        control.check()
+        control.report(0.92, "Writing stems…")
+        request = settings["request"]
+        title = title_from_prompt(request.get("prompt", ""))
+        name = f"stems-take{take}-{stem_model}"
+
+        def writer(stem: str, stem_audio):
+            tags = Tags(
+                title=f"{title} ({stem})", lyrics=request.get("lyrics", ""), seed=takes[take - 1]["seed"],
+                settings_json=json.dumps(settings, ensure_ascii=False),
+            )  # fmt: skip
+            return lambda path: write_flac(path, stem_audio, tags)
+
+        def write_zip(path: Path) -> None:
+            with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+                for stem in parts:
+                    archive.write(path.parent / f"{stem}.flac", arcname=f"{name}/{stem}.flac")
+
+        files = {f"{stem}.flac": writer(stem, stem_audio) for stem, stem_audio in parts.items()}
+        files[f"{name}.zip"] = write_zip
+        written = self.store.add_to_run(run_id, name, files)
+        control.report(1.0, "Done")
+        return written

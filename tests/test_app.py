@@ -283,3 +283,18 @@ def test_login_is_enforced_over_http(tiny_backend, tmp_path):
         client.close()
     finally:
         demo.close()
+
+
+def test_stems_endpoint_splits_a_saved_run(server):
+    _, client = server
+    _, settings = client.predict(prompt="stems please", audio_duration=10, seed=4, api_name="/generate")
+    files = client.predict(run_id=settings["run_id"], take=1, stem_model="demucs_unittest", api_name="/stems")
+    assert sorted(Path(f).name for f in files) == [
+        "bass.flac",
+        "drums.flac",
+        "other.flac",
+        "stems-take1-demucs_unittest.zip",
+        "vocals.flac",
+    ]
+    with pytest.raises(AppError, match="is not the name of a run"):
+        client.predict(run_id="../secrets", take=1, stem_model="demucs_unittest", api_name="/stems")

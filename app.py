@@ -22,7 +22,7 @@ import gradio as gr
 import backend as backend_module
 from backend import Backend, Cancelled, ModelUnavailableError, RunControl
 from checkpoints import REGISTRY, TINY_MODELS, default_model_name, resolve_model
-from controls import build_advanced_panel, build_main_panel
+from controls import build_main_panel, build_shared_panel
 from modes import MAX_BATCH, REQUEST_TYPES
 from outputs import OutputStore, Run, default_outputs_dir, load_settings
 from stems import DEFAULT_STEM_MODEL, STEM_MODELS, StemModelUnavailableError
@@ -169,7 +169,10 @@ def build_ui(studio: Studio) -> gr.Blocks:
                             )
                         tab.select(lambda m=mode: m, outputs=mode_state, api_visibility="private", queue=False)
                 with gr.Accordion("Advanced", open=False):
-                    advanced = build_advanced_panel(studio.defaults())
+                    advanced = build_shared_panel(studio.defaults(), "advanced")
+                with gr.Accordion("Finishing and export", open=False):
+                    # From here on "advanced" is every shared input: the sampler, finishing, export.
+                    advanced |= build_shared_panel(studio.defaults(), "output")
                 with gr.Row(elem_classes="studio-actions"):
                     generate_btn = gr.Button("Generate", variant="primary")
                     retake_btn = gr.Button("Retake", variant="secondary")

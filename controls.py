@@ -17,12 +17,14 @@ from modes import (
     MAX_BATCH,
     MAX_DURATION_S,
     MAX_EXTEND_S,
+    MAX_FADE_S,
     MAX_GUIDANCE,
     MAX_SHIFT,
     MAX_STEPS,
     MIN_DURATION_S,
     MIN_EXTEND_S,
     MIN_SHIFT,
+    MP3_BITRATES_KBPS,
     TARGET_LUFS_RANGE,
     TIME_SIGNATURES,
     TRACK_NAMES,
@@ -32,7 +34,7 @@ from modes import (
 )
 from tooltips import TOOLTIPS
 
-Panel = Literal["main", "advanced"]
+Panel = Literal["main", "advanced", "output"]
 
 LANGUAGE_NAMES = {
     "ar": "Arabic", "az": "Azerbaijani", "bg": "Bulgarian", "bn": "Bengali", "ca": "Catalan",
@@ -103,7 +105,6 @@ CONTROLS: tuple[Control, ...] = (
         "complete_track_classes", "multiselect", "Tracks to add", "main", ("edit",), base_only=True,
         choices=tuple((name.replace("_", " "), name) for name in TRACK_NAMES),
     ),
-    Control("master", "checkbox", "Master the result", "main"),
     Control(
         "vocal_language", "dropdown", "Vocal language", "main",
         choices=tuple((LANGUAGE_NAMES.get(code, code), code) for code in VOCAL_LANGUAGES),
@@ -121,14 +122,27 @@ CONTROLS: tuple[Control, ...] = (
     ),
     Control("cfg_interval_start", "slider", "Guidance from", "advanced", minimum=0, maximum=1, step=0.01),
     Control("cfg_interval_end", "slider", "Guidance until", "advanced", minimum=0, maximum=1, step=0.01),
+    Control("master", "checkbox", "Master the result", "output"),
     Control(
-        "target_lufs", "slider", "Mastering loudness (LUFS)", "advanced",
+        "target_lufs", "slider", "Mastering loudness (LUFS)", "output",
         minimum=TARGET_LUFS_RANGE[0], maximum=TARGET_LUFS_RANGE[1], step=0.5,
     ),
     Control(
-        "true_peak_dbtp", "slider", "Mastering ceiling (dBTP)", "advanced",
+        "true_peak_dbtp", "slider", "Mastering ceiling (dBTP)", "output",
         minimum=TRUE_PEAK_RANGE_DBTP[0], maximum=TRUE_PEAK_RANGE_DBTP[1], step=0.1,
     ),
+    Control("fade_in_s", "slider", "Fade in (s)", "output", minimum=0, maximum=MAX_FADE_S, step=0.1),
+    Control("fade_out_s", "slider", "Fade out (s)", "output", minimum=0, maximum=MAX_FADE_S, step=0.1),
+    Control("trim_silence", "checkbox", "Trim silence at the ends", "output"),
+    Control(
+        "wav_bit_depth", "dropdown", "WAV", "output",
+        choices=(("16-bit", "16"), ("24-bit", "24"), ("32-bit float", "32f")),
+    ),
+    Control(
+        "mp3_bitrate_kbps", "dropdown", "MP3 bitrate", "output",
+        choices=tuple((f"{rate} kbps", rate) for rate in MP3_BITRATES_KBPS),
+    ),
+    Control("opus", "checkbox", "Also export Opus", "output"),
 )  # fmt: skip
 
 
@@ -197,13 +211,6 @@ BASE_ONLY_HINT = (
 )
 
 
-def build_advanced_panel(defaults: SongRequest) -> dict[str, gr.components.Component]:
-    """The sampler controls every song mode shares; built once."""
-    return {
-        c.name: build_control(c, getattr(defaults, c.name), elem_id=c.name) for c in CONTROLS if c.panel == "advanced"
-    }
-
-
-def form_values(request: SongRequest, names: list[str]) -> list[Any]:
-    """The values to put back into the form's components, in ``names`` order."""
-    return [getattr(request, name) for name in names]
+def build_shared_panel(defaults: SongRequest, panel: Panel) -> dict[str, gr.components.Component]:
+    """Controls every song mode shares (the sampler, finishing and export); built once."""
+    return {c.name: build_control(c, getattr(defaults, c.name), elem_id=c.name) for c in CONTROLS if c.panel == panel}

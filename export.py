@@ -15,6 +15,7 @@ SAMPLE_RATE = 48_000  # Hz
 MP3_BITRATE_KBPS = 320
 MP3_QUALITY = 3  # LAME's own default; -q 2 is 2.5x slower for no audible gain at 320 kbps
 WAV_SUBTYPE = "PCM_24"
+WAV_SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}
 FLAC_SUBTYPE = "PCM_24"
 ARTIST = "ACE Music Studio"
 
@@ -35,11 +36,13 @@ def _frames(audio: np.ndarray) -> np.ndarray:
     return np.clip(np.ascontiguousarray(audio.T, dtype=np.float32), -1.0, 1.0)
 
 
-def write_wav(path: Path, audio: np.ndarray, tags: Tags, sample_rate: int = SAMPLE_RATE) -> None:
+def write_wav(
+    path: Path, audio: np.ndarray, tags: Tags, sample_rate: int = SAMPLE_RATE, subtype: str = WAV_SUBTYPE
+) -> None:
     import soundfile as sf
     from mutagen.wave import WAVE
 
-    sf.write(path, _frames(audio), sample_rate, subtype=WAV_SUBTYPE, format="WAV")
+    sf.write(path, _frames(audio), sample_rate, subtype=subtype, format="WAV")
     wave = WAVE(path)
     wave.add_tags()
     _fill_id3(wave.tags, tags)
@@ -84,8 +87,38 @@ def write_mp3(
     id3.save(path)
 
 
+def write_opus(path: Path, audio: np.ndarray, tags: Tags, sample_rate: int = SAMPLE_RATE) -> None:
+    """Ogg Opus through libsndfile (no encoder binary needed), tagged with Vorbis comments."""
+    import soundfile as sf
+    from mutagen.oggopus import OggOpus
+
+    sf.write(path, _frames(audio), sample_rate, format="OGG", subtype="OPUS")
+    opus = OggOpus(path)
+    opus["TITLE"] = tags.title
+    opus["ARTIST"] = tags.artist
+    opus["LYRICS"] = tags.lyrics
+    opus["SEED"] = str(tags.seed)
+    opus["COMMENT"] = tags.settings_json
+    opus.save()
+
+
 Writer = Callable[[Path, np.ndarray, Tags], None]
 WRITERS: dict[str, Writer] = {"wav": write_wav, "flac": write_flac, "mp3": write_mp3}
+
+
+def writers_for(
+    wav_bit_depth: str = "24", mp3_bitrate_kbps: int = MP3_BITRATE_KBPS, opus: bool = False
+) -> dict[str, Writer]:
+    """The writers for one run's export settings, keyed by file extension."""
+    subtype = WAV_SUBTYPES[wav_bit_depth]
+    writers: dict[str, Writer] = {
+        "wav": lambda path, audio, tags: write_wav(path, audio, tags, subtype=subtype),
+        "flac": write_flac,
+        "mp3": lambda path, audio, tags: write_mp3(path, audio, tags, bitrate_kbps=mp3_bitrate_kbps),
+    }
+    if opus:
+        writers["opus"] = write_opus
+    return writers
 
 
 def _fill_id3(id3, tags: Tags) -> None:

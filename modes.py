@@ -66,6 +66,9 @@ TRACK_NAMES: tuple[str, ...] = (
 
 DEFAULT_TARGET_LUFS = -14.0  # the streaming platforms' common target
 DEFAULT_TRUE_PEAK_DBTP = -1.0
+MAX_FADE_S = 30
+WAV_BIT_DEPTHS: tuple[str, ...] = ("16", "24", "32f")  # 32f: 32-bit float
+MP3_BITRATES_KBPS: tuple[int, ...] = (128, 192, 256, 320)
 TARGET_LUFS_RANGE = (-30.0, -5.0)
 TRUE_PEAK_RANGE_DBTP = (-6.0, 0.0)
 
@@ -100,6 +103,14 @@ class SongRequest:
     master: bool = False
     target_lufs: float = DEFAULT_TARGET_LUFS
     true_peak_dbtp: float = DEFAULT_TRUE_PEAK_DBTP
+    # Finishing that changes the audio's ends (it also breaks Extend/Edit's bit-identity).
+    fade_in_s: float = 0.0
+    fade_out_s: float = 0.0
+    trim_silence: bool = False
+    # Export: the files each take is written as.
+    wav_bit_depth: str = "24"
+    mp3_bitrate_kbps: int = 320
+    opus: bool = False
 
     mode: typing.ClassVar[str] = ""
 
@@ -152,6 +163,13 @@ class SongRequest:
         _check_range("batch_size", self.batch_size, 1, MAX_BATCH)
         _check_range("target_lufs", self.target_lufs, *TARGET_LUFS_RANGE, " LUFS")
         _check_range("true_peak_dbtp", self.true_peak_dbtp, *TRUE_PEAK_RANGE_DBTP, " dBTP")
+        _check_range("fade_in_s", self.fade_in_s, 0.0, MAX_FADE_S, "s")
+        _check_range("fade_out_s", self.fade_out_s, 0.0, MAX_FADE_S, "s")
+        if self.wav_bit_depth not in WAV_BIT_DEPTHS:
+            raise ValueError(f"wav_bit_depth: must be one of {', '.join(WAV_BIT_DEPTHS)}, got {self.wav_bit_depth!r}")
+        if self.mp3_bitrate_kbps not in MP3_BITRATES_KBPS:
+            choices = ", ".join(map(str, MP3_BITRATES_KBPS))
+            raise ValueError(f"mp3_bitrate_kbps: must be one of {choices}, got {self.mp3_bitrate_kbps!r}")
         return self
 
     def with_seed(self, seed: int) -> Self:

@@ -13,7 +13,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -69,16 +69,19 @@ class OutputStore:
     def save_run(
         self,
         settings: dict[str, Any],
-        audios: np.ndarray,
+        audios: Sequence[np.ndarray],
         seeds: list[int],
         copies: Mapping[str, Path] | None = None,
+        writers: Mapping[str, Writer] | None = None,
     ) -> Run:
         """Write every take in every format plus ``settings.json``, atomically as a folder.
 
         ``settings`` must carry ``request`` (with ``prompt`` and ``lyrics``); the take
         list is added here. ``copies`` maps file names in the run folder to files to
-        copy there unchanged (the inputs a run was made from).
+        copy there unchanged (the inputs a run was made from). ``writers`` overrides the
+        store's formats for this run (e.g. a 16-bit WAV, a lower MP3 bitrate, Opus).
         """
+        writers = dict(writers or self.writers)
         if len(audios) != len(seeds):
             raise ValueError(f"{len(audios)} takes but {len(seeds)} seeds")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -91,8 +94,7 @@ class OutputStore:
         final = self._free_name(run_id)
         try:
             takes_meta = [
-                {"seed": seed, "files": {fmt: f"take{i + 1}.{fmt}" for fmt in self.writers}}
-                for i, seed in enumerate(seeds)
+                {"seed": seed, "files": {fmt: f"take{i + 1}.{fmt}" for fmt in writers}} for i, seed in enumerate(seeds)
             ]
             full_settings = {
                 **settings,
@@ -111,7 +113,7 @@ class OutputStore:
                     settings_json=settings_json,
                 )
                 for fmt, name in takes_meta[i]["files"].items():
-                    self.writers[fmt](staging / name, audio, tags)
+                    writers[fmt](staging / name, audio, tags)
             for name, source in (copies or {}).items():
                 shutil.copyfile(source, staging / name)
             (staging / SETTINGS_FILE).write_text(settings_json + "\n", encoding="utf-8")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from backend import Backend, RunControl
+from export import writers_for
 from modes import GenerateRequest, SongRequest
 from outputs import SETTINGS_FILE, OutputStore, Run, load_settings
 from stems import StemSplitter
@@ -61,6 +62,7 @@ class Studio:
             takes = np.stack([result.audio for result in results])
             mastering = [result.summary() for result in results]
             control.check()
+        finished = [self._shape_ends(request, take) for take in takes]  # trimmed takes may differ in length
         control.report(0.95, "Writing files…")
         inputs = {
             field: f"{name}{Path(getattr(request, field)).suffix.lower()}"
@@ -80,7 +82,10 @@ class Studio:
             "dtype": self.backend.device.dtype,
             "request": request.to_dict(),
             "inputs": inputs,  # the audio files above, copied into the run folder
-            "output": {"sample_rate": SAMPLE_RATE, "duration_s": round(takes.shape[-1] / SAMPLE_RATE, 3)},
+            "output": {
+                "sample_rate": SAMPLE_RATE,
+                "duration_s": round(max(t.shape[-1] for t in finished) / SAMPLE_RATE, 3),
+            },
             "mastering": mastering,  # per take: gain and loudness before/after, or null when off
             "timings_s": {
                 "generate": round(generated - started, 3),
@@ -88,9 +93,23 @@ class Studio:
             },
         }
         copies = {name: Path(getattr(request, field)) for field, name in inputs.items()}
-        run = self.store.save_run(settings, takes, seeds, copies=copies)
+        writers = writers_for(request.wav_bit_depth, request.mp3_bitrate_kbps, request.opus)
+        run = self.store.save_run(settings, finished, seeds, copies=copies, writers=writers)
         control.report(1.0, "Done")
         return run
+
+    @staticmethod
+    def _shape_ends(request: SongRequest, take: np.ndarray) -> np.ndarray:
+        """Optional silence trimming, then fades, as the request asks."""
+        from post_process import fade, trim_silence
+
+        if request.trim_silence:
+            take = trim_silence(take, SAMPLE_RATE)
+            if take.shape[-1] == 0:
+                raise ValueError("trim_silence: the take is all silence; turn trimming off to keep it")
+        if request.fade_in_s or request.fade_out_s:
+            take = fade(take, SAMPLE_RATE, request.fade_in_s, request.fade_out_s)
+        return take
 
     def _prepare(self, request: SongRequest):
         """Decode and check every audio input before the model is touched."""

@@ -37,5 +37,12 @@ TOOLTIPS: dict[str, str] = {
     "-23 broadcast (EBU R128), -9 loud club masters.",
     "true_peak_dbtp": "The highest peak allowed between samples after mastering; -1 dBTP leaves room "
     "for MP3 and AAC encoders.",
+    "fade_in_s": "Fade the start in over this many seconds (0 = off).",
+    "fade_out_s": "Fade the end out over this many seconds (0 = off).",
+    "trim_silence": "Cut silence (below -60 dBFS) from the start and end, keeping 50 ms.",
+    "wav_bit_depth": "WAV sample format: 16-bit for CDs and small files, 24-bit for mixing, "
+    "32-bit float to keep every detail for further processing.",
+    "mp3_bitrate_kbps": "MP3 bitrate (constant). 320 kbps is the highest MP3 quality.",
+    "opus": "Also write an Ogg Opus file: small, high quality, good for sharing.",
     "settings_text": "A run's settings.json. Paste or upload one, then Apply settings to load it into the form.",
 }

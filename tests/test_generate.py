@@ -128,3 +128,32 @@ def test_mastering_brings_takes_to_the_target_and_records_the_figures(studio):
     a, _ = sf.read(run.takes[0].files["wav"])
     b, _ = sf.read(plain.takes[0].files["wav"])
     assert a.shape == b.shape and not np.array_equal(a, b)
+
+
+def test_export_settings_fades_and_trim_shape_the_files(studio):
+    from mutagen.mp3 import MP3
+    from mutagen.oggopus import OggOpus
+
+    run = studio.generate(
+        request(seed=11, wav_bit_depth="16", mp3_bitrate_kbps=192, opus=True, fade_in_s=1.0, fade_out_s=2.0),
+        RunControl(),
+    )
+    files = run.takes[0].files
+    assert set(files) == {"wav", "flac", "mp3", "opus"}
+    assert sf.info(files["wav"]).subtype == "PCM_16"
+    assert MP3(files["mp3"]).info.bitrate == 192_000
+    assert OggOpus(files["opus"])["SEED"] == ["11"]
+    data, _ = sf.read(files["flac"])
+    assert np.abs(data[:10]).max() < 1e-3, "the fade-in starts from silence"
+    assert np.abs(data[-10:]).max() < 1e-3, "the fade-out ends in silence"
+    float_run = studio.generate(request(seed=11, wav_bit_depth="32f"), RunControl())
+    assert sf.info(float_run.takes[0].files["wav"]).subtype == "FLOAT"
+
+
+def test_bad_export_settings_are_refused():
+    with pytest.raises(ValueError, match=r"^wav_bit_depth:"):
+        request(wav_bit_depth="12")
+    with pytest.raises(ValueError, match=r"^mp3_bitrate_kbps: must be one of 128, 192, 256, 320, got 300"):
+        request(mp3_bitrate_kbps=300)
+    with pytest.raises(ValueError, match=r"^fade_out_s:"):
+        request(fade_out_s=-1)

@@ -14,6 +14,10 @@ stamp="$VENV/.requirements.cksum"
 wanted=$(cksum < requirements.txt)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  # TORCH_SPEC picks the torch build first (e.g. a CPU-only one); by default pip chooses.
+  if [ -n "${TORCH_SPEC:-}" ]; then
+    "$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
+  fi
   "$VENV/bin/python" -m pip install --quiet -r requirements.txt
   echo "$wanted" > "$stamp"
 fi

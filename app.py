@@ -24,7 +24,7 @@ from backend import Backend, Cancelled, ModelUnavailableError, RunControl
 from checkpoints import REGISTRY, TINY_MODELS, default_model_name, resolve_model
 from controls import build_main_panel, build_shared_panel
 from modes import MAX_BATCH, REQUEST_TYPES
-from outputs import OutputStore, Run, default_outputs_dir, load_settings
+from outputs import SETTINGS_FILE, OutputStore, Run, default_outputs_dir, load_settings
 from stems import DEFAULT_STEM_MODEL, STEM_MODELS, StemModelUnavailableError
 from studio import AUDIO_FIELDS, STUDIO_NAME, Studio
 from theme import CSS, brutalist_mono
@@ -34,6 +34,7 @@ log = logging.getLogger("ace_studio")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
+HISTORY_LIMIT = 20  # runs remembered per browser
 QUEUE_MAX_SIZE = 32  # waiting requests beyond this get a "busy" answer
 GPU_CONCURRENCY_ID = "gpu"  # every event that runs the model shares one slot
 # A 10-minute, 96 kHz, 32-bit float stereo WAV is 461 MB: the largest upload that
@@ -97,6 +98,30 @@ def _run_summary(run: Run) -> str:
 def _figure(value: float | None) -> str:
     """A decibel figure; silence has none (-inf, saved as null)."""
     return "–∞" if value is None else f"{value:.1f}"
+
+
+def add_to_history(history: list | None, run: Run, limit: int = HISTORY_LIMIT) -> list[dict[str, Any]]:
+    """This browser's run list with ``run`` first: only names and text, never audio."""
+    request = run.settings["request"]
+    entry = {
+        "run_id": run.run_id,
+        "mode": run.settings["mode"],
+        "prompt": request.get("prompt", "")[:80],
+        "created": run.settings.get("created", ""),
+    }
+    kept = [item for item in (history or []) if isinstance(item, dict) and item.get("run_id") != run.run_id]
+    return [entry, *kept][:limit]
+
+
+def history_choices(history: list | None) -> list[tuple[str, str]]:
+    """Dropdown choices (plain text, so nothing in a prompt is ever rendered as markup)."""
+    choices = []
+    for item in history or []:
+        if not isinstance(item, dict) or not isinstance(item.get("run_id"), str):
+            continue  # a browser's storage is the user's: tolerate anything in it
+        when = str(item.get("created", ""))[11:16]
+        choices.append((f"{when} · {item.get('mode', '')} · {item.get('prompt', '') or 'untitled'}", item["run_id"]))
+    return choices
 
 
 def _run_files(run: Run) -> list[str]:
@@ -201,6 +226,11 @@ def build_ui(studio: Studio) -> gr.Blocks:
                     gr.Markdown(TOOLTIPS["settings_text"])
                     settings_upload = gr.File(label="Upload settings.json", file_types=[".json"])
                     apply_btn = gr.Button("Apply settings")
+                with gr.Accordion("History (this browser)", open=False):
+                    history = gr.BrowserState([], storage_key="ace-music-studio-history")
+                    history_pick = gr.Dropdown(choices=[], label="Recent runs", value=None)
+                    history_player = gr.Audio(type="filepath", interactive=False, label="Take 1", visible=False)
+                    restore_btn = gr.Button("Restore its settings")
                 with gr.Accordion("Stems", open=False):
                     with gr.Row():
                         stem_take = gr.Number(value=1, precision=0, minimum=1, maximum=MAX_BATCH, label="Take")
@@ -218,6 +248,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
 
         def generate_handler(
             mode: str,
+            history: list,
             new_seed: bool = False,
             progress: gr.Progress = gr.Progress(track_tqdm=True),
             request: gr.Request = None,
@@ -242,6 +273,8 @@ def build_ui(studio: Studio) -> gr.Blocks:
                     gr.skip(),
                     _status_markdown(studio),
                     gr.skip(),
+                    gr.skip(),
+                    gr.skip(),
                 )
             # The players stream the MP3: a 10-minute WAV is 170 MB, too much for a phone.
             take_paths = [str(take.files["mp3"]) for take in run.takes]
@@ -249,6 +282,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 gr.update(value=take_paths[i] if i < len(take_paths) else None, visible=i < len(take_paths))
                 for i in range(MAX_BATCH)
             ]
+            history = add_to_history(history, run)
             return (
                 _run_summary(run),
                 *player_updates,
@@ -256,15 +290,23 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 json.dumps(run.settings, indent=2, ensure_ascii=False),
                 _status_markdown(studio),
                 run.run_id,
+                history,
+                gr.Dropdown(choices=history_choices(history), value=None),
             )
 
         last_run = gr.State("")  # this session's latest run, for Stems
-        ui_outputs = [summary, *players, downloads, settings_text, status, last_run]
+        ui_outputs = [summary, *players, downloads, settings_text, status, last_run, history, history_pick]
         run_options = dict(concurrency_id=GPU_CONCURRENCY_ID, concurrency_limit=1)
         for button, new_seed in ((generate_btn, False), (retake_btn, True)):
             button.click(
                 generate_handler,
-                inputs_kwargs={"mode": mode_state, "new_seed": gr.State(new_seed), **advanced, **form_inputs},
+                inputs_kwargs={
+                    "mode": mode_state,
+                    "history": history,
+                    "new_seed": gr.State(new_seed),
+                    **advanced,
+                    **form_inputs,
+                },
                 outputs=ui_outputs,
                 api_visibility="private",
                 **run_options,
@@ -323,6 +365,21 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 raise gr.Error("Paste a settings.json into the box or upload one first.")
             try:
                 data = load_settings(source)
+            except ValueError as error:
+                raise gr.Error(str(error), title="Could not apply settings") from error
+            return apply_settings(data)
+
+        def restore_handler(run_id: str | None) -> list:
+            if not run_id:
+                raise gr.Error("Pick a run from the history first.")
+            try:
+                data = load_settings(studio.store.run_folder(run_id) / SETTINGS_FILE)
+            except ValueError as error:
+                raise gr.Error(f"{error} (it may have been deleted)", title="Could not restore") from error
+            return apply_settings(data)
+
+        def apply_settings(data: dict[str, Any]) -> list:
+            try:
                 mode = data.get("mode", "generate")
                 if mode not in REQUEST_TYPES:
                     raise ValueError(f"settings: unknown mode {mode!r}")
@@ -342,6 +399,27 @@ def build_ui(studio: Studio) -> gr.Blocks:
                     value = list(value)  # a multiselect's value
                 updates.append(value)
             return [*updates, gr.Tabs(selected=mode), mode]
+
+        restore_btn.click(
+            restore_handler, inputs=history_pick, outputs=[*apply_targets, tabs, mode_state], api_visibility="private"
+        )
+
+        def pick_handler(run_id: str | None) -> dict:
+            try:
+                folder = studio.store.run_folder(run_id or "")
+                take = folder / "take1.mp3"
+                return gr.update(value=str(take) if take.is_file() else None, visible=True)
+            except ValueError:
+                return gr.update(value=None, visible=False)
+
+        history_pick.change(pick_handler, inputs=history_pick, outputs=history_player, api_visibility="private")
+        demo.load(
+            lambda history: gr.Dropdown(choices=history_choices(history)),
+            inputs=history,
+            outputs=history_pick,
+            api_visibility="private",
+            queue=False,
+        )
 
         apply_btn.click(
             apply_handler,

@@ -298,3 +298,18 @@ def test_stems_endpoint_splits_a_saved_run(server):
     ]
     with pytest.raises(AppError, match="is not the name of a run"):
         client.predict(run_id="../secrets", take=1, stem_model="demucs_unittest", api_name="/stems")
+
+
+def test_history_keeps_recent_runs_first_without_duplicates(tiny_backend, tmp_path):
+    studio = Studio(backend=tiny_backend, store=OutputStore(tmp_path))
+    runs = app.ActiveRuns()
+    first = app.run_generate(studio, runs, {"prompt": "<b>first</b>", "seed": 1, "audio_duration": 10}, "s", None)
+    second = app.run_generate(studio, runs, {"prompt": "second", "seed": 2, "audio_duration": 10}, "s", None)
+    history = app.add_to_history(app.add_to_history([], first), second)
+    assert [item["run_id"] for item in history] == [second.run_id, first.run_id]
+    assert [item["run_id"] for item in app.add_to_history(history, first)] == [first.run_id, second.run_id]
+    assert len(app.add_to_history(history, first, limit=1)) == 1
+    labels = [label for label, _ in app.history_choices(history)]
+    assert labels[1].endswith("· generate · <b>first</b>")  # plain text in a dropdown, never markup
+    # Whatever a browser's storage holds, the page still renders.
+    assert app.history_choices([None, "junk", {"run_id": 5}, *history]) == app.history_choices(history)

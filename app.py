@@ -183,6 +183,9 @@ def build_ui(studio: Studio) -> gr.Blocks:
             gr.Markdown(TEST_MODEL_BANNER.format(label=studio.backend.spec.label), elem_classes="test-model-banner")
 
         mode_state = gr.State("generate")
+        # At the top level, not in the History accordion: a component inside a closed
+        # accordion is not mounted, and then never reads or writes the browser's storage.
+        history = gr.BrowserState([], storage_key="ace-music-studio-history")
         panels: dict[str, dict[str, gr.components.Component]] = {}
         with gr.Row():
             with gr.Column(scale=1):
@@ -227,7 +230,6 @@ def build_ui(studio: Studio) -> gr.Blocks:
                     settings_upload = gr.File(label="Upload settings.json", file_types=[".json"])
                     apply_btn = gr.Button("Apply settings")
                 with gr.Accordion("History (this browser)", open=False):
-                    history = gr.BrowserState([], storage_key="ace-music-studio-history")
                     history_pick = gr.Dropdown(choices=[], label="Recent runs", value=None)
                     history_player = gr.Audio(type="filepath", interactive=False, label="Take 1", visible=False)
                     restore_btn = gr.Button("Restore its settings")
@@ -413,7 +415,9 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 return gr.update(value=None, visible=False)
 
         history_pick.change(pick_handler, inputs=history_pick, outputs=history_player, api_visibility="private")
-        demo.load(
+        # The stored list arrives from the browser after the page loads: fill the list then.
+        gr.on(
+            [demo.load, history.change],
             lambda history: gr.Dropdown(choices=history_choices(history)),
             inputs=history,
             outputs=history_pick,

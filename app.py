@@ -35,6 +35,7 @@ log = logging.getLogger("ace_studio")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 HISTORY_LIMIT = 20  # runs remembered per browser
+FIT_INPUTS = ("lyrics", "instrumental", "audio_duration", "extend_seconds", "src_audio")
 QUEUE_MAX_SIZE = 32  # waiting requests beyond this get a "busy" answer
 GPU_CONCURRENCY_ID = "gpu"  # every event that runs the model shares one slot
 # A 10-minute, 96 kHz, 32-bit float stereo WAV is 461 MB: the largest upload that
@@ -124,6 +125,32 @@ def history_choices(history: list | None) -> list[tuple[str, str]]:
     return choices
 
 
+def fit_text(mode: str, values: dict[str, Any]) -> str:
+    """The fit meter's line for one tab: how the lyrics fit the length they will get."""
+    from lyrics_fit import measure
+
+    lyrics = values.get("lyrics") or ""
+    if mode == "generate" and values.get("instrumental"):
+        return ""
+    duration: float | None = None
+    try:
+        if mode == "extend":
+            duration = float(values.get("extend_seconds") or 0)  # the lyrics are for the new part
+        elif mode == "generate" or (mode == "cover" and values.get("audio_duration")):
+            duration = float(values.get("audio_duration") or 0)
+        elif values.get("src_audio"):
+            from audio_io import probe
+
+            header = probe(values["src_audio"])
+            duration = header.frames / header.samplerate
+        bpm = int(values["bpm"]) if values.get("bpm") else None
+    except (TypeError, ValueError):
+        return ""  # the form's own validation will say what is wrong
+    if not duration or not lyrics.strip():
+        return ""
+    return measure(lyrics, duration, bpm).message(duration)
+
+
 def _run_files(run: Run) -> list[str]:
     files = [str(path) for take in run.takes for path in take.files.values()]
     return [*files, str(run.settings_path)]
@@ -187,6 +214,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
         # accordion is not mounted, and then never reads or writes the browser's storage.
         history = gr.BrowserState([], storage_key="ace-music-studio-history")
         panels: dict[str, dict[str, gr.components.Component]] = {}
+        meters: dict[str, gr.Markdown] = {}
         with gr.Row():
             with gr.Column(scale=1):
                 with gr.Tabs(selected="generate") as tabs:
@@ -195,6 +223,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                             panels[mode] = build_main_panel(
                                 mode, studio.defaults(REQUEST_TYPES[mode]), base=studio.backend.variant == "base"
                             )
+                            meters[mode] = gr.Markdown("", elem_classes="fit-meter")
                         tab.select(lambda m=mode: m, outputs=mode_state, api_visibility="private", queue=False)
                 with gr.Accordion("Advanced", open=False):
                     advanced = build_shared_panel(studio.defaults(), "advanced")
@@ -243,6 +272,19 @@ def build_ui(studio: Studio) -> gr.Blocks:
                         )
                     stems_btn = gr.Button("Split into stems")
                     stem_files = gr.File(label="Stems (FLAC, and all of them in a zip)", file_count="multiple")
+
+        # The fit meter under each tab follows its lyrics, length and the shared bpm.
+        for mode, panel in panels.items():
+            watched = {name: panel[name] for name in FIT_INPUTS if name in panel} | {"bpm": advanced["bpm"]}
+            gr.on(
+                [component.change for component in watched.values()],
+                lambda mode=mode, **values: fit_text(mode, values),
+                inputs_kwargs=watched,
+                outputs=meters[mode],
+                api_visibility="private",
+                queue=False,
+                show_progress="hidden",
+            )
 
         # Every mode's inputs go to the shared buttons, keyed "mode.field"; the handler
         # picks the active mode's.

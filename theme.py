@@ -52,4 +52,5 @@ CSS = """
 .studio-actions button { min-height: 44px; }
 .studio-takes audio { max-width: 100%; }
 .control-help { font-size: 0.85rem; opacity: 0.75; }
+.fit-meter { font-family: ui-monospace, Menlo, monospace; font-size: 0.9rem; }
 """

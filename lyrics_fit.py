@@ -1,0 +1,82 @@
+"""The fit meter: will these lyrics fit in this much song?
+
+ACE-Step's most common failure is skipping lyrics when the song is too short for the
+words. This estimates the sung syllables, the rate they need, and a duration that fits.
+Plain arithmetic on text, no model; the thresholds are rules of thumb for sung pop
+(about 3 syllables a second is comfortable, past 5 is rap-fast).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from modes import MAX_DURATION_S, MIN_DURATION_S
+
+COMFORTABLE_RATE = 3.0  # syllables per second a singer carries easily
+MAX_RATE = 5.0  # beyond this the model tends to skip or rush words
+SECTION_GAP_S = 4.0  # instrumental breathing room per section (intros, turnarounds)
+SYLLABLES_PER_BEAT = 1.5  # with a bpm: how densely words sit on the beat at most
+DURATION_STEP_S = 10  # suggestions are rounded up to this
+
+_TAG = re.compile(r"^\s*\[[^\]]*\]\s*$")
+_VOWEL_GROUPS = re.compile(r"[aeiouy\u00e0-\u00ff]+", re.IGNORECASE)
+# Scripts where a character is about a syllable: CJK ideographs, kana, hangul syllables.
+_SYLLABIC_CHARS = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class Fit:
+    syllables: int
+    sections: int
+    rate: float  # syllables per second of singing time
+    suggested_s: int  # a duration that fits comfortably
+    verdict: str  # "empty", "fits", "tight" or "too dense"
+
+    def message(self, duration_s: float) -> str:
+        if self.verdict == "empty":
+            return "No lyrics to fit."
+        text = f"About {self.syllables} syllables in {duration_s:g} s: {self.rate:.1f} per second"
+        if self.verdict == "fits":
+            return f"{text}. They fit."
+        if self.verdict == "tight":
+            return f"{text}: tight; {self.suggested_s} s would be comfortable."
+        return f"{text}: too dense, the model will likely skip words. Try {self.suggested_s} s."
+
+
+def count_syllables(word: str) -> int:
+    """Syllables in one word: characters for CJK/kana/hangul, vowel groups otherwise."""
+    syllabic = len(_SYLLABIC_CHARS.findall(word))
+    if syllabic:
+        return syllabic
+    groups = len(_VOWEL_GROUPS.findall(word))
+    if groups > 1 and word.lower().endswith("e") and not word.lower().endswith(("le", "ee")):
+        groups -= 1  # a silent final e: "time", "love"
+    return max(groups, 1)
+
+
+def measure(lyrics: str, duration_s: float, bpm: int | None = None) -> Fit:
+    """Estimate how well ``lyrics`` fit ``duration_s`` seconds (at ``bpm`` when given)."""
+    sung: list[str] = []
+    sections = 0
+    for line in lyrics.splitlines():
+        if _TAG.match(line):
+            sections += 1
+        elif line.strip():
+            sung.append(line)
+    syllables = sum(count_syllables(word) for line in sung for word in _WORD.findall(line))
+    if syllables == 0:
+        return Fit(0, sections, 0.0, MIN_DURATION_S, "empty")
+    singing_s = max(duration_s - SECTION_GAP_S * max(sections, 1), 1.0)
+    rate = syllables / singing_s
+    comfortable, limit = COMFORTABLE_RATE, MAX_RATE
+    if bpm:
+        # At a known tempo the beat sets the ceiling: fast songs carry more words.
+        limit = min(MAX_RATE, SYLLABLES_PER_BEAT * bpm / 60.0)
+        comfortable = min(COMFORTABLE_RATE, 0.75 * limit)
+    needed = syllables / comfortable + SECTION_GAP_S * max(sections, 1)
+    suggested = int(min(max(math.ceil(needed / DURATION_STEP_S) * DURATION_STEP_S, MIN_DURATION_S), MAX_DURATION_S))
+    verdict = "fits" if rate <= comfortable else "tight" if rate <= limit else "too dense"
+    return Fit(syllables, sections, rate, suggested, verdict)

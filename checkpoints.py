@@ -31,15 +31,15 @@ class SamplerDefaults:
     cfg_interval_end: float = 1.0
 
 
-# Source for every figure below: the official ACE-Step 1.5 inference guide
-# (ace-step/ACE-Step-1.5, docs/en/INFERENCE.md) and its README model table.
-# Turbo is guidance-distilled: 8 steps, no CFG (the pipeline forces guidance 1.0),
-# shift 3.0. SFT: 50 steps with CFG (README table); base: 32-64 steps, CFG 7-9,
-# shift 3.0 (INFERENCE.md). The CFG interval spans the whole schedule by default.
+# Source for every figure below: the official ACE-Step 1.5 Gradio defaults
+# (acestep/ui/gradio/events/generation/model_config.py: turbo 8 steps, sft 50, base 32;
+# shift 3.0 for all; guidance 7.0; CFG interval 0-1), which match the inference guide
+# (docs/en/INFERENCE.md: turbo 8, base 32-64, guidance 5-9) and the README model table.
+# Turbo is guidance-distilled, so the pipeline runs it with guidance 1.0.
 SAMPLER_DEFAULTS: dict[Variant, SamplerDefaults] = {
     "turbo": SamplerDefaults(num_inference_steps=8, guidance_scale=1.0, shift=3.0),
     "sft": SamplerDefaults(num_inference_steps=50, guidance_scale=7.0, shift=3.0),
-    "base": SamplerDefaults(num_inference_steps=50, guidance_scale=7.0, shift=3.0),
+    "base": SamplerDefaults(num_inference_steps=32, guidance_scale=7.0, shift=3.0),
 }
 
 
@@ -68,34 +68,35 @@ REGISTRY: dict[str, Checkpoint] = {
             source="follows the naming of the confirmed XL repos; no official source names it yet",
             dit_params="4B",
             download_gb=10.0,
-            min_vram_gb=16.0,
+            min_vram_gb=20.0,
         ),
         Checkpoint(
             name="xl-turbo",
             repo_id="ACE-Step/acestep-v15-xl-turbo-diffusers",
             variant="turbo",
             confirmed=True,
-            source="diffusers AceStepPipeline docstring example",
+            source="diffusers AceStepPipeline docs and docstring example",
             dit_params="4B",
             download_gb=10.0,
-            min_vram_gb=16.0,
+            min_vram_gb=20.0,
         ),
         Checkpoint(
             name="xl-base",
             repo_id="ACE-Step/acestep-v15-xl-base-diffusers",
             variant="base",
             confirmed=True,
-            source="official ACE-Step model card (diffusers format)",
+            source="official model card: 'the official Diffusers-format version of the ACE-Step v1.5 XL Base'",
             dit_params="4B",
             download_gb=10.0,
-            min_vram_gb=16.0,
+            min_vram_gb=20.0,
         ),
         Checkpoint(
             name="turbo",
             repo_id="ACE-Step/Ace-Step1.5",
             variant="turbo",
-            confirmed=True,
-            source="diffusers AceStepPipeline docs, Variants table",
+            confirmed=False,
+            source="linked from the diffusers docs' Variants table, but the official downloader treats it as "
+            "the original (non-diffusers) layout; may not load with from_pretrained",
             dit_params="2B",
             download_gb=6.0,
             min_vram_gb=8.0,
@@ -104,8 +105,9 @@ REGISTRY: dict[str, Checkpoint] = {
             name="sft",
             repo_id="ACE-Step/acestep-v15-sft",
             variant="sft",
-            confirmed=True,
-            source="diffusers AceStepPipeline docs, Variants table",
+            confirmed=False,
+            source="linked from the diffusers docs' Variants table, but the official downloader treats it as "
+            "the original (non-diffusers) layout; may not load with from_pretrained",
             dit_params="2B",
             download_gb=6.0,
             min_vram_gb=8.0,
@@ -114,8 +116,9 @@ REGISTRY: dict[str, Checkpoint] = {
             name="base",
             repo_id="ACE-Step/acestep-v15-base",
             variant="base",
-            confirmed=True,
-            source="diffusers AceStepPipeline docs, Variants table",
+            confirmed=False,
+            source="linked from the diffusers docs' Variants table, but the official downloader treats it as "
+            "the original (non-diffusers) layout; may not load with from_pretrained",
             dit_params="2B",
             download_gb=6.0,
             min_vram_gb=8.0,

@@ -54,13 +54,7 @@ def write_flac(path: Path, audio: np.ndarray, tags: Tags, sample_rate: int = SAM
     from mutagen.flac import FLAC
 
     sf.write(path, _frames(audio), sample_rate, subtype=FLAC_SUBTYPE, format="FLAC")
-    flac = FLAC(path)
-    flac["TITLE"] = tags.title
-    flac["ARTIST"] = tags.artist
-    flac["LYRICS"] = tags.lyrics
-    flac["SEED"] = str(tags.seed)
-    flac["COMMENT"] = tags.settings_json
-    flac.save()
+    _save_vorbis_comments(FLAC(path), tags)
 
 
 def write_mp3(
@@ -93,13 +87,7 @@ def write_opus(path: Path, audio: np.ndarray, tags: Tags, sample_rate: int = SAM
     from mutagen.oggopus import OggOpus
 
     sf.write(path, _frames(audio), sample_rate, format="OGG", subtype="OPUS")
-    opus = OggOpus(path)
-    opus["TITLE"] = tags.title
-    opus["ARTIST"] = tags.artist
-    opus["LYRICS"] = tags.lyrics
-    opus["SEED"] = str(tags.seed)
-    opus["COMMENT"] = tags.settings_json
-    opus.save()
+    _save_vorbis_comments(OggOpus(path), tags)
 
 
 Writer = Callable[[Path, np.ndarray, Tags], None]
@@ -119,6 +107,16 @@ def writers_for(
     if opus:
         writers["opus"] = write_opus
     return writers
+
+
+def _save_vorbis_comments(file, tags: Tags) -> None:
+    """FLAC and Ogg files carry the same Vorbis comment fields."""
+    file["TITLE"] = tags.title
+    file["ARTIST"] = tags.artist
+    file["LYRICS"] = tags.lyrics
+    file["SEED"] = str(tags.seed)
+    file["COMMENT"] = tags.settings_json
+    file.save()
 
 
 def _fill_id3(id3, tags: Tags) -> None:

@@ -7,37 +7,43 @@ Importing this module loads no model and no torch.
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import logging
-import socket
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-import backend as backend_module
-from backend import Backend, Cancelled, ModelUnavailableError, RunControl
-from checkpoints import REGISTRY, TINY_MODELS, default_model_name, resolve_model
+from backend import Cancelled, ModelUnavailableError, RunControl
 from controls import build_main_panel, build_shared_panel
+from history import add_to_history, history_choices
+from lyrics_fit import fit_line
 from modes import MAX_BATCH, REQUEST_TYPES
-from outputs import SETTINGS_FILE, OutputStore, Run, default_outputs_dir, load_settings
+from outputs import SETTINGS_FILE, Run, load_settings
+from serving import (
+    LOCAL_HOSTS,
+    lan_addresses,
+    make_studio,
+    network_access,
+    on_space,
+    on_zerogpu,
+    parse_args,
+    prepare_environment,
+)
 from stems import DEFAULT_STEM_MODEL, STEM_MODELS, StemModelUnavailableError
 from studio import AUDIO_FIELDS, STUDIO_NAME, Studio
 from theme import CSS, brutalist_mono
 from tooltips import TOOLTIPS
+from zerogpu import GpuAborted, attach, run_on_zerogpu
 
 log = logging.getLogger("ace_studio")
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 7860
-HISTORY_LIMIT = 20  # runs remembered per browser
 FIT_INPUTS = ("lyrics", "instrumental", "audio_duration", "extend_seconds", "src_audio")
 QUEUE_MAX_SIZE = 32  # waiting requests beyond this get a "busy" answer
 GPU_CONCURRENCY_ID = "gpu"  # every event that runs the model shares one slot
+GPU_EVENT_TIME_LIMIT_S = 3600  # a 10-minute song at 50 steps on a laptop CPU fits; a hung run does not
 # A 10-minute, 96 kHz, 32-bit float stereo WAV is 461 MB: the largest upload that
 # audio intake would accept anyway.
 MAX_UPLOAD = "512mb"
@@ -72,6 +78,17 @@ class ActiveRuns:
         return True
 
 
+class ProgressRelay:
+    """``gr.Progress`` as the engine's ``(fraction, message)`` callback; a class, not a
+    lambda, so that ZeroGPU can pickle it into its worker."""
+
+    def __init__(self, progress: gr.Progress) -> None:
+        self.progress = progress
+
+    def __call__(self, fraction: float, message: str) -> None:
+        self.progress(fraction, desc=message)
+
+
 def _session_key(request: gr.Request | None) -> str:
     return (request.session_hash if request is not None else None) or "anonymous"
 
@@ -99,56 +116,6 @@ def _run_summary(run: Run) -> str:
 def _figure(value: float | None) -> str:
     """A decibel figure; silence has none (-inf, saved as null)."""
     return "–∞" if value is None else f"{value:.1f}"
-
-
-def add_to_history(history: list | None, run: Run, limit: int = HISTORY_LIMIT) -> list[dict[str, Any]]:
-    """This browser's run list with ``run`` first: only names and text, never audio."""
-    request = run.settings["request"]
-    entry = {
-        "run_id": run.run_id,
-        "mode": run.settings["mode"],
-        "prompt": request.get("prompt", "")[:80],
-        "created": run.settings.get("created", ""),
-    }
-    kept = [item for item in (history or []) if isinstance(item, dict) and item.get("run_id") != run.run_id]
-    return [entry, *kept][:limit]
-
-
-def history_choices(history: list | None) -> list[tuple[str, str]]:
-    """Dropdown choices (plain text, so nothing in a prompt is ever rendered as markup)."""
-    choices = []
-    for item in history or []:
-        if not isinstance(item, dict) or not isinstance(item.get("run_id"), str):
-            continue  # a browser's storage is the user's: tolerate anything in it
-        when = str(item.get("created", ""))[11:16]
-        choices.append((f"{when} · {item.get('mode', '')} · {item.get('prompt', '') or 'untitled'}", item["run_id"]))
-    return choices
-
-
-def fit_text(mode: str, values: dict[str, Any]) -> str:
-    """The fit meter's line for one tab: how the lyrics fit the length they will get."""
-    from lyrics_fit import measure
-
-    lyrics = values.get("lyrics") or ""
-    if mode == "generate" and values.get("instrumental"):
-        return ""
-    duration: float | None = None
-    try:
-        if mode == "extend":
-            duration = float(values.get("extend_seconds") or 0)  # the lyrics are for the new part
-        elif mode == "generate" or (mode == "cover" and values.get("audio_duration")):
-            duration = float(values.get("audio_duration") or 0)
-        elif values.get("src_audio"):
-            from audio_io import probe
-
-            header = probe(values["src_audio"])
-            duration = header.frames / header.samplerate
-        bpm = int(values["bpm"]) if values.get("bpm") else None
-    except (TypeError, ValueError):
-        return ""  # the form's own validation will say what is wrong
-    if not duration or not lyrics.strip():
-        return ""
-    return measure(lyrics, duration, bpm).message(duration)
 
 
 def _run_files(run: Run) -> list[str]:
@@ -179,6 +146,9 @@ def run_generate(
     control = RunControl(progress)
     runs.start(session, control)
     try:
+        if on_zerogpu():
+            # ZeroGPU runs the engine in a forked worker, so Cancel there is Gradio's own.
+            return run_on_zerogpu(request, progress=progress)
         return studio.generate(request, control)
     except Cancelled:
         return None
@@ -188,6 +158,8 @@ def run_generate(
         raise gr.Error(str(error), title="Could not generate") from error
     except OSError as error:
         raise gr.Error(f"Could not write the output files: {error}", title="Disk problem") from error
+    except GpuAborted as error:
+        raise gr.Error(str(error), title="GPU time ran out", duration=None) from error
     except RuntimeError as error:  # the model itself failed, e.g. out of GPU memory
         log.exception("generation failed")
         raise gr.Error(f"Generation failed: {error}", title="Model error") from error
@@ -278,7 +250,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
             watched = {name: panel[name] for name in FIT_INPUTS if name in panel} | {"bpm": advanced["bpm"]}
             gr.on(
                 [component.change for component in watched.values()],
-                lambda mode=mode, **values: fit_text(mode, values),
+                lambda mode=mode, **values: fit_line(mode, values),
                 inputs_kwargs=watched,
                 outputs=meters[mode],
                 api_visibility="private",
@@ -305,7 +277,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 runs,
                 values,
                 _session_key(request),
-                lambda fraction, message: progress(fraction, desc=message),
+                ProgressRelay(progress),
                 new_seed=new_seed,
                 mode=mode,
             )
@@ -340,7 +312,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
 
         last_run = gr.State("")  # this session's latest run, for Stems
         ui_outputs = [summary, *players, downloads, settings_text, status, last_run, history, history_pick]
-        run_options = dict(concurrency_id=GPU_CONCURRENCY_ID, concurrency_limit=1)
+        run_options = dict(concurrency_id=GPU_CONCURRENCY_ID, concurrency_limit=1, time_limit=GPU_EVENT_TIME_LIMIT_S)
         for button, new_seed in ((generate_btn, False), (retake_btn, True)):
             button.click(
                 generate_handler,
@@ -515,7 +487,7 @@ def _api_handler(studio: Studio, runs: ActiveRuns, mode: str) -> Callable[..., t
     ) -> tuple[list[str], dict]:
         optional = {"bpm": bpm, "reference_audio": reference_audio, "audio_duration": audio_duration}
         values.update({name: value for name, value in optional.items() if name in fields})
-        run = run_generate(studio, runs, values, _session_key(request), lambda f, m: progress(f, desc=m), mode=mode)
+        run = run_generate(studio, runs, values, _session_key(request), ProgressRelay(progress), mode=mode)
         if run is None:
             raise gr.Error("Cancelled: nothing was saved.")
         return _run_files(run), run.settings
@@ -533,50 +505,6 @@ def _with_saved_inputs(studio: Studio, data: dict[str, Any]) -> dict[str, Any]:
         if data.get("run_id") and copy.is_file():
             values[field] = str(copy)
     return values
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    names = ", ".join([*REGISTRY, *TINY_MODELS])
-    parser = argparse.ArgumentParser(description=f"{STUDIO_NAME}: a web studio for ACE-Step 1.5.")
-    parser.add_argument(
-        "--model",
-        default=None,
-        help=f"registry name ({names}), Hub repo id or local folder; default: $ACE_STUDIO_MODEL, "
-        f"else {default_model_name()} (see README)",
-    )
-    parser.add_argument(
-        "--host",
-        default=DEFAULT_HOST,
-        help="address to listen on (default 127.0.0.1, this computer only; 0.0.0.0 opens it to the network "
-        "and then needs --auth or --no-auth)",
-    )
-    parser.add_argument("--auth", default=None, metavar="USER:PASSWORD", help="require this login on the page")
-    parser.add_argument(
-        "--no-auth", action="store_true", help="open to the network without a login (anyone there can use it)"
-    )
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--outputs", type=Path, default=None, help="folder for runs (default ./outputs)")
-    parser.add_argument(
-        "--device",
-        choices=("cuda", "mps", "cpu"),
-        default=None,
-        help="override device choice",
-    )
-    parser.add_argument("--offload", action="store_true", help="CPU offload: less GPU memory, slower")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (CUDA)")
-    parser.add_argument(
-        "--no-preload",
-        action="store_true",
-        help="load the model on first use, not at start",
-    )
-    return parser.parse_args(argv)
-
-
-def make_studio(args: argparse.Namespace) -> Studio:
-    spec = resolve_model(args.model)
-    device = backend_module.pick_device(args.device) if args.device else None
-    backend = Backend(spec, device=device, offload=args.offload, compile_dit=args.compile)
-    return Studio(backend=backend, store=OutputStore(args.outputs or default_outputs_dir()))
 
 
 def launch(studio: Studio, host: str, port: int, preload: bool = True, **launch_kwargs: Any) -> gr.Blocks:
@@ -610,41 +538,17 @@ def _preload(studio: Studio) -> None:
         log.error("model load failed: %s", error)
 
 
-def network_access(host: str, auth: str | None, no_auth: bool) -> tuple[str, str] | None:
-    """The login to require, or None; refuses to open the studio to a network by accident."""
-    credentials = None
-    if auth is not None:
-        user, sep, password = auth.partition(":")
-        if not sep or not user or not password:
-            raise ValueError("--auth: give it as USER:PASSWORD, both non-empty")
-        credentials = (user, password)
-    local = host in ("127.0.0.1", "localhost", "::1")
-    if not local and credentials is None and not no_auth:
-        raise ValueError(
-            f"--host {host} lets every device on the network use this studio and its GPU; "
-            "add --auth USER:PASSWORD, or --no-auth to accept that"
-        )
-    return credentials
-
-
-def lan_addresses() -> list[str]:
-    """This machine's non-loopback IPv4 addresses, for the phone-on-the-Wi-Fi URL."""
-    try:
-        names = socket.gethostbyname_ex(socket.gethostname())[2]
-    except OSError:
-        return []
-    return sorted({name for name in names if not name.startswith("127.")})
-
-
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    prepare_environment()
     args = parse_args(argv)
     try:
         credentials = network_access(args.host, args.auth, args.no_auth)
         studio = make_studio(args)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    host = "0.0.0.0" if on_space() else args.host  # a Space's proxy reaches the app from outside
+    if host not in LOCAL_HOSTS and not on_space():
         for address in lan_addresses():
             log.info("on this network, open http://%s:%d", address, args.port)
         if credentials is None:
@@ -655,7 +559,12 @@ def main(argv: list[str] | None = None) -> None:
         studio.backend.spec.source,
         studio.backend.status(),
     )
-    launch(studio, args.host, args.port, preload=not args.no_preload, auth=credentials)
+    attach(studio)
+    if on_zerogpu():
+        # ZeroGPU: load in the main process before serving; each GPU worker is forked from it.
+        studio.backend.load()
+    extra: dict[str, Any] = {"mcp_server": True} if args.mcp else {}
+    launch(studio, host, args.port, preload=not args.no_preload, auth=credentials, **extra)
 
 
 if __name__ == "__main__":

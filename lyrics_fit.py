@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from modes import MAX_DURATION_S, MIN_DURATION_S
 
@@ -80,3 +81,27 @@ def measure(lyrics: str, duration_s: float, bpm: int | None = None) -> Fit:
     suggested = int(min(max(math.ceil(needed / DURATION_STEP_S) * DURATION_STEP_S, MIN_DURATION_S), MAX_DURATION_S))
     verdict = "fits" if rate <= comfortable else "tight" if rate <= limit else "too dense"
     return Fit(syllables, sections, rate, suggested, verdict)
+
+
+def fit_line(mode: str, values: dict[str, Any]) -> str:
+    """The meter's line for one tab's form values: how the lyrics fit the length they will get."""
+    lyrics = values.get("lyrics") or ""
+    if mode == "generate" and values.get("instrumental"):
+        return ""
+    duration: float | None = None
+    try:
+        if mode == "extend":
+            duration = float(values.get("extend_seconds") or 0)  # the lyrics are for the new part
+        elif mode == "generate" or (mode == "cover" and values.get("audio_duration")):
+            duration = float(values.get("audio_duration") or 0)
+        elif values.get("src_audio"):
+            from audio_io import probe
+
+            header = probe(values["src_audio"])
+            duration = header.frames / header.samplerate
+        bpm = int(values["bpm"]) if values.get("bpm") else None
+    except (TypeError, ValueError):
+        return ""  # the form's own validation will say what is wrong
+    if not duration or not lyrics.strip():
+        return ""
+    return measure(lyrics, duration, bpm).message(duration)

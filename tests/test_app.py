@@ -18,8 +18,10 @@ from gradio_client.exceptions import AppError, AuthenticationError
 import app
 from backend import RunControl
 from controls import CONTROLS
+from history import add_to_history, history_choices
 from modes import GenerateRequest
 from outputs import OutputStore
+from serving import network_access
 from studio import Studio
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -252,13 +254,13 @@ def test_a_model_failure_mid_run_is_a_clear_error_and_saves_nothing(tmp_path):
 
 
 def test_opening_to_the_network_needs_a_login_or_an_explicit_no():
-    assert app.network_access("127.0.0.1", None, False) is None
-    assert app.network_access("0.0.0.0", "ana:s3cret:x", False) == ("ana", "s3cret:x")
-    assert app.network_access("0.0.0.0", None, True) is None
+    assert network_access("127.0.0.1", None, False) is None
+    assert network_access("0.0.0.0", "ana:s3cret:x", False) == ("ana", "s3cret:x")
+    assert network_access("0.0.0.0", None, True) is None
     with pytest.raises(ValueError, match="--auth USER:PASSWORD, or --no-auth"):
-        app.network_access("0.0.0.0", None, False)
+        network_access("0.0.0.0", None, False)
     with pytest.raises(ValueError, match=r"^--auth: give it as USER:PASSWORD"):
-        app.network_access("0.0.0.0", "justaname", False)
+        network_access("0.0.0.0", "justaname", False)
 
 
 def test_cli_refuses_an_open_host_without_auth():
@@ -305,11 +307,11 @@ def test_history_keeps_recent_runs_first_without_duplicates(tiny_backend, tmp_pa
     runs = app.ActiveRuns()
     first = app.run_generate(studio, runs, {"prompt": "<b>first</b>", "seed": 1, "audio_duration": 10}, "s", None)
     second = app.run_generate(studio, runs, {"prompt": "second", "seed": 2, "audio_duration": 10}, "s", None)
-    history = app.add_to_history(app.add_to_history([], first), second)
+    history = add_to_history(add_to_history([], first), second)
     assert [item["run_id"] for item in history] == [second.run_id, first.run_id]
-    assert [item["run_id"] for item in app.add_to_history(history, first)] == [first.run_id, second.run_id]
-    assert len(app.add_to_history(history, first, limit=1)) == 1
-    labels = [label for label, _ in app.history_choices(history)]
+    assert [item["run_id"] for item in add_to_history(history, first)] == [first.run_id, second.run_id]
+    assert len(add_to_history(history, first, limit=1)) == 1
+    labels = [label for label, _ in history_choices(history)]
     assert labels[1].endswith("· generate · <b>first</b>")  # plain text in a dropdown, never markup
     # Whatever a browser's storage holds, the page still renders.
-    assert app.history_choices([None, "junk", {"run_id": 5}, *history]) == app.history_choices(history)
+    assert history_choices([None, "junk", {"run_id": 5}, *history]) == history_choices(history)

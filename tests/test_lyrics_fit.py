@@ -3,8 +3,7 @@ from __future__ import annotations
 import numpy as np
 import soundfile as sf
 
-import app
-from lyrics_fit import count_syllables, measure
+from lyrics_fit import count_syllables, fit_line, measure
 
 VERSE = (
     "[verse]\nWalking down the morning street\nCounting every heartbeat\n[chorus]\nWe sing together all night long\n"
@@ -42,12 +41,12 @@ def test_a_slow_tempo_carries_fewer_words():
 
 def test_each_tab_measures_against_the_length_its_lyrics_get(tmp_path):
     dense = "[verse]\n" + "\n".join(["every little word we sing tonight"] * 30)
-    assert "too dense" in app.fit_text("generate", {"lyrics": dense, "audio_duration": 20})
-    assert app.fit_text("generate", {"lyrics": dense, "audio_duration": 20, "instrumental": True}) == ""
-    assert "in 15 s" in app.fit_text("extend", {"lyrics": dense, "extend_seconds": 15})
+    assert "too dense" in fit_line("generate", {"lyrics": dense, "audio_duration": 20})
+    assert fit_line("generate", {"lyrics": dense, "audio_duration": 20, "instrumental": True}) == ""
+    assert "in 15 s" in fit_line("extend", {"lyrics": dense, "extend_seconds": 15})
     song = tmp_path / "song.wav"
     sf.write(song, np.zeros((44_100 * 90, 2)), 44_100)
-    assert "in 90 s" in app.fit_text("cover", {"lyrics": dense, "src_audio": str(song), "audio_duration": 0})
-    assert "in 40 s" in app.fit_text("cover", {"lyrics": dense, "src_audio": str(song), "audio_duration": 40})
-    assert app.fit_text("edit", {"lyrics": dense, "src_audio": None}) == ""
-    assert app.fit_text("generate", {"lyrics": dense, "audio_duration": 20, "bpm": "fast"}) == ""
+    assert "in 90 s" in fit_line("cover", {"lyrics": dense, "src_audio": str(song), "audio_duration": 0})
+    assert "in 40 s" in fit_line("cover", {"lyrics": dense, "src_audio": str(song), "audio_duration": 40})
+    assert fit_line("edit", {"lyrics": dense, "src_audio": None}) == ""
+    assert fit_line("generate", {"lyrics": dense, "audio_duration": 20, "bpm": "fast"}) == ""

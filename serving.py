@@ -1,0 +1,114 @@
+"""Where the studio runs: the command line, the network guard, and Hugging Face Spaces.
+
+Kept apart from the page (``app.py``) so that scripts (``batch.py``) and tests can build
+the same ``Studio`` the page uses without importing Gradio's layout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from pathlib import Path
+
+import backend as backend_module
+from backend import Backend
+from checkpoints import REGISTRY, TINY_MODELS, default_model_name, resolve_model
+from outputs import OutputStore, default_outputs_dir
+from studio import STUDIO_NAME, Studio
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    names = ", ".join([*REGISTRY, *TINY_MODELS])
+    parser = argparse.ArgumentParser(description=f"{STUDIO_NAME}: a web studio for ACE-Step 1.5.")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help=f"registry name ({names}), Hub repo id or local folder; default: $ACE_STUDIO_MODEL, "
+        f"else {default_model_name()} (see README)",
+    )
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help="address to listen on (default 127.0.0.1, this computer only; 0.0.0.0 opens it to the network "
+        "and then needs --auth or --no-auth)",
+    )
+    parser.add_argument("--auth", default=None, metavar="USER:PASSWORD", help="require this login on the page")
+    parser.add_argument(
+        "--no-auth", action="store_true", help="open to the network without a login (anyone there can use it)"
+    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--outputs", type=Path, default=None, help="folder for runs (default ./outputs)")
+    parser.add_argument(
+        "--device",
+        choices=("cuda", "mps", "cpu"),
+        default=None,
+        help="override device choice",
+    )
+    parser.add_argument("--offload", action="store_true", help="CPU offload: less GPU memory, slower")
+    parser.add_argument(
+        "--low-vram",
+        action="store_true",
+        help="the small-GPU profile: CPU offload, and the planner and lyrics models on the CPU (see README)",
+    )
+    parser.add_argument("--mcp", action="store_true", help="also serve the endpoints as an MCP server")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (CUDA)")
+    parser.add_argument(
+        "--no-preload",
+        action="store_true",
+        help="load the model on first use, not at start",
+    )
+    return parser.parse_args(argv)
+
+
+def make_studio(args: argparse.Namespace) -> Studio:
+    spec = resolve_model(args.model)
+    device = backend_module.pick_device(args.device) if args.device else None
+    backend = Backend(spec, device=device, offload=args.offload or args.low_vram, compile_dit=args.compile)
+    return Studio(backend=backend, store=OutputStore(args.outputs or default_outputs_dir()))
+
+
+def network_access(host: str, auth: str | None, no_auth: bool) -> tuple[str, str] | None:
+    """The login to require, or None; refuses to open the studio to a network by accident."""
+    credentials = None
+    if auth is not None:
+        user, sep, password = auth.partition(":")
+        if not sep or not user or not password:
+            raise ValueError("--auth: give it as USER:PASSWORD, both non-empty")
+        credentials = (user, password)
+    if host not in LOCAL_HOSTS and credentials is None and not no_auth and not on_space():
+        raise ValueError(
+            f"--host {host} lets every device on the network use this studio and its GPU; "
+            "add --auth USER:PASSWORD, or --no-auth to accept that"
+        )
+    return credentials
+
+
+def lan_addresses() -> list[str]:
+    """This machine's non-loopback IPv4 addresses, for the phone-on-the-Wi-Fi URL."""
+    try:
+        names = socket.gethostbyname_ex(socket.gethostname())[2]
+    except OSError:
+        return []
+    return sorted({name for name in names if not name.startswith("127.")})
+
+
+def on_space() -> bool:
+    """Running on Hugging Face Spaces (which sets ``SPACE_ID``): the Space's own settings guard access."""
+    return bool(os.environ.get("SPACE_ID"))
+
+
+def on_zerogpu() -> bool:
+    return on_space() and os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
+
+
+def prepare_environment() -> None:
+    """Before any model import: writable caches on a Space (its home cache is read-only at run time)."""
+    if on_space():
+        writable = Path(os.environ.get("TMPDIR", "/tmp")) / "ace-music-studio"
+        os.environ.setdefault("HF_MODULES_CACHE", str(writable / "hf_modules"))
+        os.environ.setdefault("ACE_STUDIO_CACHE", str(writable / "cache"))

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import gradio as gr
+import httpx
 import pytest
 import soundfile as sf
 from gradio_client import Client
@@ -315,3 +316,23 @@ def test_history_keeps_recent_runs_first_without_duplicates(tiny_backend, tmp_pa
     assert labels[1].endswith("· generate · <b>first</b>")  # plain text in a dropdown, never markup
     # Whatever a browser's storage holds, the page still renders.
     assert history_choices([None, "junk", {"run_id": 5}, *history]) == history_choices(history)
+
+
+def test_only_the_outputs_folder_is_served(server, tmp_path):
+    studio, client = server
+    _, settings = client.predict(prompt="served", audio_duration=10, seed=5, api_name="/generate")
+    inside = studio.store.root / settings["run_id"] / "settings.json"
+    secret = studio.store.root.parent / "secret.txt"
+    secret.write_text("not for the network")
+    base = client.src.rstrip("/")
+    assert httpx.get(f"{base}/gradio_api/file={inside}").status_code == 200
+    for path in (
+        str(secret),
+        f"{studio.store.root}/../secret.txt",
+        f"{studio.store.root}/%2e%2e/secret.txt",
+        "/etc/passwd",
+        str(ROOT / "app.py"),
+    ):
+        response = httpx.get(f"{base}/gradio_api/file={path}")
+        assert response.status_code in (403, 404), (path, response.status_code)
+        assert "not for the network" not in response.text

@@ -563,7 +563,13 @@ def main(argv: list[str] | None = None) -> None:
     if on_zerogpu():
         # ZeroGPU: load in the main process before serving; each GPU worker is forked from it.
         studio.backend.load()
-    extra: dict[str, Any] = {"mcp_server": True} if args.mcp else {}
+    extra: dict[str, Any] = {}
+    if args.mcp:
+        import importlib.util
+
+        if importlib.util.find_spec("mcp") is None:
+            raise SystemExit("error: --mcp needs Gradio's MCP extra: pip install 'gradio[mcp]'")
+        extra["mcp_server"] = True
     launch(studio, host, args.port, preload=not args.no_preload, auth=credentials, **extra)
 
 

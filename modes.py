@@ -97,9 +97,8 @@ class SongRequest:
     keyscale: str = ""
     timesignature: str = ""
     batch_size: int = 1
-    # Finishing: loudness mastering of each take (post_process). Opt-in: on one CPU core it
-    # runs at about 12x real time, a cost a 10-minute song should not pay by surprise; and
-    # Extend and Edit would no longer leave the source bit-identical.
+    # Finishing: loudness mastering of each take (post_process). Opt-in: mastered, Extend
+    # and Edit would no longer leave the source bit-identical.
     master: bool = False
     target_lufs: float = DEFAULT_TARGET_LUFS
     true_peak_dbtp: float = DEFAULT_TRUE_PEAK_DBTP

@@ -507,7 +507,14 @@ def _with_saved_inputs(studio: Studio, data: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def launch(studio: Studio, host: str, port: int, preload: bool = True, **launch_kwargs: Any) -> gr.Blocks:
+def launch(
+    studio: Studio,
+    host: str,
+    port: int,
+    preload: bool = True,
+    queue_max_size: int | None = None,
+    **launch_kwargs: Any,
+) -> gr.Blocks:
     studio.store.root.mkdir(parents=True, exist_ok=True)
     # Serve runs straight from the outputs folder: otherwise Gradio copies every file it
     # returns into its cache (170 MB per take for a 10-minute WAV).
@@ -518,7 +525,7 @@ def launch(studio: Studio, host: str, port: int, preload: bool = True, **launch_
         # that must be downloaded first is loaded by the first Generate instead, so the
         # download's progress bars reach that user's page.
         threading.Thread(target=_preload, args=(studio,), daemon=True).start()
-    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=1)
+    demo.queue(max_size=queue_max_size or QUEUE_MAX_SIZE, default_concurrency_limit=1)
     demo.launch(
         server_name=host,
         server_port=port,

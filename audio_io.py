@@ -20,6 +20,7 @@ SAMPLE_RATE = 48_000  # Hz, what the pipeline takes
 MAX_DURATION_S = 600
 MAX_SAMPLE_RATE_HZ = 192_000
 MAX_CHANNELS = 8
+MIN_AUDIO_S = 0.1  # shorter is no song and no voice, and too short for the VAE to encode
 ACCEPTED_FORMATS = ("WAV", "FLAC", "OGG", "MP3")
 _READABLE_FORMATS = {*ACCEPTED_FORMATS, "WAVEX", "RF64"}  # WAV variants for big or multichannel files
 DECODE_BLOCK_FRAMES = 1 << 20  # decode in blocks so a lying header cannot exhaust memory
@@ -111,6 +112,14 @@ def load_audio(path: str | Path, label: str = "Audio", max_duration_s: float = M
     if decoded == 0:
         raise AudioInputError(f"{label}: {file.name!r} holds no audio (0 frames decoded)")
     missing_s = max(info.frames - decoded, 0) / info.samplerate
+    if decoded / info.samplerate < MIN_AUDIO_S:
+        claim = (
+            f"; its header claims {info.frames / info.samplerate:.0f} s, so it is cut short" if missing_s > 1 else ""
+        )
+        raise AudioInputError(
+            f"{label}: {file.name!r} holds only {decoded / info.samplerate:.3f} s of audio{claim}; "
+            f"at least {MIN_AUDIO_S:g} s is needed"
+        )
     if missing_s > LENGTH_ESTIMATE_SLACK_S:
         # Rework checks every time against the decoded length, so a cut-off file is usable as far as it goes.
         log.warning("%s: %s is cut short; using %d of %d frames", label, file.name, decoded, info.frames)

@@ -230,8 +230,12 @@ class Backend:
                 )
             except Exception as error:
                 self.state = "load failed"
+                if not isinstance(error, ModelUnavailableError):
+                    # Any failure here is the model's (a damaged file, too little memory), never
+                    # the outputs': say so, so that the page does not blame the disk.
+                    error = ModelUnavailableError(f"The model {self.spec.label} could not be loaded: {error}")
                 self.load_error = str(error)
-                raise
+                raise error from error.__cause__
             self.load_seconds = time.perf_counter() - started
             self._pipe = pipe
             self.state = "ready"

@@ -41,10 +41,9 @@ def _frames(audio: np.ndarray) -> np.ndarray:
 def write_wav(
     path: Path, audio: np.ndarray, tags: Tags, sample_rate: int = SAMPLE_RATE, subtype: str = WAV_SUBTYPE
 ) -> None:
-    import soundfile as sf
     from mutagen.wave import WAVE
 
-    sf.write(path, _frames(audio), sample_rate, subtype=subtype, format="WAV")
+    _sf_write(path, _frames(audio), sample_rate, subtype=subtype, format="WAV")
     wave = WAVE(path)
     wave.add_tags()
     _fill_id3(wave.tags, tags)
@@ -52,10 +51,9 @@ def write_wav(
 
 
 def write_flac(path: Path, audio: np.ndarray, tags: Tags, sample_rate: int = SAMPLE_RATE) -> None:
-    import soundfile as sf
     from mutagen.flac import FLAC
 
-    sf.write(path, _frames(audio), sample_rate, subtype=FLAC_SUBTYPE, format="FLAC")
+    _sf_write(path, _frames(audio), sample_rate, subtype=FLAC_SUBTYPE, format="FLAC")
     _save_vorbis_comments(FLAC(path), tags)
 
 
@@ -85,11 +83,21 @@ def write_mp3(
 
 def write_opus(path: Path, audio: np.ndarray, tags: Tags, sample_rate: int = SAMPLE_RATE) -> None:
     """Ogg Opus through libsndfile (no encoder binary needed), tagged with Vorbis comments."""
-    import soundfile as sf
     from mutagen.oggopus import OggOpus
 
-    sf.write(path, _frames(audio), sample_rate, format="OGG", subtype="OPUS")
+    _sf_write(path, _frames(audio), sample_rate, format="OGG", subtype="OPUS")
     _save_vorbis_comments(OggOpus(path), tags)
+
+
+def _sf_write(path: Path, frames: np.ndarray, sample_rate: int, **options: str) -> None:
+    """soundfile's write, with libsndfile's bare "System error." turned into the ``OSError``
+    it is (a full disk, a read-only folder, a file-size limit), naming the file."""
+    import soundfile as sf
+
+    try:
+        sf.write(path, frames, sample_rate, **options)
+    except sf.LibsndfileError as error:
+        raise OSError(f"{path.name}: {error} (is the disk full or the folder read-only?)") from error
 
 
 Writer = Callable[[Path, np.ndarray, Tags], None]

@@ -137,7 +137,7 @@ class SongRequest:
         _check_length("lyrics", self.lyrics, MAX_LYRICS_CHARS)
         if self.vocal_language not in VOCAL_LANGUAGES:
             raise ValueError(
-                f"vocal_language: {self.vocal_language!r} is not a language ACE-Step sings; "
+                f"vocal_language: {_echo(self.vocal_language)} is not a language ACE-Step sings; "
                 f"choose one of {', '.join(VOCAL_LANGUAGES)}"
             )
         _check_range("num_inference_steps", self.num_inference_steps, MIN_STEPS, MAX_STEPS)
@@ -154,10 +154,10 @@ class SongRequest:
         if self.bpm is not None:
             _check_range("bpm", self.bpm, MIN_BPM, MAX_BPM, note="or empty to let the model choose")
         if self.keyscale and self.keyscale not in KEYSCALES:
-            raise ValueError(f"keyscale: {self.keyscale!r} is not a key like 'C major' or 'F# minor'")
+            raise ValueError(f"keyscale: {_echo(self.keyscale)} is not a key like 'C major' or 'F# minor'")
         if self.timesignature and self.timesignature not in TIME_SIGNATURES:
             raise ValueError(
-                f"timesignature: {self.timesignature!r} is not one of {', '.join(TIME_SIGNATURES)} (beats per bar)"
+                f"timesignature: {_echo(self.timesignature)} is not one of {', '.join(TIME_SIGNATURES)} (beats per bar)"
             )
         _check_range("batch_size", self.batch_size, 1, MAX_BATCH)
         _check_range("target_lufs", self.target_lufs, *TARGET_LUFS_RANGE, " LUFS")
@@ -165,10 +165,12 @@ class SongRequest:
         _check_range("fade_in_s", self.fade_in_s, 0.0, MAX_FADE_S, "s")
         _check_range("fade_out_s", self.fade_out_s, 0.0, MAX_FADE_S, "s")
         if self.wav_bit_depth not in WAV_BIT_DEPTHS:
-            raise ValueError(f"wav_bit_depth: must be one of {', '.join(WAV_BIT_DEPTHS)}, got {self.wav_bit_depth!r}")
+            raise ValueError(
+                f"wav_bit_depth: must be one of {', '.join(WAV_BIT_DEPTHS)}, got {_echo(self.wav_bit_depth)}"
+            )
         if self.mp3_bitrate_kbps not in MP3_BITRATES_KBPS:
             choices = ", ".join(map(str, MP3_BITRATES_KBPS))
-            raise ValueError(f"mp3_bitrate_kbps: must be one of {choices}, got {self.mp3_bitrate_kbps!r}")
+            raise ValueError(f"mp3_bitrate_kbps: must be one of {choices}, got {_echo(self.mp3_bitrate_kbps)}")
         return self
 
     def with_seed(self, seed: int) -> Self:
@@ -234,6 +236,15 @@ class GenerateRequest(SongRequest):
         return kwargs
 
 
+ECHO_CHARS = 80  # an error repeats at most this much of a bad value (lyrics can be 100k characters)
+
+
+def _echo(value: Any) -> str:
+    """A bad value as an error message shows it: its repr, shortened when long."""
+    text = repr(value)
+    return text if len(text) <= ECHO_CHARS else f"{text[: ECHO_CHARS - 20]}… ({len(text)} characters)"
+
+
 def _check_length(name: str, value: str, limit: int) -> None:
     if len(value) > limit:
         raise ValueError(f"{name}: {len(value):,} characters is over the {limit:,}-character limit")
@@ -241,10 +252,10 @@ def _check_length(name: str, value: str, limit: int) -> None:
 
 def _check_range(name: str, value: float, low: float, high: float, unit: str = "", note: str = "") -> None:
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{name}: must be a number between {low} and {high}{unit}, got {value!r}")
+        raise ValueError(f"{name}: must be a number between {low} and {high}{unit}, got {_echo(value)}")
     if not low <= value <= high:
         extra = f" ({note})" if note else ""
-        raise ValueError(f"{name}: must be between {low:g} and {high:g}{unit}{extra}, got {value!r}")
+        raise ValueError(f"{name}: must be between {low:g} and {high:g}{unit}{extra}, got {_echo(value)}")
 
 
 def _optional_fields(cls: type) -> list[str]:
@@ -278,25 +289,25 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
             return value.strip().lower() == "true"
         if isinstance(value, (int, float)) and value in (0, 1):
             return bool(value)
-        raise ValueError(f"{name}: must be true or false, got {value!r}")
+        raise ValueError(f"{name}: must be true or false, got {_echo(value)}")
     if hint is str:
         if value is None:
             return ""
         if not isinstance(value, str):
-            raise ValueError(f"{name}: must be text, got {value!r}")
+            raise ValueError(f"{name}: must be text, got {_echo(value)}")
         return value
     if typing.get_origin(hint) is tuple:
         if value is None:
             return ()
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
-            raise ValueError(f"{name}: must be a list of names, got {value!r}")
+            raise ValueError(f"{name}: must be a list of names, got {_echo(value)}")
         return tuple(item.strip() for item in items if item.strip())
     if hint in (int, float):
         number = _number(name, value)
         if hint is int:
             if not math.isfinite(number) or number != int(number):
-                raise ValueError(f"{name}: must be a whole number, got {value!r}")
+                raise ValueError(f"{name}: must be a whole number, got {_echo(value)}")
             return int(number)
         return number
     raise TypeError(f"{name}: no coercion for {hint!r}")
@@ -304,7 +315,7 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
 
 def _number(name: str, value: Any) -> float:
     if isinstance(value, bool) or value is None:
-        raise ValueError(f"{name}: must be a number, got {value!r}")
+        raise ValueError(f"{name}: must be a number, got {_echo(value)}")
     if isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, str):
@@ -312,7 +323,7 @@ def _number(name: str, value: Any) -> float:
             return float(value.strip())
         except ValueError:
             pass
-    raise ValueError(f"{name}: must be a number, got {value!r}")
+    raise ValueError(f"{name}: must be a number, got {_echo(value)}")
 
 
 # Cover, Extend and Edit rework a source song. Their audio arrives as file paths; the
@@ -365,7 +376,7 @@ class ExtendRequest(SongRequest):
         super().validate()
         _check_range("extend_seconds", self.extend_seconds, MIN_EXTEND_S, MAX_EXTEND_S, "s")
         if self.extend_where not in EXTEND_WHERE:
-            raise ValueError(f"extend_where: must be 'after' or 'before', got {self.extend_where!r}")
+            raise ValueError(f"extend_where: must be 'after' or 'before', got {_echo(self.extend_where)}")
         return self
 
     def check_source(self, source_s: float) -> None:
@@ -411,14 +422,14 @@ class EditRequest(SongRequest):
         _require_audio("src_audio", self.src_audio, "upload the song to edit")
         super().validate()
         if self.task_type not in EDIT_TASKS:
-            raise ValueError(f"task_type: must be one of {', '.join(EDIT_TASKS)}, got {self.task_type!r}")
+            raise ValueError(f"task_type: must be one of {', '.join(EDIT_TASKS)}, got {_echo(self.task_type)}")
         if self.task_type in ("extract", "lego") and self.track_name not in TRACK_NAMES:
             raise ValueError(
-                f"track_name: choose one of {', '.join(TRACK_NAMES)} for {self.task_type}, got {self.track_name!r}"
+                f"track_name: choose one of {', '.join(TRACK_NAMES)} for {self.task_type}, got {_echo(self.track_name)}"
             )
         for name in self.complete_track_classes:
             if name not in TRACK_NAMES:
-                raise ValueError(f"complete_track_classes: {name!r} is not one of {', '.join(TRACK_NAMES)}")
+                raise ValueError(f"complete_track_classes: {_echo(name)} is not one of {', '.join(TRACK_NAMES)}")
         if self.task_type not in SEGMENT_TASKS:
             return self
         _check_range("repainting_start", self.repainting_start, 0.0, MAX_DURATION_S, "s")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from audio_io import SAMPLE_RATE, LoadedAudio, crossfade_splice, fit_length
-from modes import CoverRequest, EditRequest, ExtendRequest, SongRequest
+from modes import MIN_DURATION_S, CoverRequest, EditRequest, ExtendRequest, SongRequest
 
 SPLICE_FADE_S = 0.1  # equal-power crossfade at each seam: long enough to hide a click
 MAX_LEVEL_MATCH_DB = 12.0  # never boost or cut the new span by more than this
@@ -50,7 +50,13 @@ def _prepare_cover(request: CoverRequest, source: LoadedAudio, reference: Loaded
     audio = source.audio
     if request.audio_duration is not None:
         audio = fit_length(audio, round(request.audio_duration * SAMPLE_RATE))
-    kwargs: dict[str, Any] = {"src_audio": audio, "audio_duration": audio.shape[-1] / SAMPLE_RATE}
+    duration_s = audio.shape[-1] / SAMPLE_RATE
+    if duration_s < MIN_DURATION_S:
+        raise ValueError(
+            f"src_audio: the source is {duration_s:.1f} s long and a cover is at least {MIN_DURATION_S} s; "
+            f"set audio_duration to {MIN_DURATION_S} or more to pad it with silence"
+        )
+    kwargs: dict[str, Any] = {"src_audio": audio, "audio_duration": duration_s}
     if reference is not None:
         kwargs["reference_audio"] = reference.audio
     samples = audio.shape[-1]

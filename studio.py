@@ -64,6 +64,7 @@ class Studio:
             control.check()
         finished = [self._shape_ends(request, take) for take in takes]  # trimmed takes may differ in length
         control.report(0.95, "Writing files…")
+        control.check()  # the last point where a cancel still leaves nothing behind
         inputs = {
             field: f"{name}{Path(getattr(request, field)).suffix.lower()}"
             for field, (name, _) in AUDIO_FIELDS.items()

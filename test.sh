@@ -28,5 +28,10 @@ fi
 if [ "${ACE_STUDIO_BENCH:-0}" = 1 ]; then
   # The benchmark's CPU smoke run: prints stage timings on the tiny model (no assertions).
   "$VENV/bin/python" bench.py --model tiny --json "${TMPDIR:-/tmp}/ace-studio-bench.json"
+  # Finishing speed, and the reliability figures at full size (20 clients, 200 runs).
+  "$VENV/bin/python" bench_finishing.py
+  "$VENV/bin/python" reliability.py load --clients 20
+  "$VENV/bin/python" reliability.py load --clients 40 --queue 8
+  "$VENV/bin/python" reliability.py soak --runs 200
 fi
 exec "$VENV/bin/python" -m pytest "$@"

@@ -18,9 +18,10 @@ import gradio as gr
 
 from backend import Cancelled, ModelUnavailableError, RunControl
 from controls import build_main_panel, build_shared_panel
+from examples import EXAMPLE_FIELDS, EXAMPLES, example_rows
 from history import add_to_history, history_choices
 from lyrics_fit import fit_line
-from modes import MAX_BATCH, REQUEST_TYPES
+from modes import MAX_BATCH, REQUEST_TYPES, SongRequest
 from outputs import SETTINGS_FILE, Run, load_settings
 from serving import (
     LOCAL_HOSTS,
@@ -32,6 +33,7 @@ from serving import (
     parse_args,
     prepare_environment,
 )
+from share import LINK_AUDIO_STAND_IN, MODE_PARAM, request_from_query, share_query
 from stems import DEFAULT_STEM_MODEL, STEM_MODELS, StemModelUnavailableError
 from studio import AUDIO_FIELDS, STUDIO_NAME, Studio
 from theme import CSS, brutalist_mono
@@ -168,6 +170,10 @@ def run_generate(
 
 
 MODE_TABS = {"generate": "Generate", "cover": "Cover", "extend": "Extend", "edit": "Edit"}
+# Names a share link may carry: every song mode's fields (Gradio's own ``__theme`` etc. are ignored).
+# The server builds the query; the browser knows the address it was opened at.
+SHARE_LINK_JS = "(q) => q && q.startsWith('?') ? window.location.origin + window.location.pathname + q : q"
+LINK_FIELDS = frozenset(name for cls in REQUEST_TYPES.values() for name in cls.field_names())
 
 
 def build_ui(studio: Studio) -> gr.Blocks:
@@ -181,22 +187,39 @@ def build_ui(studio: Studio) -> gr.Blocks:
         if studio.backend.spec.is_tiny:
             gr.Markdown(TEST_MODEL_BANNER.format(label=studio.backend.spec.label), elem_classes="test-model-banner")
 
-        mode_state = gr.State("generate")
         # At the top level, not in the History accordion: a component inside a closed
         # accordion is not mounted, and then never reads or writes the browser's storage.
         history = gr.BrowserState([], storage_key="ace-music-studio-history")
         panels: dict[str, dict[str, gr.components.Component]] = {}
         meters: dict[str, gr.Markdown] = {}
-        with gr.Row():
-            with gr.Column(scale=1):
-                with gr.Tabs(selected="generate") as tabs:
-                    for mode, title in MODE_TABS.items():
-                        with gr.Tab(title, id=mode) as tab:
-                            panels[mode] = build_main_panel(
-                                mode, studio.defaults(REQUEST_TYPES[mode]), base=studio.backend.variant == "base"
+        mode_panels: dict[str, gr.Column] = {}
+        with gr.Row(elem_classes="studio-body", equal_height=False):
+            # The mode list: a sidebar on wide screens, a strip of pills on phones (theme.CSS).
+            with gr.Column(scale=0, min_width=160, elem_classes="studio-sidebar"):
+                mode_nav = gr.Radio(
+                    choices=[(title, mode) for mode, title in MODE_TABS.items()],
+                    value="generate",
+                    show_label=False,
+                    container=False,
+                    elem_classes="mode-nav",
+                    elem_id="mode-nav",
+                )
+            with gr.Column(scale=3, min_width=340, elem_classes="studio-form"):
+                for mode in MODE_TABS:
+                    with gr.Column(visible=mode == "generate", elem_classes="mode-panel") as column:
+                        panels[mode] = build_main_panel(
+                            mode, studio.defaults(REQUEST_TYPES[mode]), base=studio.backend.variant == "base"
+                        )
+                        meters[mode] = gr.Markdown("", elem_classes="fit-meter")
+                        if mode == "generate":
+                            gr.Examples(
+                                example_rows(),
+                                inputs=[panels[mode][name] for name in EXAMPLE_FIELDS],
+                                label="Examples",
+                                examples_per_page=len(EXAMPLES),
+                                example_labels=[example.name for example in EXAMPLES],
                             )
-                            meters[mode] = gr.Markdown("", elem_classes="fit-meter")
-                        tab.select(lambda m=mode: m, outputs=mode_state, api_visibility="private", queue=False)
+                    mode_panels[mode] = column
                 with gr.Accordion("Advanced", open=False):
                     advanced = build_shared_panel(studio.defaults(), "advanced")
                 with gr.Accordion("Finishing and export", open=False):
@@ -206,7 +229,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                     generate_btn = gr.Button("Generate", variant="primary")
                     retake_btn = gr.Button("Retake", variant="secondary")
                     cancel_btn = gr.Button("Cancel", variant="stop")
-            with gr.Column(scale=1, elem_classes="studio-takes"):
+            with gr.Column(scale=3, min_width=340, elem_classes="studio-takes"):
                 summary = gr.Markdown("")
                 players = [
                     gr.Audio(
@@ -223,6 +246,11 @@ def build_ui(studio: Studio) -> gr.Blocks:
                     file_count="multiple",
                     interactive=False,
                 )
+                with gr.Row(elem_classes="share-row"):
+                    share_btn = gr.Button("Share link", variant="secondary", scale=0, min_width=120)
+                    share_box = gr.Textbox(
+                        show_label=False, placeholder=TOOLTIPS["share_link"], buttons=["copy"], elem_id="share-link"
+                    )
                 with gr.Accordion("Settings", open=False):
                     settings_text = gr.Code(
                         label="settings.json", language="json", interactive=True, elem_id="settings_text"
@@ -231,9 +259,18 @@ def build_ui(studio: Studio) -> gr.Blocks:
                     settings_upload = gr.File(label="Upload settings.json", file_types=[".json"])
                     apply_btn = gr.Button("Apply settings")
                 with gr.Accordion("History (this browser)", open=False):
-                    history_pick = gr.Dropdown(choices=[], label="Recent runs", value=None)
+                    history_pick = gr.Dropdown(choices=[], label="Recent runs", value=None, elem_id="history-pick")
                     history_player = gr.Audio(type="filepath", interactive=False, label="Take 1", visible=False)
-                    restore_btn = gr.Button("Restore its settings")
+                    restore_btn = gr.Button("Restore its settings", elem_id="history-restore")
+                # On a Space every visitor shares the outputs folder: no Library there.
+                with gr.Accordion("Library (outputs folder)", open=False, visible=not on_space()):
+                    library_pick = gr.Dropdown(choices=[], label="Saved runs", value=None)
+                    library_player = gr.Audio(type="filepath", interactive=False, label="Take 1", visible=False)
+                    with gr.Row():
+                        library_refresh = gr.Button("Refresh", variant="secondary")
+                        library_restore = gr.Button("Restore its settings")
+                        library_delete = gr.Button("Delete", variant="stop")
+                    library_confirm = gr.Button("Really delete this run", variant="stop", visible=False)
                 with gr.Accordion("Stems", open=False):
                     with gr.Row():
                         stem_take = gr.Number(value=1, precision=0, minimum=1, maximum=MAX_BATCH, label="Take")
@@ -244,6 +281,15 @@ def build_ui(studio: Studio) -> gr.Blocks:
                         )
                     stems_btn = gr.Button("Split into stems")
                     stem_files = gr.File(label="Stems (FLAC, and all of them in a zip)", file_count="multiple")
+
+        mode_state = mode_nav  # the selected mode is the nav's value
+
+        def show_mode(mode: str) -> list:
+            return [gr.Column(visible=name == mode) for name in mode_panels]
+
+        mode_nav.change(
+            show_mode, inputs=mode_nav, outputs=list(mode_panels.values()), api_visibility="private", queue=False
+        )
 
         # The fit meter under each tab follows its lyrics, length and the shared bpm.
         for mode, panel in panels.items():
@@ -270,8 +316,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
             request: gr.Request = None,
             **inputs: Any,
         ) -> tuple:
-            values = {name: value for name, value in inputs.items() if "." not in name}
-            values.update({key.split(".", 1)[1]: value for key, value in inputs.items() if key.startswith(f"{mode}.")})
+            values = _mode_values(mode, inputs)
             run = run_generate(
                 studio,
                 runs,
@@ -402,10 +447,15 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 restored = REQUEST_TYPES[mode].from_values(_with_saved_inputs(studio, data))
             except ValueError as error:
                 raise gr.Error(str(error), title="Could not apply settings") from error
+            return form_updates(restored)
+
+        def form_updates(restored: SongRequest) -> list:
+            """Values for ``apply_targets`` and the mode nav: the request's own mode's form
+            and the shared panels; other modes' forms are left as they are."""
             updates = [getattr(restored, name) for name in advanced]
             for key in form_inputs:
                 field_mode, name = key.split(".", 1)
-                if field_mode != mode:
+                if field_mode != restored.mode:
                     updates.append(gr.skip())
                     continue
                 value = getattr(restored, name)
@@ -414,10 +464,10 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 elif isinstance(value, tuple):
                     value = list(value)  # a multiselect's value
                 updates.append(value)
-            return [*updates, gr.Tabs(selected=mode), mode]
+            return [*updates, restored.mode]
 
         restore_btn.click(
-            restore_handler, inputs=history_pick, outputs=[*apply_targets, tabs, mode_state], api_visibility="private"
+            restore_handler, inputs=history_pick, outputs=[*apply_targets, mode_nav], api_visibility="private"
         )
 
         def pick_handler(run_id: str | None) -> dict:
@@ -439,10 +489,88 @@ def build_ui(studio: Studio) -> gr.Blocks:
             queue=False,
         )
 
+        # Library: every run in the outputs folder, so it survives restarts and other browsers.
+        def library_list(selected: str | None = None) -> gr.Dropdown:
+            choices = history_choices(studio.store.list_runs())
+            keep = selected if selected in {value for _, value in choices} else None
+            return gr.Dropdown(choices=choices, value=keep)
+
+        gr.on(
+            [demo.load, library_refresh.click],
+            library_list,
+            inputs=library_pick,
+            outputs=library_pick,
+            api_visibility="private",
+            queue=False,
+        )
+        library_pick.change(pick_handler, inputs=library_pick, outputs=library_player, api_visibility="private")
+        library_restore.click(
+            restore_handler, inputs=library_pick, outputs=[*apply_targets, mode_nav], api_visibility="private"
+        )
+        library_delete.click(
+            lambda run_id: gr.Button(visible=bool(run_id)),
+            inputs=library_pick,
+            outputs=library_confirm,
+            api_visibility="private",
+            queue=False,
+        )
+
+        def delete_handler(run_id: str | None) -> tuple:
+            if on_space():  # the Library is hidden there; refuse a crafted call too
+                raise gr.Error("Deleting runs is switched off on a shared Space.")
+            try:
+                studio.store.delete_run(run_id or "")
+            except (ValueError, OSError) as error:
+                raise gr.Error(str(error), title="Could not delete") from error
+            gr.Info(f"Deleted {run_id}.")
+            return library_list(), gr.Button(visible=False), gr.update(value=None, visible=False)
+
+        library_confirm.click(
+            delete_handler,
+            inputs=library_pick,
+            outputs=[library_pick, library_confirm, library_player],
+            api_visibility="private",
+        )
+
+        # Share links: the form's settings (never audio) in the page's query string.
+        def share_handler(mode: str, **inputs: Any) -> str:
+            values = _mode_values(mode, inputs)
+            if "src_audio" in values and not values["src_audio"]:
+                values["src_audio"] = LINK_AUDIO_STAND_IN  # a link is valid before the song is uploaded
+            try:
+                return share_query(REQUEST_TYPES[mode].from_values(values))
+            except ValueError as error:
+                raise gr.Error(str(error), title="Check the settings") from error
+
+        share_btn.click(
+            share_handler,
+            inputs_kwargs={"mode": mode_nav, **advanced, **form_inputs},
+            outputs=share_box,
+            api_visibility="private",
+            queue=False,
+        ).then(
+            None,
+            inputs=share_box,
+            outputs=share_box,
+            js=SHARE_LINK_JS,
+        )
+
+        def open_link(request: gr.Request) -> list:
+            params = [(k, v) for k, v in request.query_params.items() if k == MODE_PARAM or k in LINK_FIELDS]
+            skip = [gr.skip()] * (len(apply_targets) + 1)
+            try:
+                restored = request_from_query(params)
+            except ValueError as error:
+                gr.Warning(f"This link's settings could not be used: {error}")
+                return skip
+            return skip if restored is None else form_updates(restored)
+
+        demo.load(open_link, outputs=[*apply_targets, mode_nav], api_visibility="private", queue=False)
+
         apply_btn.click(
             apply_handler,
             inputs=[settings_text, settings_upload],
-            outputs=[*apply_targets, tabs, mode_state],
+            outputs=[*apply_targets, mode_nav],
             api_name="apply_settings",
         )
 
@@ -494,6 +622,14 @@ def _api_handler(studio: Studio, runs: ActiveRuns, mode: str) -> Callable[..., t
 
     handler.__name__ = f"{mode}_api"
     return handler
+
+
+def _mode_values(mode: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """One mode's request values from the shared inputs (plain names) and every mode's form
+    inputs (keyed ``"mode.field"``)."""
+    values = {name: value for name, value in inputs.items() if "." not in name}
+    values.update({key.split(".", 1)[1]: value for key, value in inputs.items() if key.startswith(f"{mode}.")})
+    return values
 
 
 def _with_saved_inputs(studio: Studio, data: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from export import WRITERS, Tags, Writer, title_from_prompt
 SETTINGS_FILE = "settings.json"
 SETTINGS_FORMAT = 1
 STAGING_PREFIX = ".partial-"
+LIBRARY_LIMIT = 200  # runs the Library lists, newest first
 STALE_STAGING_S = 3600  # staging folders older than this belong to a dead process
 OUTPUTS_ENV_VAR = "ACE_STUDIO_OUTPUTS"
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
@@ -161,6 +162,41 @@ class OutputStore:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return [final / file_name for file_name in files]
+
+    def list_runs(self, limit: int = LIBRARY_LIMIT) -> list[dict[str, Any]]:
+        """The saved runs, newest first: run_id, mode, prompt and creation time of each.
+
+        Read from the folders themselves, so the list survives restarts; a folder whose
+        settings cannot be read is listed with what is known rather than hidden.
+        """
+        if not self.root.is_dir():
+            return []
+        folders = [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        folders.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+        runs = []
+        for folder in folders[:limit]:
+            try:
+                data = load_settings(folder / SETTINGS_FILE)
+            except ValueError:
+                continue  # not one of ours (or half-deleted by hand): not a run
+            request = data["request"]
+            runs.append(
+                {
+                    "run_id": folder.name,
+                    "mode": str(data.get("mode", "")),
+                    "prompt": str(request.get("prompt", ""))[:80],
+                    "created": str(data.get("created", "")),
+                }
+            )
+        return runs
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove a saved run; ``run_id`` is checked as in ``run_folder``. Renamed away first,
+        so a crash mid-delete never leaves a run that looks whole but is not."""
+        folder = self.run_folder(run_id)
+        doomed = self.root / f"{STAGING_PREFIX}deleted-{run_id}-{secrets.token_hex(4)}"
+        os.rename(folder, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
 
     def _free_name(self, run_id: str) -> Path:
         candidate = self.root / run_id

@@ -45,12 +45,33 @@ def brutalist_mono() -> gr.themes.Base:
     )
 
 
+# Layout: a mode sidebar beside form and output on wide screens; below 640 px the sidebar
+# becomes a horizontal strip of pills. Gradio's rows wrap columns narrower than their
+# min_width, which stacks form and output on tablets without any CSS.
 CSS = """
 .studio-header { border-bottom: 2px solid currentColor; padding-bottom: 0.5rem; }
 .studio-status { font-family: ui-monospace, Menlo, monospace; font-size: 0.9rem; }
 .test-model-banner { border: 2px dashed currentColor; padding: 0.5rem 0.75rem; font-weight: 600; }
-.studio-actions button { min-height: 44px; }
+.studio-actions button, .share-row button { min-height: 44px; }
 .studio-takes audio { max-width: 100%; }
+.studio-takes, .studio-form { max-width: 100%; overflow-wrap: anywhere; }
 .control-help { font-size: 0.85rem; opacity: 0.75; }
 .fit-meter { font-family: ui-monospace, Menlo, monospace; font-size: 0.9rem; }
+.mode-nav label { min-height: 44px; display: flex; align-items: center; cursor: pointer;
+  border: 2px solid currentColor; padding: 0 0.9rem; margin: 0 0 0.4rem 0; font-weight: 600; }
+.mode-nav label:has(input:checked) { background: #0a0a0a; color: #ffffff; }
+.mode-nav input { position: absolute; opacity: 0; width: 1px; height: 1px; }
+.mode-nav label:focus-within { outline: 3px solid #0a0a0a; outline-offset: 2px; }
+@media (min-width: 641px) {
+  .studio-sidebar .mode-nav > div, .studio-sidebar .mode-nav fieldset > div { flex-direction: column; }
+}
+@media (max-width: 640px) {
+  .studio-sidebar { min-width: 100% !important; flex-basis: 100% !important; }
+  .mode-nav > div, .mode-nav fieldset > div { flex-direction: row; flex-wrap: nowrap; overflow-x: auto; gap: 0.4rem; }
+  .mode-nav label { border-radius: 999px; margin: 0; white-space: nowrap; }
+}
+@media (prefers-color-scheme: dark) {
+  .mode-nav label:has(input:checked) { background: #f5f5f5; color: #0a0a0a; }
+  .mode-nav label:focus-within { outline-color: #f5f5f5; }
+}
 """

@@ -277,6 +277,6 @@ def test_hostile_audio_is_refused_before_the_model(studio, tmp_path, make):
 
     path = make(tmp_path)
     steps = []
-    with pytest.raises(ValueError, match="^Source song: "):
+    with pytest.raises(ValueError, match=r"^Source song: "):
         studio.generate(CoverRequest(prompt="x", src_audio=path), RunControl(lambda f, m: steps.append(m)))
     assert steps == [], "no model time was spent"

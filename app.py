@@ -35,7 +35,7 @@ from serving import (
 )
 from share import LINK_AUDIO_STAND_IN, MODE_PARAM, request_from_query, share_query
 from stems import DEFAULT_STEM_MODEL, STEM_MODELS, StemModelUnavailableError
-from studio import AUDIO_FIELDS, STUDIO_NAME, Studio
+from studio import INPUT_FILES, STUDIO_NAME, Studio
 from theme import CSS, brutalist_mono
 from tooltips import TOOLTIPS
 from zerogpu import GpuAborted, attach, run_on_zerogpu
@@ -452,18 +452,10 @@ def build_ui(studio: Studio) -> gr.Blocks:
         def form_updates(restored: SongRequest) -> list:
             """Values for ``apply_targets`` and the mode nav: the request's own mode's form
             and the shared panels; other modes' forms are left as they are."""
-            updates = [getattr(restored, name) for name in advanced]
+            updates = [_form_value(name, getattr(restored, name)) for name in advanced]
             for key in form_inputs:
                 field_mode, name = key.split(".", 1)
-                if field_mode != restored.mode:
-                    updates.append(gr.skip())
-                    continue
-                value = getattr(restored, name)
-                if name in AUDIO_FIELDS and not value:
-                    value = None  # an empty audio input, not a file called ""
-                elif isinstance(value, tuple):
-                    value = list(value)  # a multiselect's value
-                updates.append(value)
+                updates.append(_form_value(name, getattr(restored, name)) if field_mode == restored.mode else gr.skip())
             return [*updates, restored.mode]
 
         restore_btn.click(
@@ -609,11 +601,17 @@ def _api_handler(studio: Studio, runs: ActiveRuns, mode: str) -> Callable[..., t
         bpm: int | None = None,
         reference_audio: str | None = None,
         audio_duration: float | None = None,
+        cover_image: str | None = None,
         progress: gr.Progress = gr.Progress(track_tqdm=True),
         request: gr.Request = None,
         **values: Any,
     ) -> tuple[list[str], dict]:
-        optional = {"bpm": bpm, "reference_audio": reference_audio, "audio_duration": audio_duration}
+        optional = {
+            "bpm": bpm,
+            "reference_audio": reference_audio,
+            "audio_duration": audio_duration,
+            "cover_image": cover_image,
+        }
         values.update({name: value for name, value in optional.items() if name in fields})
         run = run_generate(studio, runs, values, _session_key(request), ProgressRelay(progress), mode=mode)
         if run is None:
@@ -621,7 +619,35 @@ def _api_handler(studio: Studio, runs: ActiveRuns, mode: str) -> Callable[..., t
         return _run_files(run), run.settings
 
     handler.__name__ = f"{mode}_api"
+    handler.__doc__ = _api_doc(mode)  # what MCP clients and the API page show
     return handler
+
+
+API_SUMMARIES = {
+    "generate": "Make a song from a style prompt and lyrics with ACE-Step 1.5.",
+    "cover": "Re-make an uploaded song in a new style, optionally with new lyrics and a timbre reference.",
+    "extend": "Continue an uploaded song after its end or before its start with new music and lyrics.",
+    "edit": "Re-make one time segment of an uploaded song and leave the rest untouched.",
+}
+
+
+def _api_doc(mode: str) -> str:
+    """A Google-style docstring for one mode's endpoint, from the tooltips."""
+    lines = [API_SUMMARIES[mode], "", "Args:"]
+    for name in REQUEST_TYPES[mode].field_names():
+        help_text = " ".join(str(TOOLTIPS.get(name, name.replace("_", " "))).split())
+        lines.append(f"    {name}: {help_text}")
+    lines += ["", "Returns:", "    The run's files (WAV, FLAC, MP3 per take, settings.json) and its settings."]
+    return "\n".join(lines)
+
+
+def _form_value(name: str, value: Any) -> Any:
+    """A request value as its form component takes it."""
+    if name in INPUT_FILES and not value:
+        return None  # an empty file input, not a file called "" (Gradio would resolve it to a folder)
+    if isinstance(value, tuple):
+        return list(value)  # a multiselect's value
+    return value
 
 
 def _mode_values(mode: str, inputs: dict[str, Any]) -> dict[str, Any]:

@@ -58,7 +58,7 @@ REWORK_MODES = ("cover", "extend", "edit")
 @dataclass(frozen=True)
 class Control:
     name: str  # a request field
-    widget: Literal["textbox", "slider", "number", "dropdown", "multiselect", "checkbox", "audio"]
+    widget: Literal["textbox", "slider", "number", "dropdown", "multiselect", "checkbox", "audio", "image"]
     label: str
     panel: Panel
     modes: tuple[str, ...] = ALL_MODES  # the tabs whose main panel shows it (advanced: all)
@@ -143,6 +143,7 @@ CONTROLS: tuple[Control, ...] = (
         choices=tuple((f"{rate} kbps", rate) for rate in MP3_BITRATES_KBPS),
     ),
     Control("opus", "checkbox", "Also export Opus", "output"),
+    Control("cover_image", "image", "Cover art (PNG or JPEG)", "output"),
 )  # fmt: skip
 
 
@@ -169,6 +170,11 @@ _WIDGETS: dict[str, type] = {
 
 
 def build_control(control: Control, value: Any, elem_id: str, visible: bool = True) -> gr.components.Component:
+    if control.widget == "image":
+        # A file, not gr.Image: the image is embedded byte for byte, never re-encoded.
+        image = gr.File(label=control.label, file_types=[".png", ".jpg", ".jpeg"], type="filepath", elem_id=elem_id)
+        gr.Markdown(TOOLTIPS.get(control.name, ""), elem_classes="control-help")
+        return image
     if control.widget == "audio":
         # Audio keeps Gradio's conversion (it turns the upload into a file path) and has
         # no ``info``, so its help goes in a line of text under it.

@@ -22,6 +22,36 @@ FLAC_SUBTYPE = "PCM_24"
 ARTIST = "ACE Music Studio"
 
 
+MAX_COVER_BYTES = 5 * 2**20  # cover art is embedded in every file of every take
+COVER_TYPES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg"}
+
+
+@dataclass(frozen=True)
+class Cover:
+    """Cover art to embed: the image bytes and their MIME type."""
+
+    data: bytes
+    mime: str
+
+
+def read_cover(path: str | Path) -> Cover:
+    """Read and check a cover image (PNG or JPEG by its bytes, at most 5 MB); ``ValueError`` otherwise."""
+    file = Path(path)
+    try:
+        size = file.stat().st_size
+    except OSError as error:
+        raise ValueError(f"cover_image: cannot read {file.name!r} ({error.strerror})") from error
+    if size > MAX_COVER_BYTES:
+        raise ValueError(
+            f"cover_image: {file.name!r} is {size / 2**20:.1f} MB; the limit is {MAX_COVER_BYTES // 2**20} MB"
+        )
+    data = file.read_bytes()
+    for magic, mime in COVER_TYPES.items():
+        if data.startswith(magic):
+            return Cover(data, mime)
+    raise ValueError(f"cover_image: {file.name!r} is not a PNG or JPEG image")
+
+
 @dataclass(frozen=True)
 class Tags:
     title: str
@@ -29,6 +59,7 @@ class Tags:
     seed: int
     settings_json: str
     artist: str = ARTIST
+    cover: Cover | None = None
 
 
 def _frames(audio: np.ndarray) -> np.ndarray:
@@ -126,7 +157,25 @@ def _save_vorbis_comments(file, tags: Tags) -> None:
     file["LYRICS"] = tags.lyrics
     file["SEED"] = str(tags.seed)
     file["COMMENT"] = tags.settings_json
+    if tags.cover is not None:
+        picture = _flac_picture(tags.cover)
+        if hasattr(file, "add_picture"):  # FLAC has its own picture block
+            file.add_picture(picture)
+        else:  # Ogg carries it base64-encoded in a comment
+            import base64
+
+            file["METADATA_BLOCK_PICTURE"] = base64.b64encode(picture.write()).decode("ascii")
     file.save()
+
+
+def _flac_picture(cover: Cover):
+    from mutagen.flac import Picture
+
+    picture = Picture()
+    picture.type = 3  # front cover
+    picture.mime = cover.mime
+    picture.data = cover.data
+    return picture
 
 
 def _fill_id3(id3, tags: Tags) -> None:
@@ -138,6 +187,10 @@ def _fill_id3(id3, tags: Tags) -> None:
         id3.add(USLT(encoding=3, lang="XXX", desc="", text=tags.lyrics))
     id3.add(TXXX(encoding=3, desc="seed", text=str(tags.seed)))
     id3.add(TXXX(encoding=3, desc="settings", text=tags.settings_json))
+    if tags.cover is not None:
+        from mutagen.id3 import APIC
+
+        id3.add(APIC(encoding=3, mime=tags.cover.mime, type=3, desc="Cover", data=tags.cover.data))
 
 
 def title_from_prompt(prompt: str, limit: int = 60) -> str:

@@ -110,6 +110,7 @@ class SongRequest:
     wav_bit_depth: str = "24"
     mp3_bitrate_kbps: int = 320
     opus: bool = False
+    cover_image: str = ""  # a PNG or JPEG embedded as cover art in every file
 
     mode: typing.ClassVar[str] = ""
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from export import WRITERS, Tags, Writer, title_from_prompt
+from export import WRITERS, Cover, Tags, Writer, title_from_prompt
 
 SETTINGS_FILE = "settings.json"
 SETTINGS_FORMAT = 1
@@ -74,6 +74,7 @@ class OutputStore:
         seeds: list[int],
         copies: Mapping[str, Path] | None = None,
         writers: Mapping[str, Writer] | None = None,
+        cover: Cover | None = None,
     ) -> Run:
         """Write every take in every format plus ``settings.json``, atomically as a folder.
 
@@ -112,6 +113,7 @@ class OutputStore:
                     lyrics=request.get("lyrics", ""),
                     seed=seed,
                     settings_json=settings_json,
+                    cover=cover,
                 )
                 for fmt, name in takes_meta[i]["files"].items():
                     writers[fmt](staging / name, audio, tags)

@@ -16,7 +16,8 @@ from modes import REQUEST_TYPES, SongRequest
 MODE_PARAM = "mode"
 MAX_QUERY_CHARS = 16_000  # browsers and proxies start refusing URLs around 32k; lyrics fit well within
 LINK_AUDIO_STAND_IN = "shared-link.wav"
-AUDIO_FIELDS = frozenset({"src_audio", "reference_audio"})  # a link never carries (or points at) audio
+# A link never carries (or points at) files: audio and cover art are uploaded by the visitor.
+AUDIO_FIELDS = frozenset({"src_audio", "reference_audio", "cover_image"})
 
 
 def share_query(request: SongRequest) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from backend import Backend, RunControl
-from export import writers_for
+from export import read_cover, writers_for
 from modes import GenerateRequest, SongRequest
 from outputs import SETTINGS_FILE, OutputStore, Run, load_settings
 from stems import StemSplitter
@@ -27,6 +27,8 @@ SAMPLE_RATE = 48_000  # Hz
 # Request fields that name audio files; each is copied into the run folder so the run
 # can be reproduced after the upload is gone.
 AUDIO_FIELDS = {"src_audio": ("source", "Source song"), "reference_audio": ("reference", "Timbre reference")}
+# Every input file a run keeps a copy of (so that "Apply settings" restores it): name in the run folder, label.
+INPUT_FILES = {**AUDIO_FIELDS, "cover_image": ("cover", "Cover image")}
 
 
 @dataclass
@@ -45,6 +47,7 @@ class Studio:
         ``Cancelled`` (nothing saved) or the pipeline's error."""
         request = self.backend.normalise(request.validate().resolve_seed())
         self.backend.check_supports(request)
+        cover = read_cover(request.cover_image) if request.cover_image else None
         prepared = self._prepare(request)
         started = time.perf_counter()
         seeds = request.take_seeds()
@@ -67,7 +70,7 @@ class Studio:
         control.check()  # the last point where a cancel still leaves nothing behind
         inputs = {
             field: f"{name}{Path(getattr(request, field)).suffix.lower()}"
-            for field, (name, _) in AUDIO_FIELDS.items()
+            for field, (name, _) in INPUT_FILES.items()
             if getattr(request, field, "")
         }
         settings = {
@@ -95,7 +98,7 @@ class Studio:
         }
         copies = {name: Path(getattr(request, field)) for field, name in inputs.items()}
         writers = writers_for(request.wav_bit_depth, request.mp3_bitrate_kbps, request.opus)
-        run = self.store.save_run(settings, finished, seeds, copies=copies, writers=writers)
+        run = self.store.save_run(settings, finished, seeds, copies=copies, writers=writers, cover=cover)
         control.report(1.0, "Done")
         return run
 

@@ -44,6 +44,7 @@ TOOLTIPS: dict[str, str] = {
     "32-bit float to keep every detail for further processing.",
     "mp3_bitrate_kbps": "MP3 bitrate (constant). 320 kbps is the highest MP3 quality.",
     "opus": "Also write an Ogg Opus file: small, high quality, good for sharing.",
+    "cover_image": "Optional cover art, embedded in every WAV, FLAC, MP3 and Opus file (at most 5 MB).",
     "share_link": "Press Share link for a link that opens the studio with these settings (never the audio).",
     "settings_text": "A run's settings.json. Paste or upload one, then Apply settings to load it into the form.",
 }

@@ -128,3 +128,53 @@ def test_title_from_prompt():
     assert title_from_prompt("\n  dreamy pop\nmore") == "dreamy pop"
     long = title_from_prompt("word " * 40)
     assert len(long) <= 61 and long.endswith("…")
+
+
+def _png(path, size=(4, 4)) -> str:
+    """A real PNG made with nothing but zlib: 4x4 grey pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = b"".join(b"\x00" + b"\x80" * size[0] for _ in range(size[1]))
+    header = struct.pack(">IIBBBBB", *size, 8, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
+    return str(path)
+
+
+def test_cover_art_is_embedded_in_every_format(studio, tmp_path):
+    from mutagen.flac import FLAC
+    from mutagen.id3 import ID3
+    from mutagen.oggopus import OggOpus
+    from mutagen.wave import WAVE
+
+    from backend import RunControl
+    from modes import GenerateRequest
+
+    cover = _png(tmp_path / "cover.png")
+    request = GenerateRequest(prompt="with art", audio_duration=10, seed=1, opus=True, cover_image=cover)
+    run = studio.generate(request, RunControl())
+    files = run.takes[0].files
+    art = (tmp_path / "cover.png").read_bytes()
+    assert ID3(files["mp3"]).getall("APIC")[0].data == art
+    assert WAVE(files["wav"]).tags.getall("APIC")[0].data == art
+    assert FLAC(files["flac"]).pictures[0].data == art
+    assert "metadata_block_picture" in OggOpus(files["opus"])
+    # kept in the run, so Apply settings restores it
+    assert (run.folder / "cover.png").read_bytes() == art
+
+
+def test_a_cover_that_is_not_an_image_is_refused_before_the_model(studio, tmp_path):
+    from backend import RunControl
+    from modes import GenerateRequest
+
+    fake = tmp_path / "cover.png"
+    fake.write_text("not an image")
+    steps = []
+    with pytest.raises(ValueError, match=r"cover_image: 'cover\.png' is not a PNG or JPEG"):
+        studio.generate(GenerateRequest(prompt="x", cover_image=str(fake)), RunControl(lambda f, m: steps.append(m)))
+    assert steps == []

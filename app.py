@@ -49,6 +49,10 @@ GPU_EVENT_TIME_LIMIT_S = 3600  # a 10-minute song at 50 steps on a laptop CPU fi
 # A 10-minute, 96 kHz, 32-bit float stereo WAV is 461 MB: the largest upload that
 # audio intake would accept anyway.
 MAX_UPLOAD = "512mb"
+STEMS_EXTRACT_HINT = (
+    "This base checkpoint can also pull one instrument out itself: Edit → task `extract` and a "
+    "track name. Demucs is faster and splits everything at once; extract re-renders the track with the model."
+)
 TEST_MODEL_BANNER = (
     "**Test model: outputs noise.** The `{label}` model has random weights; it exists so the "
     "studio runs offline. Start with `--model xl-turbo` (or another checkpoint) for real music."
@@ -280,6 +284,8 @@ def build_ui(studio: Studio) -> gr.Blocks:
                             label="Stem model",
                         )
                     stems_btn = gr.Button("Split into stems")
+                    if studio.backend.variant == "base":
+                        gr.Markdown(STEMS_EXTRACT_HINT, elem_classes="control-help")
                     stem_files = gr.File(label="Stems (FLAC, and all of them in a zip)", file_count="multiple")
 
         mode_state = mode_nav  # the selected mode is the nav's value

@@ -1,0 +1,274 @@
+"""The 5 Hz LM planner on a tiny random-weight Qwen3 LM, loaded through both real backends.
+
+Random weights write gibberish, so every valid plan here is the constraints' doing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+
+import pytest
+from tiny_planner_lm import NUM_CODES, build_tiny_planner_lm
+
+from backend import Cancelled, ModelUnavailableError, RunControl
+from modes import KEYSCALES, VOCAL_LANGUAGES
+from planner import (
+    FIELDS,
+    LoadedLM,
+    Plan,
+    Planner,
+    PlannerSettings,
+    parse_codes,
+    parse_think,
+    pick_lm_backend,
+)
+
+# A random LM rarely samples the newline that ends a caption: keep captions short.
+FAST = PlannerSettings(max_caption_tokens=8)
+DURATION_S = 10
+
+THINK = (
+    "<think>\nbpm: 96\ncaption: a slow, dusty blues shuffle with a\n  harmonica lead\n"
+    "duration: 30\nkeyscale: E minor\nlanguage: 'no'\ntimesignature: 4/4\n</think>\n"
+)
+
+
+@pytest.fixture(scope="session")
+def lm_dir(tmp_path_factory):
+    return build_tiny_planner_lm(tmp_path_factory.mktemp("planner-lm"))
+
+
+@pytest.fixture(scope="session")
+def torch_planner(lm_dir):
+    planner = Planner(str(lm_dir), backend="transformers")
+    planner.load()
+    return planner
+
+
+@pytest.fixture(scope="session")
+def user_plan(torch_planner):
+    """A plan where the user set bpm, key and duration; the LM fills the rest."""
+    return torch_planner.plan(
+        "calm piano ballad", "[verse]\nhello rain", seed=7, settings=FAST, bpm=97, keyscale="F# minor", duration=10
+    )
+
+
+def assert_valid(plan: Plan, duration: int = DURATION_S) -> None:
+    assert 30 <= plan.bpm <= 300
+    assert plan.keyscale in KEYSCALES
+    assert plan.language in VOCAL_LANGUAGES
+    assert plan.timesignature in {"2", "3", "4", "6"}
+    assert plan.duration == duration
+    assert len(plan.codes) == duration * 5
+    assert all(0 <= code < 64_000 for code in plan.codes)
+    assert parse_codes(plan.audio_codes) == plan.codes
+
+
+def test_parse_think_reads_fields_quotes_and_wrapped_caption():
+    assert parse_think(THINK) == {
+        "bpm": 96,
+        "caption": "a slow, dusty blues shuffle with a harmonica lead",
+        "duration": 30,
+        "keyscale": "E minor",
+        "language": "no",
+        "timesignature": "4",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (THINK.replace("</think>", ""), "planner output has no </think>"),
+        (THINK.replace("bpm: 96", "bpm: 999"), "bpm: 999 out of range 30-300"),
+        (THINK.replace("keyscale: E minor\n", ""), "planner output has no keyscale"),
+        (THINK.replace("E minor", "H major"), "keyscale: 'H major'"),
+        (THINK.replace("duration: 30", "duration: long"), "duration: 'long' is not a whole number"),
+        (THINK.replace("timesignature: 4/4", "timesignature: 5"), "timesignature: '5'"),
+    ],
+)
+def test_parse_think_refuses_malformed_output(text, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_think(text)
+
+
+def test_plan_round_trips_through_settings_json_and_its_think_block():
+    caption = "an epic orchestral piece: soaring strings, thundering taiko drums and a choir " * 2
+    plan = Plan(120, "B♭ minor", "3", "no", 30, caption.strip(), tuple(range(150)))
+    assert Plan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+    block = plan.think_block()
+    assert block.startswith("<think>\nbpm: 120\ncaption: ") and block.endswith("\ntimesignature: 3\n</think>")
+    assert "\n  " in block  # yaml.dump wraps a long caption as in training
+    assert parse_think(block) == plan.metadata()
+    assert plan.audio_codes.startswith("<|audio_code_0|><|audio_code_1|>")
+    kwargs = plan.pipeline_kwargs()
+    assert kwargs["vocal_language"] == "no" and kwargs["audio_duration"] == 30.0
+    assert kwargs["audio_codes"] == plan.audio_codes
+
+
+def test_plan_refuses_a_wrong_code_count_or_code():
+    values = Plan(120, "C major", "4", "en", 30, "pop", tuple(range(150))).to_dict()
+    with pytest.raises(ValueError, match="expected 150 codes for 30 s, got 12"):
+        Plan.from_dict({**values, "codes": list(range(12))})
+    with pytest.raises(ValueError, match="64000 is outside 0-63999"):
+        Plan.from_dict({**values, "codes": [64_000] * 150})
+    with pytest.raises(ValueError, match="unknown fields \\['tempo'\\]"):
+        Plan.from_dict({**values, "tempo": 3})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"temperature": 3.0}, "temperature: must be between 0 and 2, got 3.0"),
+        ({"top_p": 0.0}, "top_p: must be above 0 and at most 1, got 0.0"),
+        ({"top_k": -1}, "top_k: must be between 0 and 1e+06, got -1"),
+        ({"lm_guidance_scale": 0.5}, "lm_guidance_scale: must be between 1 and 10, got 0.5"),
+        ({"infer": frozenset({"tempo"})}, "infer: ['tempo'] are not plan fields"),
+    ],
+)
+def test_settings_validate_names_the_field_and_value(change, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PlannerSettings(**change).validate()
+    assert PlannerSettings().validate().to_dict()["infer"] == sorted(FIELDS)
+
+
+def test_bad_requests_fail_before_the_model_loads():
+    def loader(source, backend):
+        raise AssertionError("the model must not load for a bad request")
+
+    planner = Planner("unused", backend="transformers", loader=loader)
+    with pytest.raises(ValueError, match="bpm: 999 out of range"):
+        planner.plan("pop", seed=0, bpm=999)
+    with pytest.raises(ValueError, match="unknown fields \\['tempo'\\]"):
+        planner.plan("pop", seed=0, tempo=120)
+    with pytest.raises(ValueError, match="duration: not given and not in the planner's infer fields"):
+        planner.plan("pop", seed=0, settings=PlannerSettings(infer=frozenset({"bpm"})))
+    assert not planner.is_loaded
+
+
+def test_load_failure_raises_a_clear_error(tmp_path):
+    planner = Planner(str(tmp_path / "no-such-model"), backend="transformers")
+    with pytest.raises(ModelUnavailableError, match="could not be loaded with transformers"):
+        planner.load()
+    assert not planner.is_loaded
+
+
+def test_an_lm_without_audio_codes_is_refused():
+    from tiny_model import _build_tokenizer
+
+    planner = Planner("plain-qwen", loader=lambda source, backend: LoadedLM(_build_tokenizer(), object, backend))
+    with pytest.raises(ModelUnavailableError, match="no <\\|audio_code_N\\|> tokens"):
+        planner.load()
+
+
+def test_backend_choice():
+    assert pick_lm_backend("mlx") == "mlx"
+    assert pick_lm_backend("auto") in {"mlx", "transformers"}
+    with pytest.raises(ValueError, match="backend: must be one of auto, transformers, mlx, got 'jax'"):
+        pick_lm_backend("jax")
+
+
+def test_code_vocabulary_comes_from_the_tokenizer(torch_planner):
+    vocab = torch_planner.load().vocab
+    assert vocab.code_ids.size == NUM_CODES
+    assert sorted(vocab.code_values.tolist()) == list(range(NUM_CODES))
+
+
+def test_plan_keeps_user_fields_and_constrains_the_rest(user_plan):
+    assert_valid(user_plan)
+    assert (user_plan.bpm, user_plan.keyscale) == (97, "F# minor")
+    assert user_plan.caption.strip()
+
+
+def test_audio_codes_drive_the_tiny_pipeline(user_plan, tiny_backend):
+    import torch
+
+    pipe = tiny_backend.load()
+    assert max(user_plan.codes) <= pipe.audio_tokenizer.quantizer.codebook_size - 1
+    out = pipe(
+        prompt=user_plan.caption,
+        lyrics="[verse]\nhello rain",
+        audio_codes=user_plan.audio_codes,
+        audio_duration=float(user_plan.duration),
+        num_inference_steps=2,
+        output_type="pt",
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert tuple(out.audios.shape) == (1, 2, DURATION_S * 48_000)
+    assert torch.isfinite(out.audios).all()
+
+
+def test_same_seed_same_plan_and_guidance_changes_it(torch_planner, user_plan):
+    again = torch_planner.plan(
+        "calm piano ballad", "[verse]\nhello rain", seed=7, settings=FAST, bpm=97, keyscale="F# minor", duration=10
+    )
+    assert again == user_plan
+    unguided = PlannerSettings(max_caption_tokens=8, lm_guidance_scale=1.0)
+    plain = torch_planner.plan(
+        "calm piano ballad", "[verse]\nhello rain", seed=7, settings=unguided, bpm=97, keyscale="F# minor", duration=10
+    )
+    assert_valid(plain)
+    assert plain.codes != user_plan.codes
+
+
+def test_user_caption_is_kept_when_the_lm_may_not_rewrite_it(torch_planner):
+    settings = PlannerSettings(max_caption_tokens=8, infer=frozenset({"bpm", "keyscale", "timesignature"}))
+    plan = torch_planner.plan("dreamy  synthwave,\nneon nights", seed=1, settings=settings, duration=12, language="ja")
+    assert_valid(plan, duration=12)
+    assert (plan.caption, plan.language) == ("dreamy synthwave, neon nights", "ja")
+
+
+def test_a_fully_specified_plan_skips_the_thinking(torch_planner):
+    known = dict(bpm=140, keyscale="D minor", timesignature="3", language="en", duration=10)
+    settings = PlannerSettings(infer=frozenset({"bpm"}))
+    plan = torch_planner.plan("hard techno", seed=2, settings=settings, **known)
+    assert_valid(plan)
+    assert {name: getattr(plan, name) for name in known} == known
+    assert plan.caption == "hard techno"
+
+
+def test_plan_from_idea_returns_caption_and_metadata_only(torch_planner):
+    plan = torch_planner.plan_from_idea("a rainy jazz night in Lisbon", seed=4, settings=FAST)
+    assert plan.codes == () and plan.audio_codes == ""
+    assert plan.caption.strip() and "audio_codes" not in plan.pipeline_kwargs()
+    assert 10 <= plan.duration <= 600 and plan.keyscale in KEYSCALES
+
+
+def test_progress_and_cancel(torch_planner):
+    reports: list[tuple[float, str]] = []
+    torch_planner.plan("pop", seed=5, settings=FAST, duration=10, control=RunControl(lambda *r: reports.append(r)))
+    fractions = [fraction for fraction, _ in reports]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert reports[-1][1] == "Planning: audio codes 50/50"
+
+    def cancel_midway(fraction: float, message: str) -> None:
+        if "audio codes" in message:
+            control.cancel()
+
+    control = RunControl(cancel_midway)
+    with pytest.raises(Cancelled):
+        torch_planner.plan("pop", seed=5, settings=FAST, duration=20, control=control)
+
+
+def test_mlx_backend_plans_from_a_worker_thread(lm_dir):
+    """Gradio runs handlers in worker threads; mlx streams belong to the thread that made them."""
+    planner = Planner(str(lm_dir), backend="mlx")
+    planner.load()  # loaded on the main thread, used from another, as in the studio
+    result: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            result["plan"] = planner.plan("lofi hip hop", seed=3, settings=FAST, bpm=80, duration=10)
+        except Exception as error:
+            result["error"] = error
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join(timeout=120)
+    assert "error" not in result, result.get("error")
+    plan = result["plan"]
+    assert isinstance(plan, Plan)
+    assert_valid(plan)
+    assert plan.bpm == 80
+    assert planner.load().backend == "mlx"

@@ -154,7 +154,8 @@ def run_generate(
     try:
         if on_zerogpu():
             # ZeroGPU runs the engine in a forked worker, so Cancel there is Gradio's own.
-            return run_on_zerogpu(request, progress=progress)
+            thinking = bool(getattr(request, "think", False)) and not getattr(request, "audio_codes", "")
+            return run_on_zerogpu(request, think=thinking, progress=progress)
         return studio.generate(request, control)
     except Cancelled:
         return None

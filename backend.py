@@ -96,6 +96,13 @@ class RunControl:
         if self._on_progress is not None:
             self._on_progress(min(max(fraction, 0.0), 1.0), message)
 
+    def part(self, start: float, end: float) -> RunControl:
+        """A control for one stage of this run: the same cancel flag, its progress mapped into
+        ``start``-``end`` of this run's bar."""
+        child = RunControl(lambda fraction, message: self.report(start + (end - start) * fraction, message))
+        child._cancel = self._cancel
+        return child
+
 
 def load_pipeline(
     spec: ModelSpec,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -74,6 +75,17 @@ TRUE_PEAK_RANGE_DBTP = (-6.0, 0.0)
 
 # ACE-Step's convention for a song without vocals: the lyric sheet says so.
 INSTRUMENTAL_LYRICS = "[Instrumental]"
+
+# The 5 Hz LM planner's sampling defaults: the official ones (ACE-Step 1.5 inference.py).
+LM_TEMPERATURE = 0.85
+LM_TOP_P = 0.9
+LM_TOP_K = 0  # 0: off
+LM_GUIDANCE_SCALE = 2.0
+LM_NEGATIVE_PROMPT = "NO USER INPUT"
+MAX_LM_GUIDANCE = 10.0
+CODES_PER_SECOND = 5  # the planner's audio codes run at 5 Hz
+MAX_AUDIO_CODE = 63_999  # the audio tokenizer's codebook holds 64,000 codes
+_AUDIO_CODE = re.compile(r"<\|audio_code_(\d+)\|>")
 
 
 @dataclass(frozen=True)
@@ -218,6 +230,17 @@ class GenerateRequest(SongRequest):
 
     instrumental: bool = False
     audio_duration: float = 60.0
+    # The planner ("thinking"): the 5 Hz LM fills blank metadata, may rewrite the caption,
+    # and plans the song as audio codes before the DiT renders it.
+    think: bool = False
+    lm_rewrite_caption: bool = True
+    lm_temperature: float = LM_TEMPERATURE
+    lm_top_p: float = LM_TOP_P
+    lm_top_k: int = LM_TOP_K
+    lm_guidance_scale: float = LM_GUIDANCE_SCALE
+    lm_negative_prompt: str = LM_NEGATIVE_PROMPT
+    # A plan's codes (``<|audio_code_N|>``...), replayed as they are: no planning, same song.
+    audio_codes: str = ""
 
     mode: typing.ClassVar[str] = "generate"
 
@@ -226,11 +249,38 @@ class GenerateRequest(SongRequest):
             raise ValueError("prompt: describe the music (style, instruments, mood) or give lyrics")
         super().validate()
         _check_range("audio_duration", self.audio_duration, MIN_DURATION_S, MAX_DURATION_S, "s")
+        _check_range("lm_temperature", self.lm_temperature, 0.0, 2.0, note="0 picks the likeliest token")
+        if not 0.0 < self.lm_top_p <= 1.0:
+            raise ValueError(f"lm_top_p: must be above 0 and at most 1, got {_echo(self.lm_top_p)}")
+        _check_range("lm_top_k", self.lm_top_k, 0, 1_000_000, note="0 turns it off")
+        _check_range("lm_guidance_scale", self.lm_guidance_scale, 1.0, MAX_LM_GUIDANCE, note="1 turns it off")
+        _check_length("lm_negative_prompt", self.lm_negative_prompt, MAX_PROMPT_CHARS)
+        if self.audio_codes.strip():
+            self.codes()
         return self
+
+    def codes(self) -> tuple[int, ...]:
+        """The replayed plan's codes, checked: only code tokens, five per second of the duration."""
+        text = self.audio_codes.strip()
+        codes = tuple(int(n) for n in _AUDIO_CODE.findall(text))
+        if _AUDIO_CODE.sub("", text).strip():
+            raise ValueError("audio_codes: holds something other than <|audio_code_N|> tokens; clear it to plan again")
+        expected = round(self.audio_duration) * CODES_PER_SECOND
+        if len(codes) != expected:
+            raise ValueError(
+                f"audio_codes: {len(codes)} codes make {len(codes) / CODES_PER_SECOND:g} s, but the duration asks for "
+                f"{expected} ({round(self.audio_duration)} s); set the duration to the plan's or clear the codes"
+            )
+        bad = [code for code in codes if code > MAX_AUDIO_CODE]
+        if bad:
+            raise ValueError(f"audio_codes: {bad[0]} is outside 0-{MAX_AUDIO_CODE}")
+        return codes
 
     def pipeline_kwargs(self) -> dict[str, Any]:
         kwargs = super().pipeline_kwargs()
         kwargs["audio_duration"] = float(self.audio_duration)
+        if self.audio_codes.strip():
+            kwargs["audio_codes"] = [self.audio_codes.strip()] * self.batch_size
         if self.instrumental:
             kwargs["lyrics"] = [INSTRUMENTAL_LYRICS] * self.batch_size
             kwargs["vocal_language"] = "unknown"

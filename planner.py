@@ -13,11 +13,13 @@ transformers on CUDA/MPS/CPU, and mlx-lm on Apple Silicon. Nothing here knows ab
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import platform
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +28,23 @@ import numpy as np
 from typing_extensions import Self
 
 from backend import ModelUnavailableError, RunControl
-from modes import KEYSCALES, MAX_BPM, MAX_DURATION_S, MAX_PROMPT_CHARS, MIN_BPM, MIN_DURATION_S, VOCAL_LANGUAGES
+from modes import (
+    CODES_PER_SECOND,
+    KEYSCALES,
+    LM_GUIDANCE_SCALE,
+    LM_NEGATIVE_PROMPT,
+    LM_TEMPERATURE,
+    LM_TOP_K,
+    LM_TOP_P,
+    MAX_AUDIO_CODE,
+    MAX_BPM,
+    MAX_DURATION_S,
+    MAX_LM_GUIDANCE,
+    MAX_PROMPT_CHARS,
+    MIN_BPM,
+    MIN_DURATION_S,
+    VOCAL_LANGUAGES,
+)
 
 LM_MODELS: dict[str, str] = {
     "0.6B": "ACE-Step/acestep-5Hz-lm-0.6B",
@@ -35,15 +53,12 @@ LM_MODELS: dict[str, str] = {
 }
 DEFAULT_LM = "1.7B"
 BACKENDS = ("auto", "transformers", "mlx")
-CODES_PER_SECOND = 5  # the LM's audio codes run at 5 Hz
-MAX_AUDIO_CODE = 63_999  # the audio tokenizer's codebook holds 64,000 codes
 # The think block's fields, in the order the LM was trained on (yaml.dump's sorted keys).
 FIELDS = ("bpm", "caption", "duration", "keyscale", "language", "timesignature")
 PLAN_TIME_SIGNATURES = ("2", "3", "4", "6")
-DEFAULT_NEGATIVE_PROMPT = "NO USER INPUT"
+DEFAULT_NEGATIVE_PROMPT = LM_NEGATIVE_PROMPT
 LM_INSTRUCTION = "Generate audio semantic tokens based on the given conditions:"
 MAX_CAPTION_TOKENS = 512  # the official limit on a generated caption
-MAX_LM_GUIDANCE = 10.0
 MLX_PREFILL_CHUNK = 256  # tokens per prefill step: mlx computes logits for every position
 _THINK_SHARE = 0.1  # of a full plan's progress bar; the codes take the rest
 _CODE_TOKEN = re.compile(r"<\|audio_code_(\d+)\|>")
@@ -53,10 +68,10 @@ _CODE_TOKEN = re.compile(r"<\|audio_code_(\d+)\|>")
 class PlannerSettings:
     """How the LM samples. Defaults are the official ones (ACE-Step 1.5 inference.py)."""
 
-    temperature: float = 0.85  # 0: greedy
-    top_p: float = 0.9  # 1.0: off
-    top_k: int = 0  # 0: off
-    lm_guidance_scale: float = 2.0  # logits = uncond + s * (cond - uncond); 1.0 skips the second pass
+    temperature: float = LM_TEMPERATURE  # 0: greedy
+    top_p: float = LM_TOP_P  # 1.0: off
+    top_k: int = LM_TOP_K  # 0: off
+    lm_guidance_scale: float = LM_GUIDANCE_SCALE  # logits = uncond + s * (cond - uncond); 1.0 skips the second pass
     lm_negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
     # Fields the LM may write when the user left them blank; "caption" lets it rewrite the caption.
     infer: frozenset[str] = frozenset(FIELDS)
@@ -401,18 +416,18 @@ def pick_lm_backend(backend: str = "auto") -> str:
     return "mlx" if apple and importlib.util.find_spec("mlx_lm") is not None else "transformers"
 
 
-def load_lm(source: str, backend: str) -> LoadedLM:
+def load_lm(source: str, backend: str, device: str | None = None) -> LoadedLM:
     """Load ``source`` (a Hub repo id or a local folder) on ``backend``."""
-    return _load_mlx(source) if backend == "mlx" else _load_transformers(source)
+    return _load_mlx(source) if backend == "mlx" else _load_transformers(source, device)
 
 
-def _load_transformers(source: str) -> LoadedLM:
+def _load_transformers(source: str, device_name: str | None = None) -> LoadedLM:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from backend import pick_device
 
-    device = pick_device()
+    device = pick_device(device_name)
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, device.dtype))
     model = model.to(device.device).eval()
@@ -498,6 +513,7 @@ class _Decoder:
         self.settings = settings
         self.rng = np.random.default_rng(seed)
         self.tokens = 0
+        self.steps = 0  # tokens sampled (forced ones are fed but not sampled)
         vocab = lm.vocab
         self.cond = lm.new_session()
         self.cond_logits = self.cond.feed(vocab.encode(prompt))
@@ -513,6 +529,7 @@ class _Decoder:
             self.uncond_logits = self.uncond.feed(ids)
 
     def choose(self, allowed: np.ndarray) -> int:
+        self.steps += 1
         logits = self.cond_logits[allowed].astype(np.float64)
         if self.uncond is not None:
             uncond = self.uncond_logits[allowed].astype(np.float64)
@@ -531,10 +548,15 @@ class Planner:
         model: str = DEFAULT_LM,
         backend: str = "auto",
         loader: Callable[[str, str], LoadedLM] | None = None,
+        device: str | None = None,
+        max_caption_tokens: int = MAX_CAPTION_TOKENS,
     ) -> None:
         self.source = LM_MODELS.get(model, model)
+        # The longest caption the studio lets it write (a random-weight test LM rarely stops).
+        self.max_caption_tokens = max_caption_tokens
         self.backend = pick_lm_backend(backend)
-        self._loader = loader or load_lm
+        self.device = device  # transformers only: None picks CUDA, MPS or the CPU
+        self._loader = loader or functools.partial(load_lm, device=device)
         self._lm: LoadedLM | None = None
         self._load_lock = threading.Lock()
         self._run_lock = threading.Lock()
@@ -574,10 +596,12 @@ class Planner:
         seed: int,
         settings: PlannerSettings | None = None,
         control: RunControl | None = None,
+        stats: dict[str, Any] | None = None,
         **known: Any,
     ) -> Plan:
-        """Phase 1 only: the metadata, no codes. ``known``: bpm, duration, keyscale, ..."""
-        return self._run(caption, lyrics, known, seed, settings or PlannerSettings(), control, codes=False)
+        """Phase 1 only: the metadata, no codes. ``known``: bpm, duration, keyscale, ...
+        ``stats``, when given, receives the tokens sampled, the seconds and tokens per second."""
+        return self._run(caption, lyrics, known, seed, settings or PlannerSettings(), control, False, stats)
 
     def plan(
         self,
@@ -587,27 +611,49 @@ class Planner:
         seed: int,
         settings: PlannerSettings | None = None,
         control: RunControl | None = None,
+        stats: dict[str, Any] | None = None,
         **known: Any,
     ) -> Plan:
         """Both phases. ``known`` holds the user's values (bpm, duration, keyscale, language,
         timesignature, caption); None or "" leaves a field to the LM when ``settings.infer`` has it.
         A fractional duration is rounded to whole seconds (five codes per second)."""
-        return self._run(caption, lyrics, known, seed, settings or PlannerSettings(), control, codes=True)
+        return self._run(caption, lyrics, known, seed, settings or PlannerSettings(), control, True, stats)
 
-    def plan_from_idea(self, idea: str, *, seed: int, settings: PlannerSettings | None = None, **known: Any) -> Plan:
+    def plan_from_idea(
+        self,
+        idea: str,
+        *,
+        seed: int,
+        settings: PlannerSettings | None = None,
+        control: RunControl | None = None,
+        **known: Any,
+    ) -> Plan:
         """ "Create from an idea": the idea as the caption, no lyrics; the caption and metadata back."""
-        return self.think(idea, "", seed=seed, settings=settings, **known)
+        return self.think(idea, "", seed=seed, settings=settings, control=control, **known)
 
-    def _run(self, caption, lyrics, known, seed, settings, control, codes: bool) -> Plan:
+    def _run(self, caption, lyrics, known, seed, settings, control, codes: bool, stats) -> Plan:
         settings.validate()
         given = self._known_fields(caption, known, settings)
         lm = self.load()
         control = control or RunControl()
         with self._run_lock:
-            think_text = self._phase1(lm, caption, lyrics, given, seed, settings, control, codes)
+            started = time.perf_counter()
+            think_text, think_tokens = self._phase1(lm, caption, lyrics, given, seed, settings, control, codes)
             plan = Plan(**parse_think(think_text))
+            code_tokens = 0
             if codes:
                 plan = self._phase2(lm, plan, caption, lyrics, seed, settings, control)
+                code_tokens = len(plan.codes)
+            seconds = time.perf_counter() - started
+        if stats is not None:
+            tokens = think_tokens + code_tokens
+            stats.update(
+                model=self.source,
+                backend=self.backend,
+                tokens=tokens,
+                seconds=round(seconds, 3),
+                tokens_per_second=round(tokens / seconds, 1) if seconds > 0 else None,
+            )
         return plan.validate()
 
     @staticmethod
@@ -629,7 +675,7 @@ class Planner:
     def _phase1(self, lm, caption, lyrics, given, seed, settings, control, codes) -> str:
         constraint = ThinkConstraint(lm.vocab, given, settings.max_caption_tokens)
         if not constraint.infers:
-            return lm.vocab.tokenizer.decode(constraint.pieces[0])
+            return lm.vocab.tokenizer.decode(constraint.pieces[0]), 0
         share = _THINK_SHARE if codes else 1.0
         control.report(0.0, "Planning: writing the song's metadata…")
         negative = settings.lm_negative_prompt
@@ -646,7 +692,7 @@ class Planner:
             if not constraint.done:
                 decoder.feed(ids)
             control.report(share * constraint.fraction, "Planning: writing the song's metadata…")
-        return lm.vocab.tokenizer.decode(constraint.ids)
+        return lm.vocab.tokenizer.decode(constraint.ids), decoder.steps
 
     def _phase2(self, lm, plan: Plan, caption, lyrics, seed, settings, control) -> Plan:
         user = f"# Caption\n{caption}\n\n# Lyric\n{lyrics}\n"

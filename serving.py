@@ -15,7 +15,9 @@ import backend as backend_module
 from backend import Backend
 from checkpoints import REGISTRY, TINY_MODELS, default_model_name, resolve_model
 from outputs import OutputStore, default_outputs_dir
+from planner import BACKENDS, DEFAULT_LM, LM_MODELS, Planner, load_lm
 from studio import STUDIO_NAME, Studio
+from tiny_model import ensure_tiny_planner, tiny_planner_dir
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -55,6 +57,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="the small-GPU profile: CPU offload, and the planner and lyrics models on the CPU (see README)",
     )
+    parser.add_argument(
+        "--planner",
+        default=None,
+        help=f"the 5 Hz LM for Think: {', '.join(LM_MODELS)}, a Hub repo id or a local folder, or 'none' "
+        f"(default {DEFAULT_LM}; with a tiny model, the tiny test planner)",
+    )
+    parser.add_argument(
+        "--planner-backend",
+        choices=BACKENDS,
+        default="auto",
+        help="auto: mlx-lm on Apple Silicon when installed, else transformers",
+    )
     parser.add_argument("--mcp", action="store_true", help="also serve the endpoints as an MCP server")
     parser.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (CUDA)")
     parser.add_argument(
@@ -69,7 +83,27 @@ def make_studio(args: argparse.Namespace) -> Studio:
     spec = resolve_model(args.model)
     device = backend_module.pick_device(args.device) if args.device else None
     backend = Backend(spec, device=device, offload=args.offload or args.low_vram, compile_dit=args.compile)
-    return Studio(backend=backend, store=OutputStore(args.outputs or default_outputs_dir()))
+    planner = make_planner(args.planner, spec.is_tiny, args.planner_backend, args.low_vram or args.device == "cpu")
+    return Studio(backend=backend, store=OutputStore(args.outputs or default_outputs_dir()), planner=planner)
+
+
+TINY_PLANNER_CAPTION_TOKENS = 24  # a random-weight LM rarely ends its caption by itself
+
+
+def make_planner(name: str | None, tiny: bool, backend: str = "auto", on_cpu: bool = False) -> Planner | None:
+    """The planner for Think, not loaded yet: the named one, the tiny test LM beside a tiny
+    DiT, or none. ``on_cpu`` keeps a transformers planner off the GPU (the low-VRAM profile)."""
+    if name is not None and name.lower() == "none":
+        return None
+    device = "cpu" if on_cpu else None
+    if name is None and tiny:
+        return Planner(
+            str(tiny_planner_dir()),
+            backend="transformers",
+            loader=_load_tiny_planner,
+            max_caption_tokens=TINY_PLANNER_CAPTION_TOKENS,
+        )
+    return Planner(name or DEFAULT_LM, backend=backend, device=device)
 
 
 def network_access(host: str, auth: str | None, no_auth: bool) -> tuple[str, str] | None:
@@ -112,3 +146,9 @@ def prepare_environment() -> None:
         writable = Path(os.environ.get("TMPDIR", "/tmp")) / "ace-music-studio"
         os.environ.setdefault("HF_MODULES_CACHE", str(writable / "hf_modules"))
         os.environ.setdefault("ACE_STUDIO_CACHE", str(writable / "cache"))
+
+
+def _load_tiny_planner(source: str, backend: str):
+    """Build the tiny test planner on first use (a few seconds), then load it like any LM."""
+    ensure_tiny_planner(Path(source).parent)
+    return load_lm(source, backend, device="cpu")

@@ -12,14 +12,18 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from backend import Backend, RunControl
+from backend import Backend, ModelUnavailableError, RunControl
 from export import read_cover, writers_for
-from modes import GenerateRequest, SongRequest
+from modes import INSTRUMENTAL_LYRICS, GenerateRequest, SongRequest
 from outputs import SETTINGS_FILE, OutputStore, Run, load_settings
 from stems import StemSplitter
+
+if TYPE_CHECKING:
+    from planner import Planner
 
 STUDIO_NAME = "ACE Music Studio"
 STUDIO_VERSION = "0.1.0"
@@ -36,11 +40,15 @@ class Studio:
     backend: Backend
     store: OutputStore
     splitter: StemSplitter = field(default_factory=StemSplitter)
+    planner: Planner | None = None  # the 5 Hz LM for Think; None: Think is refused
 
     def defaults(self, request_type: type[SongRequest] = GenerateRequest) -> SongRequest:
         """A request type's defaults with the checkpoint's own sampler settings."""
         sampler = dataclasses.asdict(self.backend.spec.defaults)
-        return dataclasses.replace(request_type(), **sampler)
+        defaults = dataclasses.replace(request_type(), **sampler)
+        if self.planner is not None and hasattr(defaults, "think"):
+            defaults = dataclasses.replace(defaults, think=True)  # Think is on wherever a planner is at hand
+        return defaults
 
     def generate(self, request: SongRequest, control: RunControl) -> Run:
         """Generate and save. Raises ``ValueError`` (bad input, before any model time),
@@ -48,10 +56,17 @@ class Studio:
         request = self.backend.normalise(request.validate().resolve_seed())
         self.backend.check_supports(request)
         cover = read_cover(request.cover_image) if request.cover_image else None
+        thinking = self._check_planner(request)
         prepared = self._prepare(request)
         started = time.perf_counter()
         seeds = request.take_seeds()
-        raw = self.backend.generate({**request.pipeline_kwargs(), **prepared.kwargs}, seeds, control)
+        rendered, planned = request, None
+        if thinking:
+            rendered, planned = self._plan(request, control.part(0.0, 0.3))
+        render_control = control.part(0.3, 1.0) if thinking else control
+        planned_at = time.perf_counter()
+        raw = self.backend.generate({**rendered.pipeline_kwargs(), **prepared.kwargs}, seeds, render_control)
+        control.steps_done = render_control.steps_done
         takes = np.stack([prepared.finish(take) for take in raw]).astype(np.float32, copy=False)
         generated = time.perf_counter()
         control.check()  # a cancel that arrived during decoding still discards the run
@@ -91,7 +106,10 @@ class Studio:
                 "duration_s": round(max(t.shape[-1] for t in finished) / SAMPLE_RATE, 3),
             },
             "mastering": mastering,  # per take: gain and loudness before/after, or null when off
+            # What the planner decided (its codes are what "reuse plan" replays), or null.
+            "plan": planned,
             "timings_s": {
+                "plan": round(planned_at - started, 3),
                 "generate": round(generated - started, 3),
                 "master": round(time.perf_counter() - generated, 3),
             },
@@ -101,6 +119,65 @@ class Studio:
         run = self.store.save_run(settings, finished, seeds, copies=copies, writers=writers, cover=cover)
         control.report(1.0, "Done")
         return run
+
+    def _check_planner(self, request: SongRequest) -> bool:
+        """Whether this run plans with the LM; refuses Think when the studio has no planner."""
+        thinking = bool(getattr(request, "think", False)) and not getattr(request, "audio_codes", "").strip()
+        if thinking and self.planner is None:
+            raise ValueError(
+                "think: this studio was started without a planner (--planner none); turn Think off, "
+                "or restart it with a planner"
+            )
+        return thinking
+
+    def _plan(self, request: GenerateRequest, control: RunControl) -> tuple[GenerateRequest, dict[str, Any]]:
+        """Run the planner; returns the request the DiT renders (the plan's metadata, caption and
+        codes filled in) and the plan's record for settings.json."""
+        from planner import FIELDS, PlannerSettings
+
+        infer = (
+            frozenset(FIELDS)
+            if request.lm_rewrite_caption or not request.prompt.strip()
+            else frozenset(FIELDS) - {"caption"}
+        )
+        settings = PlannerSettings(
+            temperature=request.lm_temperature,
+            top_p=request.lm_top_p,
+            top_k=request.lm_top_k,
+            lm_guidance_scale=request.lm_guidance_scale,
+            lm_negative_prompt=request.lm_negative_prompt,
+            infer=infer,
+            max_caption_tokens=self.planner.max_caption_tokens,
+        )
+        lyrics = INSTRUMENTAL_LYRICS if request.instrumental else request.lyrics
+        stats: dict[str, Any] = {}
+        try:
+            plan = self.planner.plan(
+                request.prompt,
+                lyrics,
+                seed=request.seed,
+                settings=settings,
+                control=control,
+                stats=stats,
+                bpm=request.bpm,
+                keyscale=request.keyscale,
+                timesignature=request.timesignature,
+                language=request.vocal_language,
+                duration=request.audio_duration,
+            )
+        except ModelUnavailableError as error:
+            raise ModelUnavailableError(f"{error} Turn Think off to generate without the planner.") from error
+        rendered = dataclasses.replace(
+            request,
+            prompt=plan.caption,
+            bpm=plan.bpm,
+            keyscale=plan.keyscale,
+            timesignature=plan.timesignature,
+            vocal_language=plan.language,
+            audio_duration=float(plan.duration),
+            audio_codes=plan.audio_codes,
+        )
+        return rendered, {**plan.to_dict(), "planner": {**stats, "settings": settings.to_dict()}}
 
     @staticmethod
     def _shape_ends(request: SongRequest, take: np.ndarray) -> np.ndarray:
@@ -180,3 +257,25 @@ class Studio:
         written = self.store.add_to_run(run_id, name, files)
         control.report(1.0, "Done")
         return written
+
+
+def replay_values(settings: dict[str, Any]) -> dict[str, Any]:
+    """A saved run's request with its plan replayed ("reuse plan"): the planner's caption,
+    metadata and audio codes in place, so the run renders again without planning, exactly."""
+    from planner import Plan
+
+    values = dict(settings["request"])
+    saved = settings.get("plan")
+    if not saved:
+        raise ValueError("plan: this run was made without the planner (Think was off); there is no plan to reuse")
+    plan = Plan.from_dict({name: value for name, value in saved.items() if name != "planner"}).validate()
+    values.update(
+        prompt=plan.caption,
+        bpm=plan.bpm,
+        keyscale=plan.keyscale,
+        timesignature=plan.timesignature,
+        vocal_language=plan.language,
+        audio_duration=float(plan.duration),
+        audio_codes=plan.audio_codes,
+    )
+    return values

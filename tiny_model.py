@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 CACHE_ENV_VAR = "ACE_STUDIO_CACHE"
@@ -166,18 +167,33 @@ def build_tiny_pipeline(turbo: bool = True):
 
 
 def ensure_tiny_model(cache_dir: Path | None = None, turbo: bool = True) -> Path:
-    """Build and save the tiny model once; return its directory.
+    """Build and save the tiny model once; return its directory."""
+    return _build_once(
+        tiny_model_dir(cache_dir, turbo), lambda staging: build_tiny_pipeline(turbo).save_pretrained(staging)
+    )
+
+
+def tiny_planner_dir(cache_dir: Path | None = None) -> Path:
+    return (cache_dir or default_cache_dir()) / f"tiny-planner-v{TINY_FORMAT_VERSION}"
+
+
+def ensure_tiny_planner(cache_dir: Path | None = None) -> Path:
+    """Build and save the tiny planner LM once; return its directory."""
+    return _build_once(tiny_planner_dir(cache_dir), build_tiny_planner_lm)
+
+
+def _build_once(target: Path, build: Callable[[Path], object]) -> Path:
+    """Run ``build(folder)`` once for ``target``.
 
     The folder is written beside its final place and renamed into it, so a crash
     mid-build never leaves a half-saved model that later loads fail on.
     """
-    target = tiny_model_dir(cache_dir, turbo)
     if (target / MARKER_FILE).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=target.parent))
     try:
-        build_tiny_pipeline(turbo).save_pretrained(staging)
+        build(staging)
         (staging / MARKER_FILE).write_text(
             "ACE Music Studio test model: random weights, outputs noise.\n",
             encoding="utf-8",
@@ -190,4 +206,68 @@ def ensure_tiny_model(cache_dir: Path | None = None, turbo: bool = True) -> Path
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+# ---- the tiny planner: a stand-in for the ACE-Step 5 Hz LM
+
+NUM_CODES = 64_000  # the real audio tokenizer's codebook; the code vocabulary is read from the tokenizer
+_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+_PLANNER_CORPUS = (
+    "# Instruction\nGenerate audio semantic tokens based on the given conditions:\n\n"
+    "# Caption\nupbeat pop song with bright synths and female vocals\n\n# Lyric\n[verse]\n"
+    "walking down the morning street\n[chorus]\nwe sing together all night long\n"
+    "bpm: 120\ncaption: calm piano ballad\nduration: 30\nkeyscale: C# minor\nlanguage: en\n"
+    "timesignature: 4\n0123456789 A B C D E F G major minor en zh ja ko es fr de\n"
+)
+
+
+def build_tiny_planner_lm(target: Path) -> Path:
+    """Build, seed and save the tiny LM and its tokenizer into ``target``; return it."""
+    import torch
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator([_PLANNER_CORPUS] * 4, trainer)
+    # As in Qwen3: <think> and the audio codes are added tokens but not "special" ones,
+    # so decoding keeps them.
+    extra = ["<think>", "</think>"] + [f"<|audio_code_{n}|>" for n in range(NUM_CODES)]
+    bpe.add_tokens([AddedToken(text, special=False, normalized=False) for text in extra])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=_SPECIAL_TOKENS[1:],
+    )
+    tokenizer.chat_template = _CHAT_TEMPLATE
+    torch.manual_seed(TINY_SEED)
+    config = Qwen3Config(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    Qwen3ForCausalLM(config).save_pretrained(target)
+    tokenizer.save_pretrained(target)
     return target

@@ -50,3 +50,22 @@ def tiny_base_backend(cache_dir):
     backend = Backend(resolve_model("tiny-base", cache_dir=cache_dir), device=DeviceInfo("cpu", "float32"))
     backend.load()
     return backend
+
+
+@pytest.fixture(scope="session")
+def tiny_planner(cache_dir):
+    """The tiny random-weight 5 Hz LM (built like the tiny DiT), on transformers."""
+    from planner import Planner
+    from tiny_model import ensure_tiny_planner
+
+    planner = Planner(str(ensure_tiny_planner(cache_dir)), backend="transformers", device="cpu", max_caption_tokens=8)
+    planner.load()
+    return planner
+
+
+@pytest.fixture()
+def thinking_studio(tiny_backend, tiny_planner, tmp_path):
+    from outputs import OutputStore
+    from studio import Studio
+
+    return Studio(backend=tiny_backend, store=OutputStore(tmp_path / "outputs"), planner=tiny_planner)

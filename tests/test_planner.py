@@ -10,7 +10,6 @@ import re
 import threading
 
 import pytest
-from tiny_planner_lm import NUM_CODES, build_tiny_planner_lm
 
 from backend import Cancelled, ModelUnavailableError, RunControl
 from modes import KEYSCALES, VOCAL_LANGUAGES
@@ -24,6 +23,7 @@ from planner import (
     parse_think,
     pick_lm_backend,
 )
+from tiny_model import NUM_CODES, build_tiny_planner_lm
 
 # A random LM rarely samples the newline that ends a caption: keep captions short.
 FAST = PlannerSettings(max_caption_tokens=8)

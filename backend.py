@@ -264,12 +264,26 @@ class Backend:
             return replace(request, guidance_scale=1.0)
         return request
 
-    def generate(self, kwargs: dict[str, Any], seeds: list[int], control: RunControl) -> np.ndarray:
+    def run(self, work: Callable[[Any], Any], control: RunControl) -> Any:
+        """``work(pipe)`` with the pipeline to itself (the run lock held), for runs that drive
+        the pipeline's components directly (FlowEdit)."""
+        pipe = self.load(control)
+        control.check()
+        with self._run_lock:
+            control.check()
+            return work(pipe)
+
+    def generate(
+        self, kwargs: dict[str, Any], seeds: list[int], control: RunControl, rng_seed: int | None = None
+    ) -> np.ndarray:
         """Run the pipeline; returns float32 audio ``[takes, 2, samples]`` at 48 kHz.
 
         ``kwargs`` are ``AceStepPipeline.__call__`` arguments; audio inputs may be numpy
         ``[2, samples]`` arrays. Raises ``Cancelled`` within one denoising step of
-        ``control.cancel()``; the partial result is never decoded.
+        ``control.cancel()``; the partial result is never decoded. The global torch RNG is seeded
+        with ``rng_seed`` (default: the first take's seed) because the pipeline samples the VAE
+        encoding of source audio from it: without that, Cover, Extend and Edit would not be
+        reproducible from their seed.
         """
         import torch
 
@@ -299,5 +313,6 @@ class Backend:
             control.report(0.05, "Encoding prompt…")
             # CPU generators give the same starting noise on every device.
             generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+            torch.manual_seed(seeds[0] if rng_seed is None else rng_seed)
             output = pipe(**call_kwargs, generator=generators, callback_on_step_end=on_step_end, output_type="pt")
         return output.audios.float().cpu().numpy()

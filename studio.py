@@ -18,9 +18,11 @@ import numpy as np
 
 from backend import Backend, ModelUnavailableError, RunControl
 from export import read_cover, writers_for
-from modes import INSTRUMENTAL_LYRICS, GenerateRequest, SongRequest
+from flow_edit import FlowEditRequest, guidance_defaults
+from modes import INSTRUMENTAL_LYRICS, REQUEST_TYPES, GenerateRequest, SongRequest
 from outputs import SETTINGS_FILE, OutputStore, Run, load_settings
 from stems import StemSplitter
+from variations import VaryPlan, VaryRequest, plan_variation
 
 if TYPE_CHECKING:
     from planner import Planner
@@ -33,6 +35,8 @@ SAMPLE_RATE = 48_000  # Hz
 AUDIO_FIELDS = {"src_audio": ("source", "Source song"), "reference_audio": ("reference", "Timbre reference")}
 # Every input file a run keeps a copy of (so that "Apply settings" restores it): name in the run folder, label.
 INPUT_FILES = {**AUDIO_FIELDS, "cover_image": ("cover", "Cover image")}
+# Every song mode the studio runs: the four tabs' requests and FlowEdit (on the Edit tab).
+SONG_TYPES: dict[str, type[SongRequest]] = {**REQUEST_TYPES, FlowEditRequest.mode: FlowEditRequest}
 
 
 @dataclass
@@ -46,11 +50,50 @@ class Studio:
         """A request type's defaults with the checkpoint's own sampler settings."""
         sampler = dataclasses.asdict(self.backend.spec.defaults)
         defaults = dataclasses.replace(request_type(), **sampler)
+        if request_type is FlowEditRequest:
+            defaults = dataclasses.replace(defaults, **guidance_defaults(self.backend.variant))
         if self.planner is not None and hasattr(defaults, "think"):
             defaults = dataclasses.replace(defaults, think=True)  # Think is on wherever a planner is at hand
         return defaults
 
-    def generate(self, request: SongRequest, control: RunControl) -> Run:
+    def vary(self, vary: VaryRequest, control: RunControl) -> Run:
+        """A new run near a saved one: its starting noise mixed with fresh noise by ``vary.variance``
+        (0: the parent again, bit for bit; 1: a fresh take). Works for every song mode."""
+        vary = vary.validate().resolve_seed()
+        folder = self.store.run_folder(vary.parent_run_id)
+        settings = load_settings(folder / SETTINGS_FILE)
+        if settings.get("vary"):
+            # Its takes' seeds did not make its noise (the mix did): vary the original instead.
+            raise ValueError(
+                f"parent_run_id: run {vary.parent_run_id} is itself a variation; vary its parent "
+                f"{settings['vary']['parent_run_id']} with another variance instead"
+            )
+        if settings["mode"] not in SONG_TYPES or settings["mode"] == FlowEditRequest.mode:
+            raise ValueError(
+                f"parent_run_id: run {vary.parent_run_id} is a {settings['mode']!r} run, which Vary cannot blend; "
+                "use Retake for a fresh take"
+            )
+        model = settings.get("model", {})
+        if model.get("source") != self.backend.spec.source:
+            raise ValueError(
+                f"parent_run_id: run {vary.parent_run_id} was made with {model.get('label', '?')}; this studio runs "
+                f"{self.backend.spec.label}, and a variation needs the parent's model"
+            )
+        plan = plan_variation(settings, vary, folder)
+        values = plan.request
+        if settings.get("plan"):  # the parent's plan is replayed, not planned again
+            values = {**replay_values(settings), "seed": vary.seed}
+            values.update({f: str(folder / name) for f, name in settings.get("inputs", {}).items()})
+        request = SONG_TYPES[plan.mode].from_values(values)
+        record = {
+            "parent_run_id": vary.parent_run_id,
+            "parent_seeds": plan.parent_seeds,
+            "seed": vary.seed,
+            "variance": vary.variance,
+        }
+        return self.generate(request, control, vary=(plan, record))
+
+    def generate(self, request: SongRequest, control: RunControl, vary: tuple[VaryPlan, dict] | None = None) -> Run:
         """Generate and save. Raises ``ValueError`` (bad input, before any model time),
         ``Cancelled`` (nothing saved) or the pipeline's error."""
         request = self.backend.normalise(request.validate().resolve_seed())
@@ -65,7 +108,15 @@ class Studio:
             rendered, planned = self._plan(request, control.part(0.0, 0.3))
         render_control = control.part(0.3, 1.0) if thinking else control
         planned_at = time.perf_counter()
-        raw = self.backend.generate({**rendered.pipeline_kwargs(), **prepared.kwargs}, seeds, render_control)
+        if isinstance(request, FlowEditRequest):
+            raw = self._flow_edit(request, prepared.kwargs["src_audio"], seeds, render_control)
+        else:
+            kwargs = {**rendered.pipeline_kwargs(), **prepared.kwargs}
+            rng_seed = None
+            if vary is not None:
+                kwargs.update(self._variation_noise(vary[0], rendered, prepared, render_control))
+                rng_seed = vary[0].parent_seeds[0]  # the parent's source encoding, drawn again
+            raw = self.backend.generate(kwargs, seeds, render_control, rng_seed=rng_seed)
         control.steps_done = render_control.steps_done
         takes = np.stack([prepared.finish(take) for take in raw]).astype(np.float32, copy=False)
         generated = time.perf_counter()
@@ -108,6 +159,8 @@ class Studio:
             "mastering": mastering,  # per take: gain and loudness before/after, or null when off
             # What the planner decided (its codes are what "reuse plan" replays), or null.
             "plan": planned,
+            # For a variation: its parent, the parent's seeds, the fresh noise's seed and the variance.
+            "vary": vary[1] if vary is not None else None,
             "timings_s": {
                 "plan": round(planned_at - started, 3),
                 "generate": round(generated - started, 3),
@@ -119,6 +172,28 @@ class Studio:
         run = self.store.save_run(settings, finished, seeds, copies=copies, writers=writers, cover=cover)
         control.report(1.0, "Done")
         return run
+
+    def _variation_noise(self, plan: VaryPlan, request: SongRequest, prepared, control: RunControl) -> dict:
+        from variations import vary_kwargs
+
+        pipe = self.backend.load(control)
+        source = prepared.kwargs.get("src_audio")
+        src_samples = source.shape[-1] if source is not None else None
+        duration = prepared.kwargs.get("audio_duration", getattr(request, "audio_duration", None))
+        return vary_kwargs(pipe, float(duration or 0.0), plan.parent_seeds, plan.seeds, plan.variance, src_samples)
+
+    def _flow_edit(self, request: FlowEditRequest, source: np.ndarray, seeds: list[int], control: RunControl):
+        from flow_edit import flow_edit
+
+        def work(pipe) -> np.ndarray:
+            takes = []
+            for i, seed in enumerate(seeds):
+                part = control.part(i / len(seeds), (i + 1) / len(seeds))
+                takes.append(flow_edit(pipe, request.with_seed(seed), source, part))
+                control.steps_done += part.steps_done
+            return np.stack(takes)
+
+        return self.backend.run(work, control)
 
     def _check_planner(self, request: SongRequest) -> bool:
         """Whether this run plans with the LM; refuses Think when the studio has no planner."""
@@ -194,13 +269,19 @@ class Studio:
 
     def _prepare(self, request: SongRequest):
         """Decode and check every audio input before the model is touched."""
+        from audio_io import load_audio, probe
         from rework import Prepared, prepare
 
+        if isinstance(request, FlowEditRequest):
+            check = request.check_source
+            header = probe(request.src_audio, label=AUDIO_FIELDS["src_audio"][1])
+            check(header.frames / header.samplerate)
+            source = load_audio(request.src_audio, label=AUDIO_FIELDS["src_audio"][1])
+            return Prepared(kwargs={"src_audio": source.audio})
         if isinstance(request, GenerateRequest):
             samples = round(request.audio_duration * SAMPLE_RATE)
             # The latent grid is 1920 samples; trim the last frame's overhang to the request.
             return Prepared(kwargs={}, finish=lambda take: take[..., :samples])
-        from audio_io import load_audio, probe
 
         check_source = getattr(request, "check_source", None)
         if check_source is not None:

@@ -17,11 +17,12 @@ from typing import Any
 import gradio as gr
 
 from backend import Cancelled, ModelUnavailableError, RunControl
-from controls import build_main_panel, build_shared_panel
+from controls import build_main_panel, build_panel, build_shared_panel
 from examples import EXAMPLE_FIELDS, EXAMPLES, example_rows
+from flow_edit import FlowEditRequest
 from history import add_to_history, history_choices
 from lyrics_fit import fit_line
-from modes import MAX_BATCH, REQUEST_TYPES, SongRequest
+from modes import MAX_BATCH, MAX_DURATION_S, MIN_DURATION_S, RANDOM_SEED, SongRequest
 from outputs import SETTINGS_FILE, Run, load_settings
 from serving import (
     LOCAL_HOSTS,
@@ -35,9 +36,10 @@ from serving import (
 )
 from share import LINK_AUDIO_STAND_IN, MODE_PARAM, request_from_query, share_query
 from stems import DEFAULT_STEM_MODEL, STEM_MODELS, StemModelUnavailableError
-from studio import INPUT_FILES, STUDIO_NAME, Studio
+from studio import INPUT_FILES, SONG_TYPES, STUDIO_NAME, Studio, replay_values
 from theme import CSS, brutalist_mono
 from tooltips import TOOLTIPS
+from variations import DEFAULT_VARIANCE, VaryRequest
 from zerogpu import GpuAborted, attach, run_on_zerogpu
 
 log = logging.getLogger("ace_studio")
@@ -110,6 +112,17 @@ def _run_summary(run: Run) -> str:
         f"Saved **{html.escape(run.run_id)}**: {run.settings['mode']}, {len(run.takes)} take(s), "
         f"{run.settings['output']['duration_s']:.1f} s, seed {seeds}, {seconds:.1f} s to generate."
     )
+    plan = run.settings.get("plan")
+    if plan:
+        stats = plan.get("planner", {})
+        text += (
+            f"  \nPlanned: {plan['bpm']} bpm, {html.escape(plan['keyscale'])}, {plan['timesignature']} beats per bar, "
+            f"{plan['language']}, {len(plan['codes'])} audio codes in {stats.get('seconds', 0):.1f} s "
+            f"({stats.get('tokens_per_second') or 0:.0f} tokens/s). Caption: {html.escape(plan['caption'])}"
+        )
+    vary = run.settings.get("vary")
+    if vary:
+        text += f"  \nA variation of {html.escape(vary['parent_run_id'])} at variance {vary['variance']:g}."
     for i, figures in enumerate(run.settings.get("mastering") or []):
         before, after = figures["before"], figures["after"]
         text += (
@@ -144,19 +157,61 @@ def run_generate(
     on any failure.
     """
     try:
-        request = REQUEST_TYPES[mode].from_values(values)
+        request = SONG_TYPES[mode].from_values(values)
     except ValueError as error:
         raise gr.Error(str(error), title="Check the settings") from error
     if new_seed:
         request = request.with_seed(-1)
+    thinking = bool(getattr(request, "think", False)) and not getattr(request, "audio_codes", "")
+    return guarded_run(
+        runs,
+        session,
+        progress,
+        lambda control: studio.generate(request, control),
+        lambda: run_on_zerogpu(request, think=thinking, progress=progress),
+    )
+
+
+def run_vary(
+    studio: Studio,
+    runs: ActiveRuns,
+    values: dict[str, Any],
+    session: str,
+    progress: Callable[[float, str], None] | None,
+) -> Run | None:
+    """Vary a saved run (``parent_run_id``, ``variance``, ``seed``); ``None`` when cancelled."""
+    try:
+        request = VaryRequest.from_values(values).validate()
+        settings = load_settings(studio.store.run_folder(request.parent_run_id) / SETTINGS_FILE)
+    except ValueError as error:
+        raise gr.Error(str(error), title="Check the settings") from error
+
+    def on_gpu() -> Run:
+        try:  # the parent's request sizes the GPU time
+            parent = SONG_TYPES[settings["mode"]].from_values(settings["request"])
+        except (KeyError, ValueError):
+            parent = SONG_TYPES["generate"]()
+        return run_on_zerogpu(parent, progress=progress, vary=request)
+
+    return guarded_run(runs, session, progress, lambda control: studio.vary(request, control), on_gpu)
+
+
+def guarded_run(
+    runs: ActiveRuns,
+    session: str,
+    progress: Callable[[float, str], None] | None,
+    work: Callable[[RunControl], Run],
+    on_gpu: Callable[[], Run],
+) -> Run | None:
+    """Run ``work`` as this session's cancellable run, turning the engine's plain exceptions
+    into ``gr.Error`` messages; nothing is saved on any failure."""
     control = RunControl(progress)
     runs.start(session, control)
     try:
         if on_zerogpu():
             # ZeroGPU runs the engine in a forked worker, so Cancel there is Gradio's own.
-            thinking = bool(getattr(request, "think", False)) and not getattr(request, "audio_codes", "")
-            return run_on_zerogpu(request, think=thinking, progress=progress)
-        return studio.generate(request, control)
+            return on_gpu()
+        return work(control)
     except Cancelled:
         return None
     except ModelUnavailableError as error:
@@ -175,10 +230,12 @@ def run_generate(
 
 
 MODE_TABS = {"generate": "Generate", "cover": "Cover", "extend": "Extend", "edit": "Edit"}
+EDIT_METHODS = (("Repaint the segment", "edit"), ("Keep the music, change the words (FlowEdit)", "flow_edit"))
+IDEA_FIELDS = ("prompt", "audio_duration", "vocal_language", "bpm", "keyscale", "timesignature")
 # Names a share link may carry: every song mode's fields (Gradio's own ``__theme`` etc. are ignored).
 # The server builds the query; the browser knows the address it was opened at.
 SHARE_LINK_JS = "(q) => q && q.startsWith('?') ? window.location.origin + window.location.pathname + q : q"
-LINK_FIELDS = frozenset(name for cls in REQUEST_TYPES.values() for name in cls.field_names())
+LINK_FIELDS = frozenset(name for cls in SONG_TYPES.values() for name in cls.field_names())
 
 
 def build_ui(studio: Studio) -> gr.Blocks:
@@ -212,10 +269,34 @@ def build_ui(studio: Studio) -> gr.Blocks:
             with gr.Column(scale=3, min_width=340, elem_classes="studio-form"):
                 for mode in MODE_TABS:
                     with gr.Column(visible=mode == "generate", elem_classes="mode-panel") as column:
+                        if mode == "generate":
+                            with gr.Accordion("Start from an idea", open=False, visible=studio.planner is not None):
+                                idea = gr.Textbox(
+                                    label="Idea",
+                                    placeholder="a melancholic bossa nova about leaving Lisbon",
+                                    info=TOOLTIPS["idea"],
+                                    elem_id="idea",
+                                )
+                                idea_btn = gr.Button("Fill the form from this idea", elem_id="idea-fill")
+                        if mode == "edit":
+                            edit_method = gr.Radio(
+                                choices=list(EDIT_METHODS),
+                                value="edit",
+                                label="Method",
+                                info=TOOLTIPS["edit_method"],
+                                elem_id="edit-method",
+                            )
                         panels[mode] = build_main_panel(
-                            mode, studio.defaults(REQUEST_TYPES[mode]), base=studio.backend.variant == "base"
+                            mode, studio.defaults(SONG_TYPES[mode]), base=studio.backend.variant == "base"
                         )
                         meters[mode] = gr.Markdown("", elem_classes="fit-meter")
+                        if mode == "generate":
+                            panels[mode]["think"].visible = studio.planner is not None
+                            with gr.Accordion("Planner", open=False, visible=studio.planner is not None):
+                                panels[mode] |= build_panel("planner", mode, studio.defaults(SONG_TYPES[mode]))
+                        if mode == "edit":
+                            with gr.Column(visible=False, elem_classes="flow-edit") as flow_column:
+                                flow_panel = build_panel("flow", "flow_edit", studio.defaults(FlowEditRequest))
                         if mode == "generate":
                             gr.Examples(
                                 example_rows(),
@@ -251,6 +332,12 @@ def build_ui(studio: Studio) -> gr.Blocks:
                     file_count="multiple",
                     interactive=False,
                 )
+                with gr.Row(elem_classes="vary-row"):
+                    variance = gr.Slider(
+                        0, 1, value=DEFAULT_VARIANCE, step=0.05, label="Variance", info=TOOLTIPS["variance"],
+                        elem_id="variance",
+                    )  # fmt: skip
+                    vary_btn = gr.Button("Vary this run", variant="secondary", scale=0, min_width=140, elem_id="vary")
                 with gr.Row(elem_classes="share-row"):
                     share_btn = gr.Button("Share link", variant="secondary", scale=0, min_width=120)
                     share_box = gr.Textbox(
@@ -262,7 +349,9 @@ def build_ui(studio: Studio) -> gr.Blocks:
                     )
                     gr.Markdown(TOOLTIPS["settings_text"])
                     settings_upload = gr.File(label="Upload settings.json", file_types=[".json"])
-                    apply_btn = gr.Button("Apply settings")
+                    with gr.Row():
+                        apply_btn = gr.Button("Apply settings")
+                        reuse_btn = gr.Button("Reuse its plan", visible=studio.planner is not None)
                 with gr.Accordion("History (this browser)", open=False):
                     history_pick = gr.Dropdown(choices=[], label="Recent runs", value=None, elem_id="history-pick")
                     history_player = gr.Audio(type="filepath", interactive=False, label="Take 1", visible=False)
@@ -297,6 +386,13 @@ def build_ui(studio: Studio) -> gr.Blocks:
         mode_nav.change(
             show_mode, inputs=mode_nav, outputs=list(mode_panels.values()), api_visibility="private", queue=False
         )
+        edit_method.change(
+            lambda method: gr.Column(visible=method == "flow_edit"),
+            inputs=edit_method,
+            outputs=flow_column,
+            api_visibility="private",
+            queue=False,
+        )
 
         # The fit meter under each tab follows its lyrics, length and the shared bpm.
         for mode, panel in panels.items():
@@ -314,15 +410,18 @@ def build_ui(studio: Studio) -> gr.Blocks:
         # Every mode's inputs go to the shared buttons, keyed "mode.field"; the handler
         # picks the active mode's.
         form_inputs = {f"{mode}.{name}": comp for mode, panel in panels.items() for name, comp in panel.items()}
+        form_inputs |= {f"flow_edit.{name}": comp for name, comp in flow_panel.items()}
 
         def generate_handler(
             mode: str,
             history: list,
             new_seed: bool = False,
+            edit_method: str = "edit",
             progress: gr.Progress = gr.Progress(track_tqdm=True),
             request: gr.Request = None,
             **inputs: Any,
         ) -> tuple:
+            mode = _song_mode(mode, edit_method)
             values = _mode_values(mode, inputs)
             run = run_generate(
                 studio,
@@ -333,6 +432,22 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 new_seed=new_seed,
                 mode=mode,
             )
+            return present(run, history)
+
+        def vary_handler(
+            run_id: str,
+            variance: float,
+            history: list,
+            progress: gr.Progress = gr.Progress(track_tqdm=True),
+            request: gr.Request = None,
+        ) -> tuple:
+            if not run_id:
+                raise gr.Error("Generate something first: Vary makes a new take near the latest run.")
+            values = {"parent_run_id": run_id, "variance": variance}
+            return present(run_vary(studio, runs, values, _session_key(request), ProgressRelay(progress)), history)
+
+        def present(run: Run | None, history: list) -> tuple:
+            """A finished run (or a cancelled one, ``None``) as the page's outputs."""
             if run is None:
                 return (
                     "Cancelled: nothing was saved; earlier takes are untouched.",
@@ -372,6 +487,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                     "mode": mode_state,
                     "history": history,
                     "new_seed": gr.State(new_seed),
+                    "edit_method": edit_method,
                     **advanced,
                     **form_inputs,
                 },
@@ -379,6 +495,14 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 api_visibility="private",
                 **run_options,
             )
+
+        vary_btn.click(
+            vary_handler,
+            inputs=[last_run, variance, history],
+            outputs=ui_outputs,
+            api_visibility="private",
+            **run_options,
+        )
 
         def cancel_handler(request: gr.Request = None) -> str:
             if runs.cancel(_session_key(request)):
@@ -449,25 +573,74 @@ def build_ui(studio: Studio) -> gr.Blocks:
         def apply_settings(data: dict[str, Any]) -> list:
             try:
                 mode = data.get("mode", "generate")
-                if mode not in REQUEST_TYPES:
+                if mode not in SONG_TYPES:
                     raise ValueError(f"settings: unknown mode {mode!r}")
-                restored = REQUEST_TYPES[mode].from_values(_with_saved_inputs(studio, data))
+                restored = SONG_TYPES[mode].from_values(_with_saved_inputs(studio, data))
             except ValueError as error:
                 raise gr.Error(str(error), title="Could not apply settings") from error
             return form_updates(restored)
 
         def form_updates(restored: SongRequest) -> list:
-            """Values for ``apply_targets`` and the mode nav: the request's own mode's form
-            and the shared panels; other modes' forms are left as they are."""
+            """Values for ``form_targets``: the request's own mode's form (FlowEdit's is the Edit
+            tab's), the shared panels, the mode nav and the edit method; other forms are left as they are."""
             updates = [_form_value(name, getattr(restored, name)) for name in advanced]
+            tab = _tab_of(restored.mode)
             for key in form_inputs:
                 field_mode, name = key.split(".", 1)
-                updates.append(_form_value(name, getattr(restored, name)) if field_mode == restored.mode else gr.skip())
-            return [*updates, restored.mode]
+                own = field_mode in (restored.mode, tab) and hasattr(restored, name)
+                updates.append(_form_value(name, getattr(restored, name)) if own else gr.skip())
+            return [*updates, tab, restored.mode if tab == "edit" else gr.skip()]
 
-        restore_btn.click(
-            restore_handler, inputs=history_pick, outputs=[*apply_targets, mode_nav], api_visibility="private"
+        def reuse_handler(text: str, upload: str | None) -> list:
+            source = upload or text
+            if not source or not str(source).strip():
+                raise gr.Error("Paste a settings.json into the box or upload one first.")
+            try:
+                data = load_settings(source)
+                restored = SONG_TYPES["generate"].from_values(replay_values(data))
+            except (ValueError, KeyError) as error:
+                raise gr.Error(str(error), title="Could not reuse the plan") from error
+            gr.Info("The plan's codes are in Planner → Plan to replay: Generate renders them without planning.")
+            return form_updates(restored)
+
+        form_targets = [*apply_targets, mode_nav, edit_method]
+        reuse_btn.click(
+            reuse_handler, inputs=[settings_text, settings_upload], outputs=form_targets, api_visibility="private"
         )
+
+        def idea_handler(idea: str, progress: gr.Progress = gr.Progress(), request: gr.Request = None) -> tuple:
+            if studio.planner is None:
+                raise gr.Error("This studio was started without a planner (--planner none).")
+            if not idea or not idea.strip():
+                raise gr.Error("Write a line about the song first.", title="No idea given")
+            if len(idea) > 2_000:
+                raise gr.Error("idea: over the 2,000-character limit", title="Check the idea")
+            control = RunControl(ProgressRelay(progress))
+            session = _session_key(request)
+            runs.start(session, control)
+            try:
+                plan = studio.planner.plan_from_idea(
+                    idea.strip(), seed=SongRequest().resolve_seed().seed, control=control
+                )
+            except Cancelled:
+                raise gr.Error("Cancelled: the form is unchanged.") from None
+            except (ValueError, ModelUnavailableError) as error:
+                raise gr.Error(str(error), title="Could not plan the idea") from error
+            finally:
+                runs.finish(session, control)
+            duration = min(max(plan.duration, MIN_DURATION_S), MAX_DURATION_S)
+            return plan.caption, duration, plan.language, plan.bpm, plan.keyscale, plan.timesignature
+
+        idea_btn.click(
+            idea_handler,
+            inputs=idea,
+            outputs=[panels["generate"][name] for name in IDEA_FIELDS[:3]]
+            + [advanced[name] for name in IDEA_FIELDS[3:]],
+            api_name="idea",
+            **run_options,
+        )
+
+        restore_btn.click(restore_handler, inputs=history_pick, outputs=form_targets, api_visibility="private")
 
         def pick_handler(run_id: str | None) -> dict:
             try:
@@ -503,9 +676,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
             queue=False,
         )
         library_pick.change(pick_handler, inputs=library_pick, outputs=library_player, api_visibility="private")
-        library_restore.click(
-            restore_handler, inputs=library_pick, outputs=[*apply_targets, mode_nav], api_visibility="private"
-        )
+        library_restore.click(restore_handler, inputs=library_pick, outputs=form_targets, api_visibility="private")
         library_delete.click(
             lambda run_id: gr.Button(visible=bool(run_id)),
             inputs=library_pick,
@@ -532,18 +703,19 @@ def build_ui(studio: Studio) -> gr.Blocks:
         )
 
         # Share links: the form's settings (never audio) in the page's query string.
-        def share_handler(mode: str, **inputs: Any) -> str:
+        def share_handler(mode: str, edit_method: str = "edit", **inputs: Any) -> str:
+            mode = _song_mode(mode, edit_method)
             values = _mode_values(mode, inputs)
             if "src_audio" in values and not values["src_audio"]:
                 values["src_audio"] = LINK_AUDIO_STAND_IN  # a link is valid before the song is uploaded
             try:
-                return share_query(REQUEST_TYPES[mode].from_values(values))
+                return share_query(SONG_TYPES[mode].from_values(values))
             except ValueError as error:
                 raise gr.Error(str(error), title="Check the settings") from error
 
         share_btn.click(
             share_handler,
-            inputs_kwargs={"mode": mode_nav, **advanced, **form_inputs},
+            inputs_kwargs={"mode": mode_nav, "edit_method": edit_method, **advanced, **form_inputs},
             outputs=share_box,
             api_visibility="private",
             queue=False,
@@ -556,20 +728,20 @@ def build_ui(studio: Studio) -> gr.Blocks:
 
         def open_link(request: gr.Request) -> list:
             params = [(k, v) for k, v in request.query_params.items() if k == MODE_PARAM or k in LINK_FIELDS]
-            skip = [gr.skip()] * (len(apply_targets) + 1)
+            skip = [gr.skip()] * len(form_targets)
             try:
-                restored = request_from_query(params)
+                restored = request_from_query(params, SONG_TYPES)
             except ValueError as error:
                 gr.Warning(f"This link's settings could not be used: {error}")
                 return skip
             return skip if restored is None else form_updates(restored)
 
-        demo.load(open_link, outputs=[*apply_targets, mode_nav], api_visibility="private", queue=False)
+        demo.load(open_link, outputs=form_targets, api_visibility="private", queue=False)
 
         apply_btn.click(
             apply_handler,
             inputs=[settings_text, settings_upload],
-            outputs=[*apply_targets, mode_nav],
+            outputs=form_targets,
             api_name="apply_settings",
         )
 
@@ -577,7 +749,11 @@ def build_ui(studio: Studio) -> gr.Blocks:
         # field names; each returns the run's files and its settings.
         api_files = gr.File(file_count="multiple", visible=False)
         api_settings = gr.JSON(visible=False)
-        for mode, panel in panels.items():
+        with gr.Column(visible=False):
+            # FlowEdit's endpoint takes its own defaults (the whole song, the paper's guidance).
+            flow_inputs = build_panel("main", "edit", studio.defaults(FlowEditRequest))
+            flow_inputs |= build_panel("flow", "flow_edit", studio.defaults(FlowEditRequest))
+        for mode, panel in [*panels.items(), ("flow_edit", flow_inputs)]:
             gr.Button(visible=False).click(
                 _api_handler(studio, runs, mode),
                 inputs_kwargs={**panel, **advanced},
@@ -585,6 +761,43 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 api_name=mode,
                 **run_options,
             )
+
+        def vary_api(
+            parent_run_id: str,
+            variance: float = DEFAULT_VARIANCE,
+            seed: int | None = None,
+            progress: gr.Progress = gr.Progress(track_tqdm=True),
+            request: gr.Request = None,
+        ) -> tuple[list[str], dict]:
+            """A new take near a saved run: its starting noise blended with fresh noise.
+
+            Args:
+                parent_run_id: The saved run to vary (settings["run_id"] of a generate, cover, extend or edit run).
+                variance: 0 gives the same take back, 1 an entirely fresh take; 0.2 keeps the song.
+                seed: The fresh noise's seed; empty or -1 for a random one.
+
+            Returns:
+                The run's files (WAV, FLAC, MP3 per take, settings.json) and its settings.
+            """
+            values = {"parent_run_id": parent_run_id, "variance": variance}
+            if seed not in (None, RANDOM_SEED):
+                values["seed"] = seed
+            run = run_vary(studio, runs, values, _session_key(request), ProgressRelay(progress))
+            if run is None:
+                raise gr.Error("Cancelled: nothing was saved.")
+            return _run_files(run), run.settings
+
+        gr.Button(visible=False).click(
+            vary_api,
+            inputs_kwargs={
+                "parent_run_id": gr.Textbox(visible=False),
+                "variance": gr.Number(value=DEFAULT_VARIANCE, visible=False),
+                "seed": gr.Number(value=None, visible=False),
+            },
+            outputs=[api_files, api_settings],
+            api_name="vary",
+            **run_options,
+        )
 
         # While the model loads, the header refreshes itself; the timer stops once it is ready.
         status_timer = gr.Timer(2.0, active=not studio.backend.is_loaded)
@@ -599,7 +812,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
 
 
 def _api_handler(studio: Studio, runs: ActiveRuns, mode: str) -> Callable[..., tuple[list[str], dict]]:
-    fields = set(REQUEST_TYPES[mode].field_names())
+    fields = set(SONG_TYPES[mode].field_names())
 
     # The optional inputs are spelled out with a None default so that API clients may
     # omit them (Gradio makes a parameter optional only then, or when the component
@@ -609,6 +822,8 @@ def _api_handler(studio: Studio, runs: ActiveRuns, mode: str) -> Callable[..., t
         reference_audio: str | None = None,
         audio_duration: float | None = None,
         cover_image: str | None = None,
+        n_max: int | None = None,
+        repainting_end: float | None = None,
         progress: gr.Progress = gr.Progress(track_tqdm=True),
         request: gr.Request = None,
         **values: Any,
@@ -618,6 +833,8 @@ def _api_handler(studio: Studio, runs: ActiveRuns, mode: str) -> Callable[..., t
             "reference_audio": reference_audio,
             "audio_duration": audio_duration,
             "cover_image": cover_image,
+            "n_max": n_max,
+            "repainting_end": repainting_end,
         }
         values.update({name: value for name, value in optional.items() if name in fields})
         run = run_generate(studio, runs, values, _session_key(request), ProgressRelay(progress), mode=mode)
@@ -635,13 +852,15 @@ API_SUMMARIES = {
     "cover": "Re-make an uploaded song in a new style, optionally with new lyrics and a timbre reference.",
     "extend": "Continue an uploaded song after its end or before its start with new music and lyrics.",
     "edit": "Re-make one time segment of an uploaded song and leave the rest untouched.",
+    "flow_edit": "Change an uploaded song's words or style and keep its music (FlowEdit): describe the song "
+    "as it is (source_prompt, source_lyrics) and as it should be (prompt, lyrics), optionally for one segment.",
 }
 
 
 def _api_doc(mode: str) -> str:
     """A Google-style docstring for one mode's endpoint, from the tooltips."""
     lines = [API_SUMMARIES[mode], "", "Args:"]
-    for name in REQUEST_TYPES[mode].field_names():
+    for name in SONG_TYPES[mode].field_names():
         help_text = " ".join(str(TOOLTIPS.get(name, name.replace("_", " "))).split())
         lines.append(f"    {name}: {help_text}")
     lines += ["", "Returns:", "    The run's files (WAV, FLAC, MP3 per take, settings.json) and its settings."]
@@ -659,10 +878,24 @@ def _form_value(name: str, value: Any) -> Any:
 
 def _mode_values(mode: str, inputs: dict[str, Any]) -> dict[str, Any]:
     """One mode's request values from the shared inputs (plain names) and every mode's form
-    inputs (keyed ``"mode.field"``)."""
+    inputs (keyed ``"mode.field"``); FlowEdit also reads the Edit tab's form."""
+    fields = set(SONG_TYPES[mode].field_names())
+    forms = (_tab_of(mode), mode)
     values = {name: value for name, value in inputs.items() if "." not in name}
-    values.update({key.split(".", 1)[1]: value for key, value in inputs.items() if key.startswith(f"{mode}.")})
+    for key, value in inputs.items():
+        form, _, name = key.partition(".")
+        if form in forms and name in fields:
+            values[name] = value
     return values
+
+
+def _tab_of(mode: str) -> str:
+    """The tab a song mode lives on: FlowEdit is a method of the Edit tab."""
+    return "edit" if mode == FlowEditRequest.mode else mode
+
+
+def _song_mode(tab: str, edit_method: str | None) -> str:
+    return FlowEditRequest.mode if tab == "edit" and edit_method == FlowEditRequest.mode else tab
 
 
 def _with_saved_inputs(studio: Studio, data: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import gradio as gr
 
+from flow_edit import MAX_N_AVG
 from modes import (
     FORM_KEYSCALES,
     MAX_BATCH,
@@ -19,6 +20,7 @@ from modes import (
     MAX_EXTEND_S,
     MAX_FADE_S,
     MAX_GUIDANCE,
+    MAX_LM_GUIDANCE,
     MAX_SHIFT,
     MAX_STEPS,
     MIN_DURATION_S,
@@ -34,7 +36,7 @@ from modes import (
 )
 from tooltips import TOOLTIPS
 
-Panel = Literal["main", "advanced", "output"]
+Panel = Literal["main", "advanced", "output", "planner", "flow"]
 
 LANGUAGE_NAMES = {
     "ar": "Arabic", "az": "Azerbaijani", "bg": "Bulgarian", "bn": "Bengali", "ca": "Catalan",
@@ -79,6 +81,7 @@ CONTROLS: tuple[Control, ...] = (
     ),
     Control("lyrics", "textbox", "Lyrics", "main", lines=10, placeholder="[verse]\n…\n\n[chorus]\n…"),
     Control("instrumental", "checkbox", "Instrumental", "main", ("generate",)),
+    Control("think", "checkbox", "Think (plan with the 5 Hz LM)", "main", ("generate",)),
     Control("audio_duration", "slider", "Duration (s)", "main", ("generate",), MIN_DURATION_S, MAX_DURATION_S, 1),
     Control("audio_duration", "number", "Duration (s, empty = the source's)", "main", ("cover",)),
     Control("audio_cover_strength", "slider", "Cover strength", "main", ("cover",), 0, 1, 0.01),
@@ -122,6 +125,22 @@ CONTROLS: tuple[Control, ...] = (
     ),
     Control("cfg_interval_start", "slider", "Guidance from", "advanced", minimum=0, maximum=1, step=0.01),
     Control("cfg_interval_end", "slider", "Guidance until", "advanced", minimum=0, maximum=1, step=0.01),
+    Control("lm_rewrite_caption", "checkbox", "Let the planner rewrite the caption", "planner", ("generate",)),
+    Control("lm_temperature", "slider", "Planner temperature", "planner", ("generate",), 0, 2, 0.05),
+    Control("lm_top_p", "slider", "Planner top-p", "planner", ("generate",), 0.05, 1, 0.01),
+    Control("lm_top_k", "number", "Planner top-k (0 = off)", "planner", ("generate",)),
+    Control("lm_guidance_scale", "slider", "Planner guidance", "planner", ("generate",), 1, MAX_LM_GUIDANCE, 0.1),
+    Control("lm_negative_prompt", "textbox", "Planner negative prompt", "planner", ("generate",)),
+    Control(
+        "audio_codes", "textbox", "Plan to replay (audio codes)", "planner", ("generate",), lines=2,
+        placeholder="empty: plan anew when Think is on",
+    ),
+    Control("source_prompt", "textbox", "Style now", "flow", ("flow_edit",), lines=2),
+    Control("source_lyrics", "textbox", "Lyrics now", "flow", ("flow_edit",), lines=6),
+    Control("source_guidance_scale", "slider", "Guidance (source)", "flow", ("flow_edit",), 0, MAX_GUIDANCE, 0.1),
+    Control("n_max", "number", "Edit steps (empty = 2/3 of the steps)", "flow", ("flow_edit",)),
+    Control("n_min", "number", "Plain steps at the end", "flow", ("flow_edit",)),
+    Control("n_avg", "slider", "Noise samples per step", "flow", ("flow_edit",), 1, MAX_N_AVG, 1),
     Control("master", "checkbox", "Master the result", "output"),
     Control(
         "target_lufs", "slider", "Mastering loudness (LUFS)", "output",
@@ -215,6 +234,16 @@ BASE_ONLY_HINT = (
     "Extracting a track, adding one or completing a lone track needs a base checkpoint: "
     "start the studio with `--model xl-base` (or `base`)."
 )
+
+
+def build_panel(panel: Panel, mode: str, defaults: SongRequest) -> dict[str, gr.components.Component]:
+    """One mode's controls of ``panel`` (e.g. the planner's), in table order, valued from ``defaults``;
+    controls naming fields ``defaults`` lacks are left out."""
+    return {
+        c.name: build_control(c, getattr(defaults, c.name), elem_id=f"{mode}-{c.name}")
+        for c in CONTROLS
+        if c.panel == panel and mode in c.modes and hasattr(defaults, c.name)
+    }
 
 
 def build_shared_panel(defaults: SongRequest, panel: Panel) -> dict[str, gr.components.Component]:

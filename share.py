@@ -8,6 +8,7 @@ the form; nothing runs until the visitor presses Generate.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -18,6 +19,8 @@ MAX_QUERY_CHARS = 16_000  # browsers and proxies start refusing URLs around 32k;
 LINK_AUDIO_STAND_IN = "shared-link.wav"
 # A link never carries (or points at) files: audio and cover art are uploaded by the visitor.
 AUDIO_FIELDS = frozenset({"src_audio", "reference_audio", "cover_image"})
+# Nor a plan's audio codes (a 10-minute plan is 60,000 characters): settings.json carries those.
+LEFT_OUT = AUDIO_FIELDS | {"audio_codes"}
 
 
 def share_query(request: SongRequest) -> str:
@@ -26,7 +29,7 @@ def share_query(request: SongRequest) -> str:
     params: list[tuple[str, str]] = [(MODE_PARAM, request.mode)]
     for name in request.field_names():
         value = getattr(request, name)
-        if name in AUDIO_FIELDS or value == getattr(defaults, name):
+        if name in LEFT_OUT or value == getattr(defaults, name):
             continue
         if isinstance(value, bool):
             text = "true" if value else "false"
@@ -46,7 +49,9 @@ def share_query(request: SongRequest) -> str:
     return query
 
 
-def request_from_query(params: dict[str, str] | list[tuple[str, str]]) -> SongRequest | None:
+def request_from_query(
+    params: dict[str, str] | list[tuple[str, str]], types: Mapping[str, type[SongRequest]] = REQUEST_TYPES
+) -> SongRequest | None:
     """The request a link describes, validated except for its audio (left empty, to be
     uploaded); ``None`` when the URL carries no settings.
 
@@ -58,9 +63,9 @@ def request_from_query(params: dict[str, str] | list[tuple[str, str]]) -> SongRe
     if mode is None and not values:
         return None
     mode = mode or "generate"
-    if mode not in REQUEST_TYPES:
-        raise ValueError(f"share link: mode must be one of {', '.join(REQUEST_TYPES)}, got {mode[:40]!r}")
-    cls = REQUEST_TYPES[mode]
+    if mode not in types:
+        raise ValueError(f"share link: mode must be one of {', '.join(types)}, got {mode[:40]!r}")
+    cls = types[mode]
     for name in AUDIO_FIELDS & values.keys():
         raise ValueError(f"share link: {name} cannot come from a link (links never carry audio)")
     fields = set(cls.field_names())

@@ -47,4 +47,31 @@ TOOLTIPS: dict[str, str] = {
     "cover_image": "Optional cover art, embedded in every WAV, FLAC, MP3 and Opus file (at most 5 MB).",
     "share_link": "Press Share link for a link that opens the studio with these settings (never the audio).",
     "settings_text": "A run's settings.json. Paste or upload one, then Apply settings to load it into the form.",
+    "think": "Plan first with ACE-Step's 5 Hz language model: it fills the bpm, key, time signature you "
+    "left empty, can rewrite the style into a fuller caption, and sketches the song as audio codes that the "
+    "DiT then renders. Slower, usually more musical.",
+    "lm_rewrite_caption": "Let the planner rewrite the style prompt into a fuller caption (it is saved with "
+    "the run). Off keeps your words as they are.",
+    "lm_temperature": "Planner randomness: lower is safer and more repetitive, higher more adventurous "
+    "(0 always picks the likeliest token).",
+    "lm_top_p": "Planner nucleus sampling: only the tokens making up this share of probability are "
+    "considered (1 = all).",
+    "lm_top_k": "Planner top-k sampling: only the k likeliest tokens are considered (0 = off).",
+    "lm_guidance_scale": "How strongly the planner follows your caption and lyrics against the negative "
+    "prompt (1 = no guidance, twice as fast).",
+    "lm_negative_prompt": "What the planner should steer away from.",
+    "audio_codes": "A saved plan's audio codes. When set, Generate renders them as they are (no planning): "
+    "the same codes, seed and settings give the same song. Clear it to plan again.",
+    "idea": "One line about the song you want; the planner turns it into a style caption, tempo, key and "
+    "length (and the lyrics writer, when available, into lyrics) for you to edit.",
+    "variance": "How far the new take may wander from this one: 0 gives the same take back, 1 an "
+    "entirely fresh take; 0.2 keeps the song and changes details.",
+    "edit_method": "Repaint re-makes the segment from scratch. FlowEdit keeps the music (melody, voice, "
+    "arrangement) and changes only what the new words or style ask for.",
+    "source_prompt": "FlowEdit: the style of the song as it is now.",
+    "source_lyrics": "FlowEdit: the song's lyrics as they are now (the target lyrics go in Lyrics).",
+    "source_guidance_scale": "FlowEdit: guidance for the source description (turbo ignores it).",
+    "n_max": "FlowEdit: how many of the last steps edit the song (empty = two thirds of the steps). More changes more.",
+    "n_min": "FlowEdit: the last steps that sample plainly instead of editing (0 = none).",
+    "n_avg": "FlowEdit: noise samples averaged per step; more is smoother and slower (1-8).",
 }

@@ -94,11 +94,15 @@ def attach(studio: Any) -> None:
     _attached = studio
 
 
-def _run(request: SongRequest, think: bool = False, lora_count: int = 0, progress: Any = None) -> Any:
+def _run(request: SongRequest, think: bool = False, lora_count: int = 0, progress: Any = None, vary: Any = None) -> Any:
+    """Generate ``request``; with ``vary`` (a ``VaryRequest``) run that variation instead, ``request``
+    then being its parent's request (what the duration estimate reads)."""
     from backend import RunControl
 
     if _attached is None:
         raise RuntimeError("zerogpu.attach(studio) was not called before the first GPU task")
+    if vary is not None:
+        return _attached.vary(vary, RunControl(progress))
     return _attached.generate(request, RunControl(progress))
 
 
@@ -110,15 +114,17 @@ class GpuAborted(RuntimeError):
     """ZeroGPU aborted the task twice (usually: the song took longer than the GPU time granted)."""
 
 
-def run_on_zerogpu(request: SongRequest, think: bool = False, lora_count: int = 0, progress: Any = None) -> Any:
+def run_on_zerogpu(
+    request: SongRequest, think: bool = False, lora_count: int = 0, progress: Any = None, vary: Any = None
+) -> Any:
     """Run one request through the decorated entry point; one retry at twice the time."""
     try:
-        return _run_on_gpu(request, think=think, lora_count=lora_count, progress=progress)
+        return _run_on_gpu(request, think=think, lora_count=lora_count, progress=progress, vary=vary)
     except Exception as error:
         if "GPU task aborted" not in str(error):
             raise
     try:
-        return _retry_on_gpu(request, think=think, lora_count=lora_count, progress=progress)
+        return _retry_on_gpu(request, think=think, lora_count=lora_count, progress=progress, vary=vary)
     except Exception as error:
         if "GPU task aborted" not in str(error):
             raise

@@ -96,13 +96,15 @@ def test_apply_settings_restores_the_form(server):
     )
     values = client.predict(json.dumps(settings), None, api_name="/apply_settings")
     advanced = [c.name for panel in ("advanced", "output") for c in CONTROLS if c.panel == panel]
-    generate_panel = [c.name for c in CONTROLS if c.panel == "main" and "generate" in c.modes]
+    generate_panel = [c.name for c in CONTROLS if c.panel in ("main", "planner") and "generate" in c.modes]
     restored = dict(zip(advanced, values, strict=False))
     generate_form = dict(zip(generate_panel, values[len(advanced) : len(advanced) + len(generate_panel)], strict=True))
     assert generate_form["prompt"] == "ambient drone"
     assert restored["seed"] == 5 and restored["batch_size"] == 2 and restored["bpm"] == 88
     # The other modes' forms are left as they were.
-    assert all(v == {"__type__": "update"} for v in values[len(advanced) + len(generate_panel) : -1])
+    assert generate_form["think"] is False and generate_form["audio_codes"] == ""
+    assert all(v == {"__type__": "update"} for v in values[len(advanced) + len(generate_panel) : -2])
+    assert list(values[-2:]) == ["generate", {"__type__": "update"}]  # the nav; the edit method is left alone
 
 
 def test_apply_settings_refuses_garbage(server):
@@ -225,8 +227,10 @@ def test_apply_settings_restores_a_rework_run_with_its_source(server, tmp_path):
     )
     values = client.predict(json.dumps(settings), None, api_name="/apply_settings")
     advanced = [c.name for panel in ("advanced", "output") for c in CONTROLS if c.panel == panel]
-    keys = [(m, c.name) for m in app.MODE_TABS for c in CONTROLS if c.panel == "main" and m in c.modes]
+    keys = [(m, c.name) for m in app.MODE_TABS for c in CONTROLS if c.panel in ("main", "planner") and m in c.modes]
+    keys += [("flow_edit", c.name) for c in CONTROLS if c.panel == "flow"]
     form = dict(zip(keys, values[len(advanced) : len(advanced) + len(keys)], strict=True))
+    assert list(values[len(advanced) + len(keys) :]) == ["extend", {"__type__": "update"}]  # the nav, the edit method
     assert form[("extend", "extend_seconds")] == 7
     assert form[("extend", "extend_where")] == "before"
     restored_source = form[("extend", "src_audio")]

@@ -182,6 +182,15 @@ def ensure_tiny_planner(cache_dir: Path | None = None) -> Path:
     return _build_once(tiny_planner_dir(cache_dir), build_tiny_planner_lm)
 
 
+def tiny_lyrics_dir(cache_dir: Path | None = None) -> Path:
+    return (cache_dir or default_cache_dir()) / f"tiny-lyrics-v{TINY_FORMAT_VERSION}"
+
+
+def ensure_tiny_lyrics_lm(cache_dir: Path | None = None) -> Path:
+    """Build and save the tiny lyrics LM once; return its directory."""
+    return _build_once(tiny_lyrics_dir(cache_dir), build_tiny_lyrics_lm)
+
+
 def _build_once(target: Path, build: Callable[[Path], object]) -> Path:
     """Run ``build(folder)`` once for ``target``.
 
@@ -269,5 +278,84 @@ def build_tiny_planner_lm(target: Path) -> Path:
         pad_token_id=tokenizer.pad_token_id,
     )
     Qwen3ForCausalLM(config).save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+# ---- the tiny lyrics writer: a random-weight Qwen2 chat model, the lyrics writer's test LM
+#
+# A Qwen2 causal LM (hidden 32, 2 layers, 4 heads, 2 KV heads) and a byte-level BPE tokenizer
+# trained in-process, with Qwen's special tokens and a ChatML chat template. The weights are
+# random with one tilt: every position carries a constant direction that the untied output
+# layer reads as a fixed token preference, so the end-of-turn tokens are rare (runs reach
+# ``max_new_tokens``, which keeps them the same length) and newlines common (text streams line
+# by line). Sampling still picks the tokens, so the text depends on the seed.
+
+_LYRICS_CORPUS = (
+    "[Intro]\n\n[Verse 1]\nwalking down the morning street\nthe city hums beneath my feet\n\n"
+    "[Pre-Chorus]\nand I can feel it rising\n\n[Chorus]\nwe sing together all night long\n"
+    "[Bridge]\nif tomorrow never comes\n[Outro]\n"
+    "[Estribillo]\ncantamos juntos bajo la luna\ncorazón, canción, mañana\n"
+    "Write song lyrics in English about rain. Rhyme scheme ABAB, four lines per section.\n"
+)
+_CONSTANT_DIM = 0  # the hidden dimension that carries the constant direction
+_CONSTANT = 8.0
+_SPREAD = 0.5  # the other tokens' logits: random, near 0
+_NEWLINE_LOGIT = 5.0  # with ~300 tokens near logit 0, about one token in eight is a newline
+_END_LOGIT = -8.0
+_WORD_BONUS = 2.0
+
+
+def build_tiny_lyrics_lm(target: Path) -> Path:
+    """Build, seed and save the tiny chat LM and its tokenizer into ``target``; return it."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320,
+        special_tokens=_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator([_LYRICS_CORPUS] * 4, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=_SPECIAL_TOKENS[1:],
+    )
+    tokenizer.chat_template = _CHAT_TEMPLATE
+    torch.manual_seed(TINY_SEED)
+    config = Qwen2Config(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = Qwen2ForCausalLM(config)
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, _CONSTANT_DIM] = _CONSTANT
+        # The final RMSNorm scales the constant direction to sqrt(hidden_size).
+        scale = config.hidden_size**-0.5
+        preference = model.lm_head.weight[:, _CONSTANT_DIM]
+        preference.normal_(0.0, _SPREAD * scale)
+        preference[tokenizer.convert_tokens_to_ids("Ċ")] = _NEWLINE_LOGIT * scale  # "Ċ": byte-level "\n"
+        for token in _SPECIAL_TOKENS:
+            preference[tokenizer.convert_tokens_to_ids(token)] = _END_LOGIT * scale
+        # Tokens that spell letters come first, so the gibberish reads like words, not raw bytes.
+        for i in range(len(tokenizer)):
+            if tokenizer.decode([i]).strip().isalpha():
+                preference[i] += _WORD_BONUS * scale
+    model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target

@@ -1,0 +1,420 @@
+"""Lyrics from a brief: a Qwen2.5 Instruct model writes them, tidied into ACE-Step's section tags.
+
+``LyricsLM.write`` streams the lyrics one finished line at a time, so the text it yields only
+ever grows. The reply is cut from the prompt at the token level (only newly generated ids are
+decoded), and ``normalise_lyrics`` keeps the lyric lines and section tags while dropping the
+markdown and chatter instruct models add. Two backends: transformers on CUDA/MPS/CPU, and
+mlx-lm (4-bit conversions) on Apple Silicon. Nothing here knows about Gradio.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import random
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from typing_extensions import Self
+
+from backend import ModelUnavailableError, RunControl, pick_device
+from lyrics_tidy import INSTRUMENTAL_SECTIONS, LyricsTidier, section_tag
+from modes import MAX_SEED, RANDOM_SEED, VOCAL_LANGUAGES, _check_length, _check_range, _coerce_into, _echo
+from planner import pick_lm_backend
+
+LYRICS_MODELS: dict[str, str] = {
+    "Qwen2.5-7B-Instruct": "Qwen/Qwen2.5-7B-Instruct",  # ~15 GB in bf16
+    "Qwen2.5-3B-Instruct": "Qwen/Qwen2.5-3B-Instruct",  # ~6 GB: machines with less memory
+    "Qwen2.5-1.5B-Instruct": "Qwen/Qwen2.5-1.5B-Instruct",  # ~3 GB
+}
+MLX_LYRICS_MODELS: dict[str, str] = {  # 4-bit: ~4.3, ~1.8 and ~0.9 GB
+    "Qwen2.5-7B-Instruct": "mlx-community/Qwen2.5-7B-Instruct-4bit",
+    "Qwen2.5-3B-Instruct": "mlx-community/Qwen2.5-3B-Instruct-4bit",
+    "Qwen2.5-1.5B-Instruct": "mlx-community/Qwen2.5-1.5B-Instruct-4bit",
+}
+DEFAULT_LYRICS_MODEL = "Qwen2.5-7B-Instruct"
+SMALL_LYRICS_MODEL = "Qwen2.5-3B-Instruct"
+
+MAX_BRIEF_CHARS = 2_000
+MAX_STRUCTURE_CHARS = 400
+MAX_SECTIONS = 24
+MAX_SECTION_NAME_CHARS = 40
+MAX_TONE_CHARS = 300
+MIN_LINES_PER_SECTION, MAX_LINES_PER_SECTION = 1, 16
+MIN_NEW_TOKENS, MAX_NEW_TOKENS = 64, 2_048
+MAX_TEMPERATURE = 2.0
+FREE_RHYME = "free"
+RHYME_SCHEMES: tuple[str, ...] = ("AABB", "ABAB", "ABCB", "ABBA", "AAAA", FREE_RHYME)  # the form's choices
+_RHYME_PATTERN = re.compile(r"[A-H]{2,16}")  # any pattern of letters works, one letter per line
+_PROGRESS_EVERY = 16  # tokens between progress reports
+
+DEFAULT_STRUCTURE = "intro, verse, chorus, verse, chorus, bridge, chorus, outro"
+STRUCTURE_PRESETS: dict[str, str] = {
+    "Verse-chorus": DEFAULT_STRUCTURE,
+    "Pop with pre-chorus": "intro, verse, pre-chorus, chorus, verse, pre-chorus, chorus, bridge, chorus, outro",
+    "Short": "verse, chorus, verse, chorus",
+    "Rap": "intro, verse, hook, verse, hook, verse, hook, outro",
+    "Ballad": "intro, verse, verse, chorus, verse, chorus, outro",
+    "Dance": "intro, verse, pre-chorus, chorus, break, verse, pre-chorus, chorus, outro",
+    "Folk (strophic)": "verse, verse, verse, verse",
+}
+
+# Names for the prompt ("write in Spanish" works better than "write in es").
+LANGUAGE_NAMES: dict[str, str] = {
+    "ar": "Arabic", "az": "Azerbaijani", "bg": "Bulgarian", "bn": "Bengali", "ca": "Catalan", "cs": "Czech",
+    "da": "Danish", "de": "German", "el": "Greek", "en": "English", "es": "Spanish", "fa": "Persian",
+    "fi": "Finnish", "fr": "French", "he": "Hebrew", "hi": "Hindi", "hr": "Croatian", "ht": "Haitian Creole",
+    "hu": "Hungarian", "id": "Indonesian", "is": "Icelandic", "it": "Italian", "ja": "Japanese", "ko": "Korean",
+    "la": "Latin", "lt": "Lithuanian", "ms": "Malay", "ne": "Nepali", "nl": "Dutch", "no": "Norwegian",
+    "pa": "Punjabi", "pl": "Polish", "pt": "Portuguese", "ro": "Romanian", "ru": "Russian", "sa": "Sanskrit",
+    "sk": "Slovak", "sr": "Serbian", "sv": "Swedish", "sw": "Swahili", "ta": "Tamil", "te": "Telugu",
+    "th": "Thai", "tl": "Tagalog", "tr": "Turkish", "uk": "Ukrainian", "ur": "Urdu", "vi": "Vietnamese",
+    "yue": "Cantonese", "zh": "Mandarin Chinese",
+}  # fmt: skip
+
+
+SYSTEM_PROMPT = (
+    "You are a songwriter writing lyrics for ACE-Step, a music model that sings them.\n"
+    "Reply with the lyrics only. Start each section with its tag in square brackets on a line of "
+    "its own, such as [Verse 1] or [Chorus], then its lines, one sung line per line, with a blank "
+    "line between sections. Use no markdown, no title, no notes and no commentary before or after "
+    "the lyrics.\n"
+    "Keep lines short and singable, about 6 to 10 syllables. Instrumental sections "
+    f"({', '.join(INSTRUMENTAL_SECTIONS)}) are the tag alone, with no lines. A repeated chorus "
+    "repeats its words. Write the lyric lines in the requested language; tags stay in English."
+)
+
+
+@dataclass(frozen=True)
+class LyricsRequest:
+    """What to write. Every default lives here once."""
+
+    brief: str = ""  # what the song is about; required
+    language: str = "en"  # a code from modes.VOCAL_LANGUAGES; "unknown": the model's choice
+    structure: str = DEFAULT_STRUCTURE  # section names in order, comma-separated
+    tone: str = ""
+    lines_per_section: int = 4
+    rhyme_scheme: str = "ABCB"  # one letter per line (lines sharing a letter rhyme), or "free"
+    temperature: float = 0.8  # 0: greedy
+    top_p: float = 0.9  # 1.0: off
+    max_new_tokens: int = 700
+    seed: int = RANDOM_SEED
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> Self:
+        """A validated request from loosely typed form, API or JSON values; unknown names are refused."""
+        return _coerce_into(cls, values)
+
+    def validate(self) -> Self:
+        if not self.brief.strip():
+            raise ValueError("brief: describe the song (its story, mood or theme)")
+        _check_length("brief", self.brief, MAX_BRIEF_CHARS)
+        if self.language not in VOCAL_LANGUAGES:
+            raise ValueError(
+                f"language: {_echo(self.language)} is not a language ACE-Step sings; "
+                f"choose one of {', '.join(VOCAL_LANGUAGES)}"
+            )
+        _check_length("structure", self.structure, MAX_STRUCTURE_CHARS)
+        sections = _structure_items(self.structure)
+        if not sections:
+            raise ValueError(f"structure: list the sections in order, like {DEFAULT_STRUCTURE!r}")
+        if len(sections) > MAX_SECTIONS:
+            raise ValueError(f"structure: {len(sections)} sections is over the limit of {MAX_SECTIONS}")
+        long = next((name for name in sections if len(name) > MAX_SECTION_NAME_CHARS), None)
+        if long is not None:
+            raise ValueError(
+                f"structure: a section name is at most {MAX_SECTION_NAME_CHARS} characters, got {_echo(long)}"
+            )
+        _check_length("tone", self.tone, MAX_TONE_CHARS)
+        _check_range("lines_per_section", self.lines_per_section, MIN_LINES_PER_SECTION, MAX_LINES_PER_SECTION)
+        scheme = self.rhyme_scheme.strip()
+        if scheme.lower() != FREE_RHYME and not _RHYME_PATTERN.fullmatch(scheme.upper()):
+            raise ValueError(
+                f"rhyme_scheme: one letter A-H per line, 2 to 16 lines (like ABAB), or 'free'; got {_echo(scheme)}"
+            )
+        _check_range("temperature", self.temperature, 0.0, MAX_TEMPERATURE)
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p: must be above 0 and at most 1, got {_echo(self.top_p)}")
+        _check_range("max_new_tokens", self.max_new_tokens, MIN_NEW_TOKENS, MAX_NEW_TOKENS)
+        if self.seed != RANDOM_SEED:
+            _check_range("seed", self.seed, 0, MAX_SEED, note="or -1 for a random seed")
+        return self
+
+    def resolve_seed(self) -> Self:
+        """Replace a random seed (-1) by a concrete one, so the lyrics can be written again."""
+        if self.seed != RANDOM_SEED:
+            return self
+        return dataclasses.replace(self, seed=random.randint(0, MAX_SEED))
+
+    def sections(self) -> list[str]:
+        """The structure as tags, verses numbered when there are several: ``["[Verse 1]", "[Chorus]", ...]``."""
+        tags = [section_tag(item) or "" for item in _structure_items(self.structure)]
+        if tags.count("[Verse]") > 1:
+            numbers = iter(range(1, len(tags) + 1))
+            tags = [f"[Verse {next(numbers)}]" if tag == "[Verse]" else tag for tag in tags]
+        return tags
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _structure_items(structure: str) -> list[str]:
+    return [item.strip(" []()") for item in re.split(r"[,;\n|→>]+", structure) if item.strip(" []()")]
+
+
+def build_messages(request: LyricsRequest) -> list[dict[str, str]]:
+    """The chat: the songwriter's system prompt and the request as the user's turn."""
+    language = LANGUAGE_NAMES.get(request.language)
+    lines = [f"Write song lyrics about: {request.brief.strip()}"]
+    if language:
+        lines.append(f"Language: {language}. Write every lyric line in {language}.")
+    lines.append(f"Sections, in this order: {', '.join(request.sections())}")
+    lines.append(f"Lines per sung section: {request.lines_per_section}")
+    lines.append(f"Rhyme: {_describe_rhyme(request.rhyme_scheme)}")
+    if request.tone.strip():
+        lines.append(f"Tone: {request.tone.strip()}")
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "\n".join(lines)}]
+
+
+def _describe_rhyme(scheme: str) -> str:
+    scheme = scheme.strip().upper()
+    if scheme == FREE_RHYME.upper():
+        return "free; rhyme only where it sounds natural"
+    groups = []
+    for letter in dict.fromkeys(scheme):
+        lines = [str(i + 1) for i, c in enumerate(scheme) if c == letter]
+        if len(lines) > 1:
+            groups.append(f"lines {', '.join(lines[:-1])} and {lines[-1]} rhyme")
+    detail = "; ".join(groups) if groups else "no lines rhyme"
+    return f"{scheme} in every section ({detail}; the pattern repeats in longer sections)"
+
+
+# ---- the model: loaded once per process, streaming new token ids
+
+
+@dataclass
+class LoadedLyricsLM:
+    """A loaded chat model. ``generate(prompt_ids, request, control)`` yields only new token ids."""
+
+    tokenizer: Any  # the Hugging Face tokenizer: chat template and decoding
+    generate: Callable[[list[int], LyricsRequest, RunControl], Iterator[int]]
+    backend: str
+    device: str
+
+
+def resolve_lyrics_model(model: str, backend: str) -> str:
+    """A ``LYRICS_MODELS`` name as the repo for ``backend``; anything else (a folder, a repo id) as given."""
+    if model in LYRICS_MODELS:
+        return (MLX_LYRICS_MODELS if backend == "mlx" else LYRICS_MODELS)[model]
+    return model
+
+
+def load_lyrics_lm(source: str, backend: str, device: str | None = None) -> LoadedLyricsLM:
+    """Load ``source`` (a Hub repo id or a local folder) on ``backend`` ("transformers" or "mlx")."""
+    return _load_mlx(source) if backend == "mlx" else _load_transformers(source, device)
+
+
+def _stop_ids(tokenizer: Any, *more: Any) -> frozenset[int]:
+    """End-of-turn ids: Qwen2.5 ends a reply with <|im_end|>, sometimes <|endoftext|>."""
+    ids: set[int] = set()
+    for value in (tokenizer.eos_token_id, *more):
+        ids.update(value if isinstance(value, (list, tuple, set, frozenset)) else [value])
+    vocab = tokenizer.get_vocab()
+    ids.update(vocab[token] for token in ("<|im_end|>", "<|endoftext|>") if token in vocab)
+    return frozenset(i for i in ids if isinstance(i, int))
+
+
+def _load_transformers(source: str, device: str | None) -> LoadedLyricsLM:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    info = pick_device(device)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, info.dtype))
+    model = model.to(info.device).eval()
+    stop = _stop_ids(tokenizer, model.generation_config.eos_token_id)
+
+    def step(ids: list[int], cache: Any) -> tuple[Any, Any]:
+        # Inference mode only around the forward pass: a generator must not leave it on between yields.
+        with torch.inference_mode():
+            inputs = torch.tensor([ids], device=model.device)
+            out = model(input_ids=inputs, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            return out.logits[0, -1].float().cpu(), out.past_key_values
+
+    def generate(prompt: list[int], request: LyricsRequest, control: RunControl) -> Iterator[int]:
+        # A CPU generator: the same seed draws the same tokens whatever the device.
+        generator = torch.Generator("cpu").manual_seed(request.seed)
+        logits, cache = step(prompt, None)
+        for _ in range(request.max_new_tokens):
+            control.check()
+            token = _sample(logits, request.temperature, request.top_p, generator)
+            if token in stop:
+                return
+            yield token
+            logits, cache = step([token], cache)
+
+    return LoadedLyricsLM(tokenizer, generate, "transformers", info.device)
+
+
+def _sample(logits: Any, temperature: float, top_p: float, generator: Any) -> int:
+    """Temperature, then nucleus (top-p) sampling, as transformers' ``generate`` orders them."""
+    import torch
+
+    if temperature == 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        probs, order = torch.sort(probs, descending=True)
+        probs[(torch.cumsum(probs, dim=-1) - probs) >= top_p] = 0.0  # the first token always stays
+        return int(order[torch.multinomial(probs, 1, generator=generator)])
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def _load_mlx(source: str) -> LoadedLyricsLM:
+    import mlx.core as mx
+    from mlx_lm import load, stream_generate
+    from mlx_lm.sample_utils import make_sampler
+
+    model, wrapper = load(source)
+    tokenizer = getattr(wrapper, "_tokenizer", wrapper)
+    stop = _stop_ids(tokenizer, list(wrapper.eos_token_ids))
+
+    def generate(prompt: list[int], request: LyricsRequest, control: RunControl) -> Iterator[int]:
+        # mlx-lm samples from mlx's global key, so runs are serialised (LyricsLM's run lock).
+        # Its generation stream is thread-local (mlx >= 0.31.2 streams belong to their thread),
+        # so a Gradio worker thread can run this.
+        mx.random.seed(request.seed)
+        sampler = make_sampler(temp=request.temperature, top_p=request.top_p if request.top_p < 1.0 else 0.0)
+        responses = stream_generate(model, wrapper, prompt, max_tokens=request.max_new_tokens, sampler=sampler)
+        with contextlib.closing(responses):
+            for response in responses:
+                control.check()
+                # The last response repeats an end-of-turn token ("stop") or brings the last one ("length").
+                if response.finish_reason == "stop" or response.token in stop:
+                    return
+                yield int(response.token)
+
+    return LoadedLyricsLM(tokenizer, generate, "mlx", "mlx")
+
+
+class LyricsLM:
+    """The process's lyrics model, loaded on first use. ``loader(source, backend, device)`` is injectable."""
+
+    def __init__(
+        self,
+        model: str = DEFAULT_LYRICS_MODEL,
+        backend: str = "auto",
+        device: str | None = None,
+        loader: Callable[[str, str, str | None], LoadedLyricsLM] | None = None,
+    ) -> None:
+        self.backend = pick_lm_backend(backend)
+        self.model = model
+        self.source = resolve_lyrics_model(model, self.backend)
+        self.device = device
+        self._loader = loader or load_lyrics_lm
+        self._lm: LoadedLyricsLM | None = None
+        self._load_lock = threading.Lock()
+        self._run_lock = threading.Lock()
+        self.state = "not loaded"
+        self.load_error: str | None = None
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._lm is not None
+
+    def status(self) -> str:
+        """One line: state, backend and model."""
+        return " · ".join([self.state, self._lm.device.upper() if self._lm else self.backend, self.model])
+
+    def load(self, control: RunControl | None = None) -> LoadedLyricsLM:
+        """Load the model once; later calls return it at once."""
+        if self._lm is not None:
+            return self._lm
+        if control is not None:
+            control.report(0.0, f"Loading the lyrics model {self.model}…")
+        with self._load_lock:
+            if self._lm is None:
+                self.state = "loading"
+                try:
+                    lm = self._loader(self.source, self.backend, self.device)
+                    if not getattr(lm.tokenizer, "chat_template", None):
+                        raise ValueError("its tokenizer has no chat template (choose an Instruct model)")
+                except Exception as error:
+                    self.state = "load failed"
+                    self.load_error = self._unavailable_message(error)
+                    raise ModelUnavailableError(self.load_error) from error
+                self._lm, self.state, self.load_error = lm, "ready", None
+            return self._lm
+
+    def unload(self) -> None:
+        """Free the model's memory (the song model may need it); the next write loads it again."""
+        with self._load_lock:
+            self._lm = None
+            self.state = "not loaded"
+
+    def _unavailable_message(self, error: Exception) -> str:
+        message = f"The lyrics model {self.source} could not be loaded with {self.backend}: {error}. "
+        if Path(self.source).exists():
+            return message + "Check that the folder holds a chat model (config.json, tokenizer files and weights)."
+        return message + (
+            f"Download it where there is a network (hf download {self.source} --local-dir DIR) and pass "
+            f"that folder as the model, or choose a smaller model ({SMALL_LYRICS_MODEL}) if memory is short."
+        )
+
+    def prompt_ids(self, request: LyricsRequest) -> list[int]:
+        """The chat-formatted prompt's token ids, ending with the assistant's turn."""
+        tokenizer = self.load().tokenizer
+        text = tokenizer.apply_chat_template(build_messages(request), tokenize=False, add_generation_prompt=True)
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def tokens(self, request: LyricsRequest, control: RunControl | None = None) -> Iterator[int]:
+        """The token ids the model writes for ``request``: new ids only, never the prompt's."""
+        request = request.validate().resolve_seed()
+        control = control or RunControl()
+        lm = self.load(control)
+        prompt = self.prompt_ids(request)
+        with self._run_lock:
+            control.check()
+            for count, token in enumerate(lm.generate(prompt, request, control), start=1):
+                yield token
+                if count % _PROGRESS_EVERY == 0:
+                    control.report(count / request.max_new_tokens, f"Writing lyrics: {count} tokens")
+        control.report(1.0, "Lyrics written")
+
+    def write(self, request: LyricsRequest, control: RunControl | None = None) -> Iterator[str]:
+        """Stream the lyrics: each yield is the whole tidied text so far (it only grows, a line at a time).
+
+        Resolve a random seed first (``request.resolve_seed()``) to be able to write the same lyrics again.
+        Raises ``ValueError`` for a bad request (before any model time), ``ModelUnavailableError``,
+        or ``Cancelled`` once ``control.cancel()`` is called.
+        """
+        request = request.validate().resolve_seed()
+        tokenizer = self.load(control).tokenizer
+        tidier = LyricsTidier()
+        ids: list[int] = []
+        text, done, shown = "", 0, False  # done: characters of the reply already fed as finished lines
+        # Closing this stream (Gradio does when the user leaves) closes the run and frees its lock.
+        with contextlib.closing(self.tokens(request, control)) as tokens:
+            for token in tokens:
+                ids.append(token)
+                if "\n" not in tokenizer.decode([token]):
+                    continue
+                reply = _decode(tokenizer, ids)
+                end = reply.rfind("\n")
+                added = "".join(tidier.feed(line) for line in reply[done:end].split("\n"))
+                done = end + 1
+                if added:
+                    text, shown = text + added, True
+                    yield text
+        reply = _decode(tokenizer, ids)
+        added = "".join(tidier.feed(line) for line in reply[done:].split("\n")) + tidier.finish()
+        if added or not shown:
+            yield text + added
+
+
+def _decode(tokenizer: Any, ids: list[int]) -> str:
+    return tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)

@@ -274,7 +274,12 @@ class Backend:
             return work(pipe)
 
     def generate(
-        self, kwargs: dict[str, Any], seeds: list[int], control: RunControl, rng_seed: int | None = None
+        self,
+        kwargs: dict[str, Any],
+        seeds: list[int],
+        control: RunControl,
+        rng_seed: int | None = None,
+        before: Callable[[Any], None] | None = None,
     ) -> np.ndarray:
         """Run the pipeline; returns float32 audio ``[takes, 2, samples]`` at 48 kHz.
 
@@ -283,7 +288,7 @@ class Backend:
         ``control.cancel()``; the partial result is never decoded. The global torch RNG is seeded
         with ``rng_seed`` (default: the first take's seed) because the pipeline samples the VAE
         encoding of source audio from it: without that, Cover, Extend and Edit would not be
-        reproducible from their seed.
+        reproducible from their seed. ``before(pipe)`` runs first, under the run lock.
         """
         import torch
 
@@ -310,6 +315,8 @@ class Backend:
         }
         with self._run_lock:
             control.check()
+            if before is not None:
+                before(pipe)  # e.g. set the LoRA stack: nothing else is inside the pipeline now
             control.report(0.05, "Encoding prompt…")
             # CPU generators give the same starting noise on every device.
             generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]

@@ -73,6 +73,10 @@ MP3_BITRATES_KBPS: tuple[int, ...] = (128, 192, 256, 320)
 TARGET_LUFS_RANGE = (-30.0, -5.0)
 TRUE_PEAK_RANGE_DBTP = (-6.0, 0.0)
 
+MAX_LORAS = 16
+MAX_LORA_WEIGHT = 2.0
+MAX_LORA_KEY_CHARS = 100
+
 # ACE-Step's convention for a song without vocals: the lyric sheet says so.
 INSTRUMENTAL_LYRICS = "[Instrumental]"
 
@@ -123,6 +127,10 @@ class SongRequest:
     mp3_bitrate_kbps: int = 320
     opus: bool = False
     cover_image: str = ""  # a PNG or JPEG embedded as cover art in every file
+    # The LoRA stack: "key:weight" items, comma-separated (key: a LoRA's name or its sha256, 8+ hex
+    # characters; weight 0-2, 1 when left out). Empty: no LoRA, exactly the base model's output.
+    loras: str = ""
+    lora_triggers: bool = False  # append the stack's trigger words to the prompt
 
     mode: typing.ClassVar[str] = ""
 
@@ -181,10 +189,36 @@ class SongRequest:
             raise ValueError(
                 f"wav_bit_depth: must be one of {', '.join(WAV_BIT_DEPTHS)}, got {_echo(self.wav_bit_depth)}"
             )
+        self.lora_items()
         if self.mp3_bitrate_kbps not in MP3_BITRATES_KBPS:
             choices = ", ".join(map(str, MP3_BITRATES_KBPS))
             raise ValueError(f"mp3_bitrate_kbps: must be one of {choices}, got {_echo(self.mp3_bitrate_kbps)}")
         return self
+
+    def lora_items(self) -> list[tuple[str, float]]:
+        """The LoRA stack as ``(key, weight)`` pairs, checked: weights 0-2, no key twice."""
+        items: list[tuple[str, float]] = []
+        for raw in self.loras.split(","):
+            if not raw.strip():
+                continue
+            key, sep, weight_text = raw.strip().rpartition(":")
+            if not sep:
+                key, weight_text = weight_text, "1"
+            key = key.strip()
+            if not key or len(key) > MAX_LORA_KEY_CHARS:
+                raise ValueError(f"loras: {_echo(raw.strip())} needs a LoRA name or sha256 before the ':'")
+            try:
+                weight = float(weight_text)
+            except ValueError:
+                raise ValueError(f"loras: the weight in {_echo(raw.strip())} is not a number") from None
+            if not math.isfinite(weight) or not 0.0 <= weight <= MAX_LORA_WEIGHT:
+                raise ValueError(f"loras: {key}'s weight must be between 0 and {MAX_LORA_WEIGHT:g}, got {weight_text}")
+            if any(key == seen for seen, _ in items):
+                raise ValueError(f"loras: {key} is listed twice")
+            items.append((key, weight))
+        if len(items) > MAX_LORAS:
+            raise ValueError(f"loras: at most {MAX_LORAS} LoRAs at once, got {len(items)}")
+        return items
 
     def with_seed(self, seed: int) -> Self:
         return dataclasses.replace(self, seed=seed)

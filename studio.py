@@ -25,6 +25,8 @@ from stems import StemSplitter
 from variations import VaryPlan, VaryRequest, plan_variation
 
 if TYPE_CHECKING:
+    from lora_stack import LoraEntry, LoraStack
+    from lyrics_lm import LyricsLM
     from planner import Planner
 
 STUDIO_NAME = "ACE Music Studio"
@@ -45,6 +47,69 @@ class Studio:
     store: OutputStore
     splitter: StemSplitter = field(default_factory=StemSplitter)
     planner: Planner | None = None  # the 5 Hz LM for Think; None: Think is refused
+    lyrics: LyricsLM | None = None  # the lyrics writer; None: the Lyrics tab says it is off
+    lora_store: Path | None = None  # where added LoRAs are kept (default: the cache's loras/)
+    _loras: LoraStack | None = field(default=None, init=False, repr=False)
+
+    def lora_stack(self, control: RunControl | None = None) -> LoraStack:
+        """The LoRA stack on the loaded DiT (the model loads first when it has not yet)."""
+        if self._loras is None:
+            from lora_stack import LoraStack
+
+            pipe = self.backend.load(control)
+            with self.backend._run_lock:
+                if self._loras is None:
+                    self._loras = LoraStack(pipe, store_dir=self.lora_store)
+        return self._loras
+
+    def add_lora(self, path: str | Path, name: str | None = None, trigger_words=None) -> LoraEntry:
+        """Check a .safetensors LoRA from its header, keep it in the store and load it (once per content)."""
+        stack = self.lora_stack()
+        with self.backend._run_lock:
+            return stack.add(path, name=name, trigger_words=trigger_words)
+
+    def known_loras(self) -> list[LoraEntry]:
+        """The LoRAs loaded in this process, and those in the store from earlier sessions (loaded now)."""
+        stack = self.lora_stack()
+        with self.backend._run_lock:
+            for side in sorted(stack.store_dir.glob("*.json")) if stack.store_dir.is_dir() else []:
+                self._load_stored(stack, side.name[:16])
+        return stack.entries
+
+    def _resolve_loras(self, request: SongRequest, control: RunControl) -> list[LoraEntry]:
+        """The request's LoRAs, loaded; a LoRA added in an earlier session is reloaded from the store."""
+        items = request.lora_items()
+        if not items and self._loras is None:
+            return []
+        stack = self.lora_stack(control)
+        entries = []
+        with self.backend._run_lock:
+            for key, _ in items:
+                try:
+                    entries.append(stack.find(key))
+                except ValueError:
+                    entries.append(self._load_stored(stack, key))
+        return entries
+
+    @staticmethod
+    def _load_stored(stack: LoraStack, key: str) -> LoraEntry:
+        from lora_stack import LoraError
+
+        try:
+            return stack.find(key)
+        except LoraError:
+            pass
+        prefix = key.lower()[:16]
+        sides = sorted(stack.store_dir.glob(f"{prefix}*.json")) if len(prefix) >= 8 and stack.store_dir.is_dir() else []
+        if not sides or not all(c in "0123456789abcdef" for c in prefix):
+            raise LoraError(
+                f"loras: no LoRA named or with sha256 {key!r} is loaded or in the store; add its file first"
+            )
+        side = json.loads(sides[0].read_text(encoding="utf-8"))
+        stored = sides[0].with_suffix(".safetensors")
+        return stack.add(
+            stored, name=side["name"], trigger_words=side["trigger_words"], adapter_config=side["adapter_config"]
+        )
 
     def defaults(self, request_type: type[SongRequest] = GenerateRequest) -> SongRequest:
         """A request type's defaults with the checkpoint's own sampler settings."""
@@ -103,20 +168,27 @@ class Studio:
         prepared = self._prepare(request)
         started = time.perf_counter()
         seeds = request.take_seeds()
+        loras = self._resolve_loras(request, control)  # an unknown LoRA is refused before any model time
         rendered, planned = request, None
         if thinking:
             rendered, planned = self._plan(request, control.part(0.0, 0.3))
         render_control = control.part(0.3, 1.0) if thinking else control
         planned_at = time.perf_counter()
+        weights = [(entry.sha256, weight) for entry, (_, weight) in zip(loras, request.lora_items(), strict=True)]
+        if loras and request.lora_triggers:
+            from lora_stack import prompt_with_triggers
+
+            rendered = dataclasses.replace(rendered, prompt=prompt_with_triggers(rendered.prompt, loras))
+        set_loras = None if self._loras is None else (lambda pipe: self._loras.apply(weights))
         if isinstance(request, FlowEditRequest):
-            raw = self._flow_edit(request, prepared.kwargs["src_audio"], seeds, render_control)
+            raw = self._flow_edit(rendered, prepared.kwargs["src_audio"], seeds, render_control, set_loras)
         else:
             kwargs = {**rendered.pipeline_kwargs(), **prepared.kwargs}
             rng_seed = None
             if vary is not None:
                 kwargs.update(self._variation_noise(vary[0], rendered, prepared, render_control))
                 rng_seed = vary[0].parent_seeds[0]  # the parent's source encoding, drawn again
-            raw = self.backend.generate(kwargs, seeds, render_control, rng_seed=rng_seed)
+            raw = self.backend.generate(kwargs, seeds, render_control, rng_seed=rng_seed, before=set_loras)
         control.steps_done = render_control.steps_done
         takes = np.stack([prepared.finish(take) for take in raw]).astype(np.float32, copy=False)
         generated = time.perf_counter()
@@ -159,6 +231,11 @@ class Studio:
             "mastering": mastering,  # per take: gain and loudness before/after, or null when off
             # What the planner decided (its codes are what "reuse plan" replays), or null.
             "plan": planned,
+            # The LoRA stack the DiT ran with: name, sha256, weight and trigger words of each.
+            "loras": [
+                {"name": e.name, "sha256": e.sha256, "weight": w, "trigger_words": list(e.trigger_words)}
+                for e, (_, w) in zip(loras, weights, strict=True)
+            ],
             # For a variation: its parent, the parent's seeds, the fresh noise's seed and the variance.
             "vary": vary[1] if vary is not None else None,
             "timings_s": {
@@ -182,10 +259,12 @@ class Studio:
         duration = prepared.kwargs.get("audio_duration", getattr(request, "audio_duration", None))
         return vary_kwargs(pipe, float(duration or 0.0), plan.parent_seeds, plan.seeds, plan.variance, src_samples)
 
-    def _flow_edit(self, request: FlowEditRequest, source: np.ndarray, seeds: list[int], control: RunControl):
+    def _flow_edit(self, request: FlowEditRequest, source: np.ndarray, seeds: list[int], control: RunControl, before):
         from flow_edit import flow_edit
 
         def work(pipe) -> np.ndarray:
+            if before is not None:
+                before(pipe)
             takes = []
             for i, seed in enumerate(seeds):
                 part = control.part(i / len(seeds), (i + 1) / len(seeds))

@@ -11,7 +11,7 @@ import html
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gradio as gr
@@ -21,7 +21,10 @@ from controls import build_main_panel, build_panel, build_shared_panel
 from examples import EXAMPLE_FIELDS, EXAMPLES, example_rows
 from flow_edit import FlowEditRequest
 from history import add_to_history, history_choices
+from lora_presets import fetch_preset, load_presets
 from lyrics_fit import fit_line
+from lyrics_lm import LyricsRequest
+from lyrics_tab import build_lora_panel, build_lyrics_tab, structure_of, with_lora
 from modes import MAX_BATCH, MAX_DURATION_S, MIN_DURATION_S, RANDOM_SEED, SongRequest
 from outputs import SETTINGS_FILE, Run, load_settings
 from serving import (
@@ -40,7 +43,7 @@ from studio import INPUT_FILES, SONG_TYPES, STUDIO_NAME, Studio, replay_values
 from theme import CSS, brutalist_mono
 from tooltips import TOOLTIPS
 from variations import DEFAULT_VARIANCE, VaryRequest
-from zerogpu import GpuAborted, attach, run_on_zerogpu
+from zerogpu import GpuAborted, attach, run_on_zerogpu, write_lyrics_on_zerogpu
 
 log = logging.getLogger("ace_studio")
 
@@ -168,7 +171,7 @@ def run_generate(
         session,
         progress,
         lambda control: studio.generate(request, control),
-        lambda: run_on_zerogpu(request, think=thinking, progress=progress),
+        lambda: run_on_zerogpu(request, think=thinking, lora_count=len(request.lora_items()), progress=progress),
     )
 
 
@@ -259,7 +262,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
             # The mode list: a sidebar on wide screens, a strip of pills on phones (theme.CSS).
             with gr.Column(scale=0, min_width=160, elem_classes="studio-sidebar"):
                 mode_nav = gr.Radio(
-                    choices=[(title, mode) for mode, title in MODE_TABS.items()],
+                    choices=[*((title, mode) for mode, title in MODE_TABS.items()), ("Lyrics", "lyrics")],
                     value="generate",
                     show_label=False,
                     container=False,
@@ -291,6 +294,12 @@ def build_ui(studio: Studio) -> gr.Blocks:
                         )
                         meters[mode] = gr.Markdown("", elem_classes="fit-meter")
                         if mode == "generate":
+                            write_for_me = gr.Button(
+                                "Write lyrics for me",
+                                size="sm",
+                                visible=studio.lyrics is not None,
+                                elem_id="write-for-me",
+                            )
                             panels[mode]["think"].visible = studio.planner is not None
                             with gr.Accordion("Planner", open=False, visible=studio.planner is not None):
                                 panels[mode] |= build_panel("planner", mode, studio.defaults(SONG_TYPES[mode]))
@@ -306,12 +315,18 @@ def build_ui(studio: Studio) -> gr.Blocks:
                                 example_labels=[example.name for example in EXAMPLES],
                             )
                     mode_panels[mode] = column
-                with gr.Accordion("Advanced", open=False):
+                with gr.Column(visible=False, elem_classes="mode-panel") as lyrics_column:
+                    lyrics_tab = build_lyrics_tab(studio.lyrics is not None)
+                mode_panels["lyrics"] = lyrics_column
+                with gr.Accordion("Advanced", open=False) as advanced_box:
                     advanced = build_shared_panel(studio.defaults(), "advanced")
-                with gr.Accordion("Finishing and export", open=False):
-                    # From here on "advanced" is every shared input: the sampler, finishing, export.
+                with gr.Accordion("LoRA", open=False) as lora_box:
+                    advanced |= build_shared_panel(studio.defaults(), "lora")
+                    lora_panel = build_lora_panel([preset.name for preset in load_presets()])
+                with gr.Accordion("Finishing and export", open=False) as finishing_box:
+                    # From here on "advanced" is every shared input: the sampler, LoRA, finishing, export.
                     advanced |= build_shared_panel(studio.defaults(), "output")
-                with gr.Row(elem_classes="studio-actions"):
+                with gr.Row(elem_classes="studio-actions") as song_actions:
                     generate_btn = gr.Button("Generate", variant="primary")
                     retake_btn = gr.Button("Retake", variant="secondary")
                     cancel_btn = gr.Button("Cancel", variant="stop")
@@ -380,11 +395,20 @@ def build_ui(studio: Studio) -> gr.Blocks:
 
         mode_state = mode_nav  # the selected mode is the nav's value
 
+        song_only = [advanced_box, lora_box, finishing_box, song_actions]  # hidden on the Lyrics tab
+
         def show_mode(mode: str) -> list:
-            return [gr.Column(visible=name == mode) for name in mode_panels]
+            return [
+                *(gr.Column(visible=name == mode) for name in mode_panels),
+                *(gr.update(visible=mode != "lyrics") for _ in song_only),
+            ]
 
         mode_nav.change(
-            show_mode, inputs=mode_nav, outputs=list(mode_panels.values()), api_visibility="private", queue=False
+            show_mode,
+            inputs=mode_nav,
+            outputs=[*mode_panels.values(), *song_only],
+            api_visibility="private",
+            queue=False,
         )
         edit_method.change(
             lambda method: gr.Column(visible=method == "flow_edit"),
@@ -631,12 +655,170 @@ def build_ui(studio: Studio) -> gr.Blocks:
             duration = min(max(plan.duration, MIN_DURATION_S), MAX_DURATION_S)
             return plan.caption, duration, plan.language, plan.bpm, plan.keyscale, plan.timesignature
 
-        idea_btn.click(
+        idea_event = idea_btn.click(
             idea_handler,
             inputs=idea,
             outputs=[panels["generate"][name] for name in IDEA_FIELDS[:3]]
             + [advanced[name] for name in IDEA_FIELDS[3:]],
             api_name="idea",
+            **run_options,
+        )
+
+        # ---- the lyrics writer: its tab, "Write lyrics for me" on Generate, and the idea's lyrics
+        def stream_lyrics(values: dict[str, Any], progress: gr.Progress, request: gr.Request | None):
+            """The growing text and a note (seed, model); keeps what was written when stopped."""
+            if studio.lyrics is None:
+                raise gr.Error("This studio was started without a lyrics writer (--lyrics-model none).")
+            try:
+                lyrics_request = LyricsRequest.from_values(values).validate().resolve_seed()
+            except ValueError as error:
+                raise gr.Error(str(error), title="Check the lyrics settings") from error
+            note = f"Seed {lyrics_request.seed} · {html.escape(studio.lyrics.model)}"
+            control = RunControl(ProgressRelay(progress))
+            session = _session_key(request)
+            runs.start(session, control)
+            try:
+                texts = (
+                    write_lyrics_on_zerogpu(lyrics_request, ProgressRelay(progress))
+                    if on_zerogpu()
+                    else studio.lyrics.write(lyrics_request, control)
+                )
+                for text in texts:
+                    yield text, note
+            except Cancelled:
+                gr.Info("Stopped: the lines written so far are kept.")
+            except ModelUnavailableError as error:
+                raise gr.Error(str(error), title="Lyrics model unavailable", duration=None) from error
+            except ValueError as error:
+                raise gr.Error(str(error), title="Could not write lyrics") from error
+            finally:
+                runs.finish(session, control)
+
+        def lyrics_handler(
+            progress: gr.Progress = gr.Progress(), request: gr.Request = None, **values: Any
+        ) -> Iterator[tuple[str, str]]:
+            yield from stream_lyrics(values, progress, request)
+
+        lyrics_handler.__doc__ = LYRICS_API_DOC
+        lyrics_options = dict(concurrency_id="lyrics", concurrency_limit=1, time_limit=GPU_EVENT_TIME_LIMIT_S)
+        lyrics_tab.write.click(
+            lyrics_handler,
+            inputs_kwargs=lyrics_tab.inputs,
+            outputs=[lyrics_tab.text, lyrics_tab.note],
+            api_name="lyrics",
+            **lyrics_options,
+        )
+        lyrics_tab.stop.click(cancel_handler, outputs=lyrics_tab.note, queue=False, api_visibility="private")
+        lyrics_tab.preset.change(
+            structure_of,
+            inputs=[lyrics_tab.preset, lyrics_tab.inputs["structure"]],
+            outputs=lyrics_tab.inputs["structure"],
+            api_visibility="private",
+            queue=False,
+        )
+        gr.on(
+            [lyrics_tab.text.change, panels["generate"]["audio_duration"].change],
+            lambda text, duration: fit_line("generate", {"lyrics": text, "audio_duration": duration}),
+            inputs=[lyrics_tab.text, panels["generate"]["audio_duration"]],
+            outputs=lyrics_tab.meter,
+            api_visibility="private",
+            queue=False,
+            show_progress="hidden",
+        )
+        lyrics_tab.use.click(
+            lambda text, language: (text, language, "generate"),
+            inputs=[lyrics_tab.text, lyrics_tab.inputs["language"]],
+            outputs=[panels["generate"]["lyrics"], panels["generate"]["vocal_language"], mode_nav],
+            api_visibility="private",
+            queue=False,
+        )
+
+        def lyrics_for_generate(
+            brief: str, language: str, progress: gr.Progress = gr.Progress(), request: gr.Request = None
+        ) -> Iterator[str]:
+            if not (brief or "").strip():
+                raise gr.Error("Describe the song in Style first: it is the brief the writer works from.")
+            for text, _ in stream_lyrics({"brief": brief, "language": language}, progress, request):
+                yield text
+
+        write_for_me.click(
+            lyrics_for_generate,
+            inputs=[panels["generate"]["prompt"], panels["generate"]["vocal_language"]],
+            outputs=panels["generate"]["lyrics"],
+            api_visibility="private",
+            **lyrics_options,
+        )
+        if studio.lyrics is not None:
+            idea_event.success(
+                lyrics_for_generate,
+                inputs=[idea, panels["generate"]["vocal_language"]],
+                outputs=panels["generate"]["lyrics"],
+                api_visibility="private",
+                **lyrics_options,
+            )
+
+        # ---- the LoRA panel: pick, add a file, fetch a preset; the stack itself is the "loras" field
+        def lora_choices(selected: str | None = None) -> gr.Dropdown:
+            try:
+                entries = studio.known_loras()
+            except ModelUnavailableError as error:
+                raise gr.Error(str(error), title="Model unavailable") from error
+            return gr.Dropdown(
+                choices=[(f"{entry.name} · {entry.sha256[:8]}", entry.sha256[:16]) for entry in entries],
+                value=selected,
+            )
+
+        lora_panel.refresh.click(lora_choices, outputs=lora_panel.pick, api_visibility="private", **run_options)
+
+        def add_to_stack(stack: str, key: str | None, weight: float) -> str:
+            try:
+                return with_lora(stack, key, weight)
+            except ValueError as error:
+                raise gr.Error(str(error)) from error
+
+        lora_panel.add_to_stack.click(
+            add_to_stack,
+            inputs=[advanced["loras"], lora_panel.pick, lora_panel.weight],
+            outputs=advanced["loras"],
+            api_visibility="private",
+            queue=False,
+        )
+
+        def add_lora_file(path: str | None, name: str) -> tuple:
+            if not path:
+                raise gr.Error("Choose a .safetensors file first.")
+            try:
+                entry = studio.add_lora(path, name=name.strip() or None)
+            except (ValueError, ModelUnavailableError) as error:
+                raise gr.Error(str(error), title="LoRA refused") from error
+            note = f"Added **{html.escape(entry.name)}** (rank {entry.info.rank}, {len(entry.info.modules)} layers)."
+            return lora_choices(entry.sha256[:16]), note
+
+        lora_panel.add_file.click(
+            add_lora_file,
+            inputs=[lora_panel.upload, lora_panel.name],
+            outputs=[lora_panel.pick, lora_panel.note],
+            api_visibility="private",
+            **run_options,
+        )
+
+        def fetch_lora_preset(name: str | None, progress: gr.Progress = gr.Progress()) -> tuple:
+            if not name:
+                raise gr.Error("Pick a preset first.")
+            try:
+                preset = next(preset for preset in load_presets() if preset.name == name)
+                path = fetch_preset(name, ProgressRelay(progress))
+                entry = studio.add_lora(path, name=preset.name, trigger_words=preset.trigger_words)
+            except (ValueError, ModelUnavailableError, StopIteration) as error:
+                raise gr.Error(str(error), title="Could not add the preset") from error
+            note = f"Added **{html.escape(entry.name)}**; suggested weight {preset.weight:g}."
+            return lora_choices(entry.sha256[:16]), note
+
+        lora_panel.fetch.click(
+            fetch_lora_preset,
+            inputs=lora_panel.preset,
+            outputs=[lora_panel.pick, lora_panel.note],
+            api_visibility="private",
             **run_options,
         )
 
@@ -855,6 +1037,25 @@ API_SUMMARIES = {
     "flow_edit": "Change an uploaded song's words or style and keep its music (FlowEdit): describe the song "
     "as it is (source_prompt, source_lyrics) and as it should be (prompt, lyrics), optionally for one segment.",
 }
+
+
+LYRICS_API_DOC = """Write song lyrics ACE-Step can sing, with section tags, streamed as they are written.
+
+Args:
+    brief: What the song is about: its story, mood or theme.
+    language: The language to write in (a code ACE-Step sings, e.g. en, es, ja).
+    structure: Section names in order, comma-separated (intro, verse, pre-chorus, chorus, bridge, outro).
+    tone: How it should feel (optional).
+    lines_per_section: About how many lines each sung section gets (1-16).
+    rhyme_scheme: One letter per line (ABAB, AABB, ABCB...) or free.
+    temperature: Higher writes more surprising lines (0-2).
+    top_p: Nucleus sampling (above 0, at most 1).
+    max_new_tokens: The longest reply (64-2048 tokens).
+    seed: The same seed and settings write the same lyrics; -1 picks a random one.
+
+Returns:
+    The lyrics so far (the last message holds them all) and a note with the seed and model.
+"""
 
 
 def _api_doc(mode: str) -> str:

@@ -36,7 +36,7 @@ from modes import (
 )
 from tooltips import TOOLTIPS
 
-Panel = Literal["main", "advanced", "output", "planner", "flow"]
+Panel = Literal["main", "advanced", "output", "planner", "flow", "lora"]
 
 LANGUAGE_NAMES = {
     "ar": "Arabic", "az": "Azerbaijani", "bg": "Bulgarian", "bn": "Bengali", "ca": "Catalan",
@@ -141,6 +141,8 @@ CONTROLS: tuple[Control, ...] = (
     Control("n_max", "number", "Edit steps (empty = 2/3 of the steps)", "flow", ("flow_edit",)),
     Control("n_min", "number", "Plain steps at the end", "flow", ("flow_edit",)),
     Control("n_avg", "slider", "Noise samples per step", "flow", ("flow_edit",), 1, MAX_N_AVG, 1),
+    Control("loras", "textbox", "LoRA stack", "lora", placeholder="empty: no LoRA"),
+    Control("lora_triggers", "checkbox", "Add trigger words to the style", "lora"),
     Control("master", "checkbox", "Master the result", "output"),
     Control(
         "target_lufs", "slider", "Mastering loudness (LUFS)", "output",
@@ -209,6 +211,8 @@ def build_control(control: Control, value: Any, elem_id: str, visible: bool = Tr
         kwargs.update(precision=None if control.name.startswith("repainting") else 0)
     elif control.widget in ("dropdown", "multiselect"):
         kwargs.update(choices=list(control.choices), multiselect=control.widget == "multiselect")
+        if control.name == "keyscale":
+            kwargs["allow_custom_value"] = True  # a plan may spell a key with ♯ or ♭, as the model allows
         if control.widget == "multiselect":
             kwargs["value"] = list(value)
     return _pass_through(_WIDGETS[control.widget](visible=visible, **kwargs))

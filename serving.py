@@ -14,10 +14,11 @@ from pathlib import Path
 import backend as backend_module
 from backend import Backend
 from checkpoints import REGISTRY, TINY_MODELS, default_model_name, resolve_model
+from lyrics_lm import DEFAULT_LYRICS_MODEL, LYRICS_MODELS, SMALL_LYRICS_MODEL, LyricsLM, load_lyrics_lm
 from outputs import OutputStore, default_outputs_dir
 from planner import BACKENDS, DEFAULT_LM, LM_MODELS, Planner, load_lm
 from studio import STUDIO_NAME, Studio
-from tiny_model import ensure_tiny_planner, tiny_planner_dir
+from tiny_model import ensure_tiny_lyrics_lm, ensure_tiny_planner, tiny_lyrics_dir, tiny_planner_dir
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -64,10 +65,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"(default {DEFAULT_LM}; with a tiny model, the tiny test planner)",
     )
     parser.add_argument(
-        "--planner-backend",
+        "--lyrics-model",
+        default=None,
+        help=f"the lyrics writer: {', '.join(LYRICS_MODELS)}, a Hub repo id or a local folder, or 'none' "
+        f"(default {DEFAULT_LYRICS_MODEL}; {SMALL_LYRICS_MODEL} for small machines; with a tiny model, "
+        "the tiny test writer)",
+    )
+    parser.add_argument(
+        "--lm-backend",
         choices=BACKENDS,
         default="auto",
-        help="auto: mlx-lm on Apple Silicon when installed, else transformers",
+        help="for the planner and the lyrics writer; auto: mlx-lm on Apple Silicon when installed, else transformers",
     )
     parser.add_argument("--mcp", action="store_true", help="also serve the endpoints as an MCP server")
     parser.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (CUDA)")
@@ -83,8 +91,26 @@ def make_studio(args: argparse.Namespace) -> Studio:
     spec = resolve_model(args.model)
     device = backend_module.pick_device(args.device) if args.device else None
     backend = Backend(spec, device=device, offload=args.offload or args.low_vram, compile_dit=args.compile)
-    planner = make_planner(args.planner, spec.is_tiny, args.planner_backend, args.low_vram or args.device == "cpu")
-    return Studio(backend=backend, store=OutputStore(args.outputs or default_outputs_dir()), planner=planner)
+    on_cpu = args.low_vram or args.device == "cpu"
+    planner = make_planner(args.planner, spec.is_tiny, args.lm_backend, on_cpu)
+    lyrics = make_lyrics_writer(args.lyrics_model, spec.is_tiny, args.lm_backend, on_cpu)
+    store = OutputStore(args.outputs or default_outputs_dir())
+    return Studio(backend=backend, store=store, planner=planner, lyrics=lyrics)
+
+
+def make_lyrics_writer(name: str | None, tiny: bool, backend: str = "auto", on_cpu: bool = False) -> LyricsLM | None:
+    """The lyrics writer, not loaded yet: the named model, the tiny test LM beside a tiny DiT, or none."""
+    if name is not None and name.lower() == "none":
+        return None
+    if name is None and tiny:
+        return LyricsLM(str(tiny_lyrics_dir()), backend="transformers", device="cpu", loader=_load_tiny_lyrics)
+    return LyricsLM(name or DEFAULT_LYRICS_MODEL, backend=backend, device="cpu" if on_cpu else None)
+
+
+def _load_tiny_lyrics(source: str, backend: str, device: str | None):
+    """Build the tiny test writer on first use (a second), then load it like any LM."""
+    ensure_tiny_lyrics_lm(Path(source).parent)
+    return load_lyrics_lm(source, backend, device)
 
 
 TINY_PLANNER_CAPTION_TOKENS = 24  # a random-weight LM rarely ends its caption by itself

@@ -110,6 +110,21 @@ _run_on_gpu = _gpu(estimate_gpu_seconds)(_run)
 _retry_on_gpu = _gpu(_retry_seconds)(_run)
 
 
+LYRICS_GPU_S = 90  # a 7B writer's 700 tokens at ~20 tokens/s, with loading and margin
+
+
+def _write_lyrics(request: Any, progress: Any = None) -> Any:
+    """Stream the lyrics writer's text (each item the whole text so far) from a GPU worker."""
+    from backend import RunControl
+
+    if _attached is None or _attached.lyrics is None:
+        raise RuntimeError("zerogpu.attach(studio) was not called, or the studio has no lyrics writer")
+    yield from _attached.lyrics.write(request, RunControl(progress))
+
+
+write_lyrics_on_zerogpu = _gpu(LYRICS_GPU_S)(_write_lyrics)
+
+
 class GpuAborted(RuntimeError):
     """ZeroGPU aborted the task twice (usually: the song took longer than the GPU time granted)."""
 

@@ -95,7 +95,7 @@ def test_apply_settings_restores_the_form(server):
         prompt="ambient drone", seed=5, batch_size=2, bpm=88, audio_duration=10, api_name="/generate"
     )
     values = client.predict(json.dumps(settings), None, api_name="/apply_settings")
-    advanced = [c.name for panel in ("advanced", "output") for c in CONTROLS if c.panel == panel]
+    advanced = [c.name for panel in ("advanced", "lora", "output") for c in CONTROLS if c.panel == panel]
     generate_panel = [c.name for c in CONTROLS if c.panel in ("main", "planner") and "generate" in c.modes]
     restored = dict(zip(advanced, values, strict=False))
     generate_form = dict(zip(generate_panel, values[len(advanced) : len(advanced) + len(generate_panel)], strict=True))
@@ -226,7 +226,7 @@ def test_apply_settings_restores_a_rework_run_with_its_source(server, tmp_path):
         src_audio=src, prompt="outro", extend_seconds=7, extend_where="before", seed=8, api_name="/extend"
     )
     values = client.predict(json.dumps(settings), None, api_name="/apply_settings")
-    advanced = [c.name for panel in ("advanced", "output") for c in CONTROLS if c.panel == panel]
+    advanced = [c.name for panel in ("advanced", "lora", "output") for c in CONTROLS if c.panel == panel]
     keys = [(m, c.name) for m in app.MODE_TABS for c in CONTROLS if c.panel in ("main", "planner") and m in c.modes]
     keys += [("flow_edit", c.name) for c in CONTROLS if c.panel == "flow"]
     form = dict(zip(keys, values[len(advanced) : len(advanced) + len(keys)], strict=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -16,9 +17,19 @@ from outputs import OutputStore
 from studio import Studio
 
 
+def serve(studio: Studio):
+    port = free_port()
+    demo = app.launch(studio, "127.0.0.1", port, preload=False, prevent_thread_lock=True, quiet=True)
+    return demo, Client(f"http://127.0.0.1:{port}/", verbose=False)
+
+
 @pytest.fixture(scope="module")
 def server(tiny_backend, tiny_planner, tmp_path_factory):
-    studio = Studio(backend=tiny_backend, store=OutputStore(tmp_path_factory.mktemp("outputs")), planner=tiny_planner)
+    from serving import make_lyrics_writer
+
+    store = OutputStore(tmp_path_factory.mktemp("outputs"))
+    writer = make_lyrics_writer(None, tiny=True)
+    studio = Studio(backend=tiny_backend, store=store, planner=tiny_planner, lyrics=writer)
     port = free_port()
     demo = app.launch(studio, "127.0.0.1", port, preload=False, prevent_thread_lock=True, quiet=True)
     client = Client(f"http://127.0.0.1:{port}/", verbose=False)
@@ -94,3 +105,39 @@ def test_idea_fills_the_generate_form(server):
     assert keyscale.split()[-1] in ("major", "minor") and timesignature in ("2", "3", "4", "6") and language
     with pytest.raises(AppError, match="Write a line about the song first"):
         client.predict("   ", api_name="/idea")
+
+
+def test_lyrics_endpoint_streams_growing_text_without_the_prompt(server):
+    _, client = server
+    job = client.submit(brief="zebra quokka lighthouse", language="es", seed=5, max_new_tokens=200, api_name="/lyrics")
+    texts = [text for text, _ in job]
+    final, note = job.result()
+    assert texts and all(later.startswith(earlier) for earlier, later in itertools.pairwise(texts))
+    assert final.strip() and "Seed 5" in note
+    assert "zebra quokka lighthouse" not in final and "songwriter" not in final.lower()
+    again, _ = client.predict(brief="zebra quokka lighthouse", language="es", seed=5, max_new_tokens=200,
+                              api_name="/lyrics")  # fmt: skip
+    assert again == final  # same seed, same lyrics
+    with pytest.raises(AppError, match="brief: describe the song"):
+        client.predict(brief="  ", api_name="/lyrics")
+
+
+def test_an_unknown_lora_is_a_clear_error(server):
+    _, client = server
+    with pytest.raises(AppError, match="no LoRA named or with sha256 'cafebabe12'"):
+        client.predict(prompt="x", audio_duration=10, think=False, loras="cafebabe12:1", api_name="/generate")
+
+
+def test_a_lyrics_model_that_cannot_load_leaves_generate_working(tiny_backend, tmp_path):
+    from lyrics_lm import LyricsLM
+
+    broken = LyricsLM(str(tmp_path / "no-such-model"), backend="transformers", device="cpu")
+    demo, client = serve(Studio(backend=tiny_backend, store=OutputStore(tmp_path / "out"), lyrics=broken))
+    try:
+        with pytest.raises(AppError, match="no-such-model"):
+            client.predict(brief="rain", api_name="/lyrics")
+        _, settings = client.predict(prompt="rain", audio_duration=10, num_inference_steps=1, api_name="/generate")
+        assert settings["mode"] == "generate"
+    finally:
+        client.close()
+        demo.close()

@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -350,7 +351,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 with gr.Row(elem_classes="vary-row"):
                     variance = gr.Slider(
                         0, 1, value=DEFAULT_VARIANCE, step=0.05, label="Variance", info=TOOLTIPS["variance"],
-                        elem_id="variance",
+                        elem_id="variance", min_width=260,
                     )  # fmt: skip
                     vary_btn = gr.Button("Vary this run", variant="secondary", scale=0, min_width=140, elem_id="vary")
                 with gr.Row(elem_classes="share-row"):
@@ -673,7 +674,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 lyrics_request = LyricsRequest.from_values(values).validate().resolve_seed()
             except ValueError as error:
                 raise gr.Error(str(error), title="Check the lyrics settings") from error
-            note = f"Seed {lyrics_request.seed} · {html.escape(studio.lyrics.model)}"
+            note = f"Seed {lyrics_request.seed} · {html.escape(Path(studio.lyrics.model).name)}"
             control = RunControl(ProgressRelay(progress))
             session = _session_key(request)
             runs.start(session, control)

@@ -61,12 +61,14 @@ def build_lyrics_tab(available: bool) -> LyricsTab:
             value=defaults.language,
             label="Language",
             info=TOOLTIPS["lyrics_language"],
+            min_width=200,
         )
         preset = gr.Dropdown(
             choices=[*STRUCTURE_PRESETS, CUSTOM_STRUCTURE],
             value=next(name for name, value in STRUCTURE_PRESETS.items() if value == defaults.structure),
             label="Structure",
             info=TOOLTIPS["lyrics_preset"],
+            min_width=200,
         )
     inputs["structure"] = gr.Textbox(
         value=defaults.structure, label="Sections, in order", info=TOOLTIPS["lyrics_structure"]
@@ -82,6 +84,7 @@ def build_lyrics_tab(available: bool) -> LyricsTab:
             step=1,
             label="Lines per section",
             info=TOOLTIPS["lyrics_lines_per_section"],
+            min_width=240,
         )
         inputs["rhyme_scheme"] = gr.Dropdown(
             choices=list(RHYME_SCHEMES),
@@ -89,6 +92,7 @@ def build_lyrics_tab(available: bool) -> LyricsTab:
             allow_custom_value=True,
             label="Rhyme scheme",
             info=TOOLTIPS["lyrics_rhyme_scheme"],
+            min_width=200,
         )
     with gr.Accordion("Advanced", open=False):
         inputs["temperature"] = gr.Slider(
@@ -138,8 +142,8 @@ class LoraPanel:
 def build_lora_panel(preset_names: list[str]) -> LoraPanel:
     """The helpers around the ``loras`` field: pick a known LoRA, add a file, fetch a preset."""
     with gr.Row():
-        pick = gr.Dropdown(choices=[], label="Your LoRAs", info=TOOLTIPS["lora_pick"], scale=3)
-        weight = gr.Slider(0, MAX_LORA_WEIGHT, value=1.0, step=0.05, label="Weight", scale=2)
+        pick = gr.Dropdown(choices=[], label="Your LoRAs", info=TOOLTIPS["lora_pick"], scale=3, min_width=220)
+        weight = gr.Slider(0, MAX_LORA_WEIGHT, value=1.0, step=0.05, label="Weight", scale=2, min_width=220)
     with gr.Row():
         add_to_stack = gr.Button("Add to the stack", variant="secondary")
         refresh = gr.Button("Show my LoRAs", variant="secondary")

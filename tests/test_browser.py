@@ -227,3 +227,46 @@ def test_text_contrast_meets_wcag_aa(browser, studio_url, selector):
         assert ratio >= MIN_CONTRAST, f"{selector} contrast {ratio:.2f}:1"
     finally:
         context.close()
+
+
+def test_lyrics_tab_writes_and_hands_its_lyrics_to_generate_on_a_phone(browser, studio_url):
+    context, page = open_page(browser, studio_url, PHONE)
+    try:
+        page.locator("#mode-nav label", has_text="Lyrics").click()
+        page.locator("#lyrics-brief textarea").fill("a night train to Porto")
+        assert not page.get_by_role("button", name="Generate", exact=True).is_visible(), "no song buttons here"
+        page.locator("#lyrics-write").click()
+        box = page.locator("#lyrics-text textarea")
+        page.wait_for_function(
+            "() => document.querySelector('#lyrics-text textarea').value.trim().length > 0", timeout=120_000
+        )
+        written = ""
+        for _ in range(120):  # the text streams in: wait until it stops growing
+            page.wait_for_timeout(1_500)
+            if box.input_value() == written:
+                break
+            written = box.input_value()
+        assert overflow(page) <= 0
+        shot(page, "phone-lyrics")
+        page.locator("#lyrics-use").click()
+        page.locator("#generate-lyrics textarea").wait_for(state="visible")
+        page.wait_for_timeout(500)
+        assert page.locator("#generate-lyrics textarea").input_value() == written
+    finally:
+        context.close()
+
+
+def test_planner_is_collapsed_and_flow_edit_is_the_edit_tabs_second_method(browser, studio_url):
+    context, page = open_page(browser, studio_url, DESKTOP)
+    try:
+        assert page.locator("#generate-think").is_visible(), "Think is offered with the tiny planner"
+        assert not page.locator("#generate-lm_temperature").is_visible(), "the Planner panel starts collapsed"
+        page.locator("#mode-nav label", has_text="Edit").click()
+        page.locator("#edit-method").wait_for(state="visible")
+        assert not page.locator("#flow_edit-source_prompt").is_visible()
+        page.locator("#edit-method label", has_text="FlowEdit").click()
+        page.locator("#flow_edit-source_prompt").wait_for(state="visible")
+        assert overflow(page) <= 0
+        shot(page, "desktop-flow-edit")
+    finally:
+        context.close()

@@ -14,6 +14,7 @@ import os
 # operators it lacks instead of raising.
 os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
 
+import contextlib
 import logging
 import threading
 import time
@@ -138,6 +139,42 @@ def load_pipeline(
     return pipe
 
 
+@contextlib.contextmanager
+def _component_progress(report: Callable[[float], None]):
+    """Report the share of pipeline components ``from_pretrained`` has loaded (the header's
+    "loading 42%"), by wrapping the progress bar diffusers draws over them for the duration."""
+    try:
+        from diffusers.utils import logging as diffusers_logging
+    except ImportError:
+        yield
+        return
+    original = diffusers_logging.tqdm
+
+    class Counting:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(original, name)
+
+        def __call__(self, iterable=None, *args: Any, **kwargs: Any):
+            bar = original(iterable, *args, **kwargs)
+            if iterable is None or not str(kwargs.get("desc", "")).startswith("Loading pipeline components"):
+                return bar
+            items = list(bar)
+
+            def counted():
+                for done, item in enumerate(items):
+                    report(done / max(len(items), 1))
+                    yield item
+                report(1.0)
+
+            return counted()
+
+    diffusers_logging.tqdm = Counting()
+    try:
+        yield
+    finally:
+        diffusers_logging.tqdm = original
+
+
 def _unavailable_message(spec: ModelSpec, error: Exception) -> str:
     if spec.is_local:
         return (
@@ -179,7 +216,12 @@ class Backend:
         self.state = "not loaded"
         self.load_error: str | None = None
         self.load_seconds: float | None = None
+        # Of the pipeline's components loaded, once loading them has begun (not while downloading).
+        self.load_fraction: float | None = None
         self._load_started = 0.0
+
+    def _loaded_part(self, fraction: float) -> None:
+        self.load_fraction = fraction
 
     @property
     def device(self) -> DeviceInfo:
@@ -210,7 +252,9 @@ class Backend:
         """One line for the header: state, device and model."""
         state = self.state
         if state == "loading":
-            state = f"loading ({time.perf_counter() - self._load_started:.0f} s)"
+            elapsed = time.perf_counter() - self._load_started
+            fraction = self.load_fraction
+            state = f"loading {fraction:.0%}" if fraction is not None else f"loading ({elapsed:.0f} s)"
         parts = [state, self.device.label, self.spec.label]
         if self.spec.is_tiny:
             parts.append("test model: outputs noise")
@@ -228,13 +272,15 @@ class Backend:
             self.state = "loading"
             self._load_started = time.perf_counter()
             started = self._load_started
+            self.load_fraction = None
             try:
-                pipe = self._loader(
-                    self.spec,
-                    self.device,
-                    offload=self.offload,
-                    compile_dit=self.compile_dit,
-                )
+                with _component_progress(self._loaded_part):
+                    pipe = self._loader(
+                        self.spec,
+                        self.device,
+                        offload=self.offload,
+                        compile_dit=self.compile_dit,
+                    )
             except Exception as error:
                 self.state = "load failed"
                 if not isinstance(error, ModelUnavailableError):

@@ -94,3 +94,15 @@ def test_first_run_reports_the_model_loading(cache_dir):
     backend.generate(request.pipeline_kwargs(), [1], RunControl(lambda f, m: messages.append((f, m))))
     assert messages[0] == (0.0, "Loading tiny on CPU…")
     assert backend.state == "ready" and backend.load_seconds > 0
+
+
+def test_the_header_shows_the_share_of_components_loaded(cache_dir):
+    backend = Backend(resolve_model("tiny", cache_dir=cache_dir), device=DeviceInfo("cpu", "float32"))
+    seen: list[str] = []
+    record = backend._loaded_part
+    backend._loaded_part = lambda fraction: (record(fraction), seen.append(backend.status()))
+    backend.load()
+    percents = [int(line.split()[1].rstrip("%")) for line in seen]
+    assert seen[0].startswith("loading 0%")
+    assert percents == sorted(percents) and percents[-1] == 100 and len(set(percents)) >= 4
+    assert backend.status().startswith("ready")

@@ -123,6 +123,11 @@ def load_pipeline(
         pipe = AceStepPipeline.from_pretrained(spec.source, dtype=getattr(torch, device.dtype))
     except (OSError, ValueError) as error:
         raise ModelUnavailableError(_unavailable_message(spec, error)) from error
+    return place_pipeline(pipe, device, offload, compile_dit)
+
+
+def place_pipeline(pipe, device: DeviceInfo, offload: bool = False, compile_dit: bool = False):
+    """Ready a loaded pipeline for the studio: quiet, tiled VAE, on ``device`` (or offloaded), compiled."""
     pipe.set_progress_bar_config(disable=True)
     # Tiling bounds VAE memory on long songs; diffusers leaves it off.
     pipe.vae.enable_tiling()

@@ -2,25 +2,31 @@
 
     python bench.py --model tiny                   # CPU smoke run (what CI runs)
     python bench.py --model ./xl-turbo --durations 30 60 180 600 --batch 1 4
+    python bench.py --random-weights full-size --variant sft --durations 60 180   # nothing downloaded
 
 For each song length it times one bare pipeline call (split into text encoding, DiT
 steps and VAE decode by timing the pipeline's own components) and one full studio run
 (request to files on disk), then prints a table and writes JSON. The studio's overhead
-is the ratio of the two, measured in the same process on the same inputs.
+is the ratio of the two, measured in the same process on the same inputs. With a full-size
+model the DiT's estimated FLOPs per step give its MFU against the GPU's bf16 peak.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import json
+import math
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from backend import Backend, RunControl, pick_device
+from backend import Backend, RunControl, pick_device, place_pipeline
 from checkpoints import resolve_model
+from full_size import bf16_peak_tflops, dit_flops_per_step, parameter_counts
 from modes import GenerateRequest
 from outputs import OutputStore
 from studio import Studio
@@ -83,6 +89,10 @@ def bench_one(studio: Studio, timer: StageTimer, duration: int, batch: int, step
     started = time.perf_counter()
     run = studio.generate(request, RunControl())
     studio_s = time.perf_counter() - started
+    frames = math.ceil(duration * 25)
+    passes = 2 if request.guidance_scale > 1.0 else 1
+    flops = dit_flops_per_step(studio.backend.load(), frames, batch, passes)
+    peak = bf16_peak_tflops(device_name(studio.backend.device.device))
     return {
         "duration_s": duration,
         "batch": batch,
@@ -95,6 +105,9 @@ def bench_one(studio: Studio, timer: StageTimer, duration: int, batch: int, step
         "write_s": round(studio_s - run.settings["timings_s"]["generate"] - run.settings["timings_s"]["master"], 4),
         "real_time_factor": round(duration * batch / studio_s, 2),
         "overhead_ratio": round(studio_s / bare, 3),
+        "dit_tflops_per_step": round(flops / 1e12, 3),
+        "dit_tflops_per_s": round(flops / dit_step / 1e12, 3),
+        "mfu_percent": round(100 * flops / dit_step / (peak * 1e12), 1) if peak else None,
     }
 
 
@@ -106,14 +119,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="default: the checkpoint's own")
     parser.add_argument("--device", choices=("cuda", "mps", "cpu"), default=None)
     parser.add_argument("--json", type=Path, default=Path("bench.json"), help="where to write the results")
+    parser.add_argument(
+        "--random-weights",
+        choices=("full-size",),
+        default=None,
+        help="build the published 2B architecture with random weights instead of loading --model",
+    )
+    parser.add_argument("--variant", choices=("turbo", "sft", "base"), default="turbo", help="with --random-weights")
     args = parser.parse_args(argv)
 
-    spec = resolve_model(args.model)
+    spec = resolve_model(args.variant if args.random_weights else args.model)
+    loader = None
+    if args.random_weights:
+        spec = dataclasses.replace(spec, label=f"{args.variant} 2B (random weights)")
+        loader = functools.partial(_random_weights, turbo=args.variant == "turbo")
     durations = args.durations or (TINY_DURATIONS_S if spec.is_tiny else FULL_DURATIONS_S)
     steps = args.steps or spec.defaults.num_inference_steps
     device = pick_device(args.device)
     with tempfile.TemporaryDirectory() as folder:
-        studio = Studio(backend=Backend(spec, device=device), store=OutputStore(Path(folder)))
+        studio = Studio(backend=Backend(spec, device=device, loader=loader), store=OutputStore(Path(folder)))
         started = time.perf_counter()
         pipe = studio.backend.load()
         load_s = time.perf_counter() - started
@@ -122,14 +146,41 @@ def main(argv: list[str] | None = None) -> None:
         rows = [bench_one(studio, timer, d, b, steps) for b in args.batch for d in durations]
 
     print(f"model {spec.label} ({spec.variant}) on {device.label} {device.dtype}, {os.cpu_count()} CPUs")
-    print(f"load {load_s:.1f} s")
+    print(f"load {load_s:.1f} s; parameters: {parameter_counts(pipe)}")
     columns = ("duration_s", "batch", "steps", "text_encoding_s", "dit_step_s", "vae_decode_s", "write_s")
-    columns += ("pipeline_s", "studio_s", "real_time_factor", "overhead_ratio")
+    columns += ("pipeline_s", "studio_s", "real_time_factor", "overhead_ratio", "dit_tflops_per_s", "mfu_percent")
     print(" ".join(f"{c:>16}" for c in columns))
     for row in rows:
-        print(" ".join(f"{row[c]:>16}" for c in columns))
-    args.json.write_text(json.dumps({"model": spec.label, "device": device.device, "rows": rows}, indent=2))
+        print(" ".join(f"{row[c]!s:>16}" for c in columns))
+    summary = {"model": spec.label, "device": device.device, "device_name": device_name(device.device)}
+    summary |= {"dtype": device.dtype, "versions": _versions(), "rows": rows}
+    args.json.write_text(json.dumps(summary, indent=2))
     print(f"wrote {args.json}")
+
+
+def _random_weights(spec, device, offload: bool = False, compile_dit: bool = False, turbo: bool = True):
+    """``Backend``'s loader for --random-weights: the full-size pipeline, placed like a real one."""
+    import torch
+
+    from full_size import build_full_size_pipeline
+
+    return place_pipeline(build_full_size_pipeline(turbo, getattr(torch, device.dtype)), device, offload, compile_dit)
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return device
+
+
+def _versions() -> dict[str, str]:
+    import diffusers
+    import torch
+    import transformers
+
+    return {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__}
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ if [ "${ACE_STUDIO_BENCH:-0}" = 1 ]; then
   "$VENV/bin/python" bench.py --model tiny --json "${TMPDIR:-/tmp}/ace-studio-bench.json"
   # Finishing speed, and the reliability figures at full size (20 clients, 200 runs).
   "$VENV/bin/python" bench_finishing.py
+  # Tokens per second of the tiny planner and lyrics writer, on transformers and mlx.
+  "$VENV/bin/python" bench_lm.py --seconds 30 --json "${TMPDIR:-/tmp}/ace-studio-bench-lm.json"
   "$VENV/bin/python" reliability.py load --clients 20
   "$VENV/bin/python" reliability.py load --clients 40 --queue 8
   "$VENV/bin/python" reliability.py soak --runs 200

@@ -48,7 +48,7 @@ from zerogpu import GpuAborted, attach, run_on_zerogpu, write_lyrics_on_zerogpu
 
 log = logging.getLogger("ace_studio")
 
-FIT_INPUTS = ("lyrics", "instrumental", "audio_duration", "extend_seconds", "src_audio")
+FIT_INPUTS = ("lyrics", "instrumental", "audio_duration", "extend_seconds", "src_audio", "vocal_language")
 QUEUE_MAX_SIZE = 32  # waiting requests beyond this get a "busy" answer
 GPU_CONCURRENCY_ID = "gpu"  # every event that runs the model shares one slot
 GPU_EVENT_TIME_LIMIT_S = 3600  # a 10-minute song at 50 steps on a laptop CPU fits; a hung run does not
@@ -719,8 +719,10 @@ def build_ui(studio: Studio) -> gr.Blocks:
         )
         gr.on(
             [lyrics_tab.text.change, panels["generate"]["audio_duration"].change],
-            lambda text, duration: fit_line("generate", {"lyrics": text, "audio_duration": duration}),
-            inputs=[lyrics_tab.text, panels["generate"]["audio_duration"]],
+            lambda text, duration, language: fit_line(
+                "generate", {"lyrics": text, "audio_duration": duration, "vocal_language": language}
+            ),
+            inputs=[lyrics_tab.text, panels["generate"]["audio_duration"], lyrics_tab.inputs["language"]],
             outputs=lyrics_tab.meter,
             api_visibility="private",
             queue=False,

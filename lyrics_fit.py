@@ -22,7 +22,11 @@ SYLLABLES_PER_BEAT = 1.5  # with a bpm: how densely words sit on the beat at mos
 DURATION_STEP_S = 10  # suggestions are rounded up to this
 
 _TAG = re.compile(r"^\s*\[[^\]]*\]\s*$")
-_VOWEL_GROUPS = re.compile(r"[aeiouy\u00e0-\u00ff]+", re.IGNORECASE)
+# Vowels, plain and accented (not every letter of Latin-1: ñ and ç are consonants).
+_VOWEL_GROUPS = re.compile(r"[aeiouyàáâãäåæèéêëìíîïòóôõöøùúûüýÿœ]+", re.IGNORECASE)
+# Languages whose final e is usually silent in singing ("time", "love"); in Spanish, Italian
+# or Portuguese it is a syllable ("fuiste", "notte").
+SILENT_FINAL_E = frozenset({"en"})
 # Scripts where a character is about a syllable: CJK ideographs, kana, hangul syllables.
 _SYLLABIC_CHARS = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
@@ -47,18 +51,19 @@ class Fit:
         return f"{text}: too dense, the model will likely skip words. Try {self.suggested_s} s."
 
 
-def count_syllables(word: str) -> int:
+def count_syllables(word: str, language: str = "en") -> int:
     """Syllables in one word: characters for CJK/kana/hangul, vowel groups otherwise."""
     syllabic = len(_SYLLABIC_CHARS.findall(word))
     if syllabic:
         return syllabic
     groups = len(_VOWEL_GROUPS.findall(word))
-    if groups > 1 and word.lower().endswith("e") and not word.lower().endswith(("le", "ee")):
+    silent_e = language in SILENT_FINAL_E and word.lower().endswith("e") and not word.lower().endswith(("le", "ee"))
+    if groups > 1 and silent_e:
         groups -= 1  # a silent final e: "time", "love"
     return max(groups, 1)
 
 
-def measure(lyrics: str, duration_s: float, bpm: int | None = None) -> Fit:
+def measure(lyrics: str, duration_s: float, bpm: int | None = None, language: str = "en") -> Fit:
     """Estimate how well ``lyrics`` fit ``duration_s`` seconds (at ``bpm`` when given)."""
     sung: list[str] = []
     sections = 0
@@ -67,7 +72,7 @@ def measure(lyrics: str, duration_s: float, bpm: int | None = None) -> Fit:
             sections += 1
         elif line.strip():
             sung.append(line)
-    syllables = sum(count_syllables(word) for line in sung for word in _WORD.findall(line))
+    syllables = sum(count_syllables(word, language) for line in sung for word in _WORD.findall(line))
     if syllables == 0:
         return Fit(0, sections, 0.0, MIN_DURATION_S, "empty")
     singing_s = max(duration_s - SECTION_GAP_S * max(sections, 1), 1.0)
@@ -104,4 +109,4 @@ def fit_line(mode: str, values: dict[str, Any]) -> str:
         return ""  # the form's own validation will say what is wrong
     if not duration or not lyrics.strip():
         return ""
-    return measure(lyrics, duration, bpm).message(duration)
+    return measure(lyrics, duration, bpm, str(values.get("vocal_language") or "en")).message(duration)

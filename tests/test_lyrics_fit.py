@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from lyrics_fit import count_syllables, fit_line, measure
@@ -50,3 +51,18 @@ def test_each_tab_measures_against_the_length_its_lyrics_get(tmp_path):
     assert "in 40 s" in fit_line("cover", {"lyrics": dense, "src_audio": str(song), "audio_duration": 40})
     assert fit_line("edit", {"lyrics": dense, "src_audio": None}) == ""
     assert fit_line("generate", {"lyrics": dense, "audio_duration": 20, "bpm": "fast"}) == ""
+
+
+@pytest.mark.parametrize(
+    ("line", "language", "syllables"),
+    [
+        ("walking down the morning street", "en", 7),  # walk-ing down the morn-ing street
+        ("we sing together all night long", "en", 8),  # we sing to-geth-er all night long
+        ("I love the time we make", "en", 6),  # silent final e: love, time, make
+        ("Te fuiste un martes", "es", 6),  # te fuis-te un mar-tes (the final e is sung)
+        ("Corazón, canción, mañana", "es", 8),  # co-ra-zón can-ción ma-ña-na (ñ is no vowel)
+        ("bailando bajo la luna", "es", 8),  # bai-lan-do ba-jo la lu-na
+    ],
+)
+def test_known_english_and_spanish_lines(line, language, syllables):
+    assert measure(line, 60, language=language).syllables == syllables

@@ -11,8 +11,6 @@ import html
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -22,12 +20,11 @@ from controls import build_main_panel, build_panel, build_shared_panel
 from examples import EXAMPLE_FIELDS, EXAMPLES, example_rows
 from flow_edit import FlowEditRequest
 from history import add_to_history, history_choices
-from lora_presets import fetch_preset, load_presets
+from lora_presets import load_presets
 from lyrics_fit import fit_line
-from lyrics_lm import LyricsRequest
-from lyrics_tab import build_lora_panel, build_lyrics_tab, structure_of, with_lora
 from modes import MAX_BATCH, MAX_DURATION_S, MIN_DURATION_S, RANDOM_SEED, SongRequest
 from outputs import SETTINGS_FILE, Run, load_settings
+from panels import build_lora_panel, build_lyrics_tab, wire_lyrics_and_lora
 from serving import (
     LOCAL_HOSTS,
     lan_addresses,
@@ -43,15 +40,23 @@ from stems import DEFAULT_STEM_MODEL, STEM_MODELS, StemModelUnavailableError
 from studio import INPUT_FILES, SONG_TYPES, STUDIO_NAME, Studio, replay_values
 from theme import CSS, brutalist_mono
 from tooltips import TOOLTIPS
-from variations import DEFAULT_VARIANCE, VaryRequest
-from zerogpu import GpuAborted, attach, run_on_zerogpu, write_lyrics_on_zerogpu
+from ui_runs import (
+    RUN_OPTIONS,
+    ActiveRuns,
+    ProgressRelay,
+    api_handler,
+    run_files,
+    run_generate,
+    run_vary,
+    session_key,
+)
+from variations import DEFAULT_VARIANCE
+from zerogpu import attach
 
 log = logging.getLogger("ace_studio")
 
 FIT_INPUTS = ("lyrics", "instrumental", "audio_duration", "extend_seconds", "src_audio", "vocal_language")
 QUEUE_MAX_SIZE = 32  # waiting requests beyond this get a "busy" answer
-GPU_CONCURRENCY_ID = "gpu"  # every event that runs the model shares one slot
-GPU_EVENT_TIME_LIMIT_S = 3600  # a 10-minute song at 50 steps on a laptop CPU fits; a hung run does not
 # A 10-minute, 96 kHz, 32-bit float stereo WAV is 461 MB: the largest upload that
 # audio intake would accept anyway.
 MAX_UPLOAD = "512mb"
@@ -63,46 +68,6 @@ TEST_MODEL_BANNER = (
     "**Test model: outputs noise.** The `{label}` model has random weights; it exists so the "
     "studio runs offline. Start with `--model xl-turbo` (or another checkpoint) for real music."
 )
-
-
-class ActiveRuns:
-    """The run each browser session has in flight, so that Cancel reaches the right one."""
-
-    def __init__(self) -> None:
-        self._runs: dict[str, RunControl] = {}
-        self._lock = threading.Lock()
-
-    def start(self, key: str, control: RunControl) -> None:
-        with self._lock:
-            self._runs[key] = control
-
-    def finish(self, key: str, control: RunControl) -> None:
-        with self._lock:
-            if self._runs.get(key) is control:
-                del self._runs[key]
-
-    def cancel(self, key: str) -> bool:
-        with self._lock:
-            control = self._runs.get(key)
-        if control is None:
-            return False
-        control.cancel()
-        return True
-
-
-class ProgressRelay:
-    """``gr.Progress`` as the engine's ``(fraction, message)`` callback; a class, not a
-    lambda, so that ZeroGPU can pickle it into its worker."""
-
-    def __init__(self, progress: gr.Progress) -> None:
-        self.progress = progress
-
-    def __call__(self, fraction: float, message: str) -> None:
-        self.progress(fraction, desc=message)
-
-
-def _session_key(request: gr.Request | None) -> str:
-    return (request.session_hash if request is not None else None) or "anonymous"
 
 
 def _status_markdown(studio: Studio) -> str:
@@ -139,98 +104,6 @@ def _run_summary(run: Run) -> str:
 def _figure(value: float | None) -> str:
     """A decibel figure; silence has none (-inf, saved as null)."""
     return "–∞" if value is None else f"{value:.1f}"
-
-
-def _run_files(run: Run) -> list[str]:
-    files = [str(path) for take in run.takes for path in take.files.values()]
-    return [*files, str(run.settings_path)]
-
-
-def run_generate(
-    studio: Studio,
-    runs: ActiveRuns,
-    values: dict[str, Any],
-    session: str,
-    progress: Callable[[float, str], None] | None,
-    new_seed: bool = False,
-    mode: str = "generate",
-) -> Run | None:
-    """Validate, generate and save one request; ``None`` when the user cancelled.
-
-    Turns the studio's plain exceptions into ``gr.Error`` messages; nothing is saved
-    on any failure.
-    """
-    try:
-        request = SONG_TYPES[mode].from_values(values)
-    except ValueError as error:
-        raise gr.Error(str(error), title="Check the settings") from error
-    if new_seed:
-        request = request.with_seed(-1)
-    thinking = bool(getattr(request, "think", False)) and not getattr(request, "audio_codes", "")
-    return guarded_run(
-        runs,
-        session,
-        progress,
-        lambda control: studio.generate(request, control),
-        lambda: run_on_zerogpu(request, think=thinking, lora_count=len(request.lora_items()), progress=progress),
-    )
-
-
-def run_vary(
-    studio: Studio,
-    runs: ActiveRuns,
-    values: dict[str, Any],
-    session: str,
-    progress: Callable[[float, str], None] | None,
-) -> Run | None:
-    """Vary a saved run (``parent_run_id``, ``variance``, ``seed``); ``None`` when cancelled."""
-    try:
-        request = VaryRequest.from_values(values).validate()
-        settings = load_settings(studio.store.run_folder(request.parent_run_id) / SETTINGS_FILE)
-    except ValueError as error:
-        raise gr.Error(str(error), title="Check the settings") from error
-
-    def on_gpu() -> Run:
-        try:  # the parent's request sizes the GPU time
-            parent = SONG_TYPES[settings["mode"]].from_values(settings["request"])
-        except (KeyError, ValueError):
-            parent = SONG_TYPES["generate"]()
-        return run_on_zerogpu(parent, progress=progress, vary=request)
-
-    return guarded_run(runs, session, progress, lambda control: studio.vary(request, control), on_gpu)
-
-
-def guarded_run(
-    runs: ActiveRuns,
-    session: str,
-    progress: Callable[[float, str], None] | None,
-    work: Callable[[RunControl], Run],
-    on_gpu: Callable[[], Run],
-) -> Run | None:
-    """Run ``work`` as this session's cancellable run, turning the engine's plain exceptions
-    into ``gr.Error`` messages; nothing is saved on any failure."""
-    control = RunControl(progress)
-    runs.start(session, control)
-    try:
-        if on_zerogpu():
-            # ZeroGPU runs the engine in a forked worker, so Cancel there is Gradio's own.
-            return on_gpu()
-        return work(control)
-    except Cancelled:
-        return None
-    except ModelUnavailableError as error:
-        raise gr.Error(str(error), title="Model unavailable", duration=None) from error
-    except ValueError as error:
-        raise gr.Error(str(error), title="Could not generate") from error
-    except OSError as error:
-        raise gr.Error(f"Could not write the output files: {error}", title="Disk problem") from error
-    except GpuAborted as error:
-        raise gr.Error(str(error), title="GPU time ran out", duration=None) from error
-    except RuntimeError as error:  # the model itself failed, e.g. out of GPU memory
-        log.exception("generation failed")
-        raise gr.Error(f"Generation failed: {error}", title="Model error") from error
-    finally:
-        runs.finish(session, control)
 
 
 MODE_TABS = {"generate": "Generate", "cover": "Cover", "extend": "Extend", "edit": "Edit"}
@@ -452,7 +325,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 studio,
                 runs,
                 values,
-                _session_key(request),
+                session_key(request),
                 ProgressRelay(progress),
                 new_seed=new_seed,
                 mode=mode,
@@ -469,7 +342,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
             if not run_id:
                 raise gr.Error("Generate something first: Vary makes a new take near the latest run.")
             values = {"parent_run_id": run_id, "variance": variance}
-            return present(run_vary(studio, runs, values, _session_key(request), ProgressRelay(progress)), history)
+            return present(run_vary(studio, runs, values, session_key(request), ProgressRelay(progress)), history)
 
         def present(run: Run | None, history: list) -> tuple:
             """A finished run (or a cancelled one, ``None``) as the page's outputs."""
@@ -494,7 +367,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
             return (
                 _run_summary(run),
                 *player_updates,
-                _run_files(run),
+                run_files(run),
                 json.dumps(run.settings, indent=2, ensure_ascii=False),
                 _status_markdown(studio),
                 run.run_id,
@@ -504,7 +377,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
 
         last_run = gr.State("")  # this session's latest run, for Stems
         ui_outputs = [summary, *players, downloads, settings_text, status, last_run, history, history_pick]
-        run_options = dict(concurrency_id=GPU_CONCURRENCY_ID, concurrency_limit=1, time_limit=GPU_EVENT_TIME_LIMIT_S)
+        run_options = RUN_OPTIONS
         for button, new_seed in ((generate_btn, False), (retake_btn, True)):
             button.click(
                 generate_handler,
@@ -530,7 +403,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
         )
 
         def cancel_handler(request: gr.Request = None) -> str:
-            if runs.cancel(_session_key(request)):
+            if runs.cancel(session_key(request)):
                 return "Cancelling…"
             return "Nothing is running."
 
@@ -546,7 +419,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
             if not run_id:
                 raise gr.Error("Generate something first (or pass the run_id of a saved run).")
             control = RunControl(lambda fraction, message: progress(fraction, desc=message))
-            session = _session_key(request)
+            session = session_key(request)
             runs.start(session, control)
             try:
                 return [str(path) for path in studio.stems(run_id, int(take or 1), stem_model, control)]
@@ -641,7 +514,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
             if len(idea) > 2_000:
                 raise gr.Error("idea: over the 2,000-character limit", title="Check the idea")
             control = RunControl(ProgressRelay(progress))
-            session = _session_key(request)
+            session = session_key(request)
             runs.start(session, control)
             try:
                 plan = studio.planner.plan_from_idea(
@@ -665,164 +538,18 @@ def build_ui(studio: Studio) -> gr.Blocks:
             **run_options,
         )
 
-        # ---- the lyrics writer: its tab, "Write lyrics for me" on Generate, and the idea's lyrics
-        def stream_lyrics(values: dict[str, Any], progress: gr.Progress, request: gr.Request | None):
-            """The growing text and a note (seed, model); keeps what was written when stopped."""
-            if studio.lyrics is None:
-                raise gr.Error("This studio was started without a lyrics writer (--lyrics-model none).")
-            try:
-                lyrics_request = LyricsRequest.from_values(values).validate().resolve_seed()
-            except ValueError as error:
-                raise gr.Error(str(error), title="Check the lyrics settings") from error
-            note = f"Seed {lyrics_request.seed} · {html.escape(Path(studio.lyrics.model).name)}"
-            control = RunControl(ProgressRelay(progress))
-            session = _session_key(request)
-            runs.start(session, control)
-            try:
-                texts = (
-                    write_lyrics_on_zerogpu(lyrics_request, ProgressRelay(progress))
-                    if on_zerogpu()
-                    else studio.lyrics.write(lyrics_request, control)
-                )
-                for text in texts:
-                    yield text, note
-            except Cancelled:
-                gr.Info("Stopped: the lines written so far are kept.")
-            except ModelUnavailableError as error:
-                raise gr.Error(str(error), title="Lyrics model unavailable", duration=None) from error
-            except ValueError as error:
-                raise gr.Error(str(error), title="Could not write lyrics") from error
-            finally:
-                runs.finish(session, control)
-
-        def lyrics_handler(
-            progress: gr.Progress = gr.Progress(), request: gr.Request = None, **values: Any
-        ) -> Iterator[tuple[str, str]]:
-            yield from stream_lyrics(values, progress, request)
-
-        lyrics_handler.__doc__ = LYRICS_API_DOC
-        lyrics_options = dict(concurrency_id="lyrics", concurrency_limit=1, time_limit=GPU_EVENT_TIME_LIMIT_S)
-        lyrics_tab.write.click(
-            lyrics_handler,
-            inputs_kwargs=lyrics_tab.inputs,
-            outputs=[lyrics_tab.text, lyrics_tab.note],
-            api_name="lyrics",
-            **lyrics_options,
-        )
-        lyrics_tab.stop.click(cancel_handler, outputs=lyrics_tab.note, queue=False, api_visibility="private")
-        lyrics_tab.preset.change(
-            structure_of,
-            inputs=[lyrics_tab.preset, lyrics_tab.inputs["structure"]],
-            outputs=lyrics_tab.inputs["structure"],
-            api_visibility="private",
-            queue=False,
-        )
-        gr.on(
-            [lyrics_tab.text.change, panels["generate"]["audio_duration"].change],
-            lambda text, duration, language: fit_line(
-                "generate", {"lyrics": text, "audio_duration": duration, "vocal_language": language}
-            ),
-            inputs=[lyrics_tab.text, panels["generate"]["audio_duration"], lyrics_tab.inputs["language"]],
-            outputs=lyrics_tab.meter,
-            api_visibility="private",
-            queue=False,
-            show_progress="hidden",
-        )
-        lyrics_tab.use.click(
-            lambda text, language: (text, language, "generate"),
-            inputs=[lyrics_tab.text, lyrics_tab.inputs["language"]],
-            outputs=[panels["generate"]["lyrics"], panels["generate"]["vocal_language"], mode_nav],
-            api_visibility="private",
-            queue=False,
-        )
-
-        def lyrics_for_generate(
-            brief: str, language: str, progress: gr.Progress = gr.Progress(), request: gr.Request = None
-        ) -> Iterator[str]:
-            if not (brief or "").strip():
-                raise gr.Error("Describe the song in Style first: it is the brief the writer works from.")
-            for text, _ in stream_lyrics({"brief": brief, "language": language}, progress, request):
-                yield text
-
-        write_for_me.click(
-            lyrics_for_generate,
-            inputs=[panels["generate"]["prompt"], panels["generate"]["vocal_language"]],
-            outputs=panels["generate"]["lyrics"],
-            api_visibility="private",
-            **lyrics_options,
-        )
-        if studio.lyrics is not None:
-            idea_event.success(
-                lyrics_for_generate,
-                inputs=[idea, panels["generate"]["vocal_language"]],
-                outputs=panels["generate"]["lyrics"],
-                api_visibility="private",
-                **lyrics_options,
-            )
-
-        # ---- the LoRA panel: pick, add a file, fetch a preset; the stack itself is the "loras" field
-        def lora_choices(selected: str | None = None) -> gr.Dropdown:
-            try:
-                entries = studio.known_loras()
-            except ModelUnavailableError as error:
-                raise gr.Error(str(error), title="Model unavailable") from error
-            return gr.Dropdown(
-                choices=[(f"{entry.name} · {entry.sha256[:8]}", entry.sha256[:16]) for entry in entries],
-                value=selected,
-            )
-
-        lora_panel.refresh.click(lora_choices, outputs=lora_panel.pick, api_visibility="private", **run_options)
-
-        def add_to_stack(stack: str, key: str | None, weight: float) -> str:
-            try:
-                return with_lora(stack, key, weight)
-            except ValueError as error:
-                raise gr.Error(str(error)) from error
-
-        lora_panel.add_to_stack.click(
-            add_to_stack,
-            inputs=[advanced["loras"], lora_panel.pick, lora_panel.weight],
-            outputs=advanced["loras"],
-            api_visibility="private",
-            queue=False,
-        )
-
-        def add_lora_file(path: str | None, name: str) -> tuple:
-            if not path:
-                raise gr.Error("Choose a .safetensors file first.")
-            try:
-                entry = studio.add_lora(path, name=name.strip() or None)
-            except (ValueError, ModelUnavailableError) as error:
-                raise gr.Error(str(error), title="LoRA refused") from error
-            note = f"Added **{html.escape(entry.name)}** (rank {entry.info.rank}, {len(entry.info.modules)} layers)."
-            return lora_choices(entry.sha256[:16]), note
-
-        lora_panel.add_file.click(
-            add_lora_file,
-            inputs=[lora_panel.upload, lora_panel.name],
-            outputs=[lora_panel.pick, lora_panel.note],
-            api_visibility="private",
-            **run_options,
-        )
-
-        def fetch_lora_preset(name: str | None, progress: gr.Progress = gr.Progress()) -> tuple:
-            if not name:
-                raise gr.Error("Pick a preset first.")
-            try:
-                preset = next(preset for preset in load_presets() if preset.name == name)
-                path = fetch_preset(name, ProgressRelay(progress))
-                entry = studio.add_lora(path, name=preset.name, trigger_words=preset.trigger_words)
-            except (ValueError, ModelUnavailableError, StopIteration) as error:
-                raise gr.Error(str(error), title="Could not add the preset") from error
-            note = f"Added **{html.escape(entry.name)}**; suggested weight {preset.weight:g}."
-            return lora_choices(entry.sha256[:16]), note
-
-        lora_panel.fetch.click(
-            fetch_lora_preset,
-            inputs=lora_panel.preset,
-            outputs=[lora_panel.pick, lora_panel.note],
-            api_visibility="private",
-            **run_options,
+        wire_lyrics_and_lora(
+            studio,
+            runs,
+            lyrics_tab=lyrics_tab,
+            lora_panel=lora_panel,
+            generate=panels["generate"],
+            advanced=advanced,
+            mode_nav=mode_nav,
+            write_for_me=write_for_me,
+            idea=idea,
+            idea_event=idea_event,
+            cancel_handler=cancel_handler,
         )
 
         restore_btn.click(restore_handler, inputs=history_pick, outputs=form_targets, api_visibility="private")
@@ -940,7 +667,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
             flow_inputs |= build_panel("flow", "flow_edit", studio.defaults(FlowEditRequest))
         for mode, panel in [*panels.items(), ("flow_edit", flow_inputs)]:
             gr.Button(visible=False).click(
-                _api_handler(studio, runs, mode),
+                api_handler(studio, runs, mode),
                 inputs_kwargs={**panel, **advanced},
                 outputs=[api_files, api_settings],
                 api_name=mode,
@@ -967,10 +694,10 @@ def build_ui(studio: Studio) -> gr.Blocks:
             values = {"parent_run_id": parent_run_id, "variance": variance}
             if seed not in (None, RANDOM_SEED):
                 values["seed"] = seed
-            run = run_vary(studio, runs, values, _session_key(request), ProgressRelay(progress))
+            run = run_vary(studio, runs, values, session_key(request), ProgressRelay(progress))
             if run is None:
                 raise gr.Error("Cancelled: nothing was saved.")
-            return _run_files(run), run.settings
+            return run_files(run), run.settings
 
         gr.Button(visible=False).click(
             vary_api,
@@ -994,81 +721,6 @@ def build_ui(studio: Studio) -> gr.Blocks:
         status_timer.tick(refresh_status, outputs=[status, status_timer], api_visibility="private", queue=False)
         demo.load(refresh_status, outputs=[status, status_timer], api_visibility="private", queue=False)
     return demo
-
-
-def _api_handler(studio: Studio, runs: ActiveRuns, mode: str) -> Callable[..., tuple[list[str], dict]]:
-    fields = set(SONG_TYPES[mode].field_names())
-
-    # The optional inputs are spelled out with a None default so that API clients may
-    # omit them (Gradio makes a parameter optional only then, or when the component
-    # has a value).
-    def handler(
-        bpm: int | None = None,
-        reference_audio: str | None = None,
-        audio_duration: float | None = None,
-        cover_image: str | None = None,
-        n_max: int | None = None,
-        repainting_end: float | None = None,
-        progress: gr.Progress = gr.Progress(track_tqdm=True),
-        request: gr.Request = None,
-        **values: Any,
-    ) -> tuple[list[str], dict]:
-        optional = {
-            "bpm": bpm,
-            "reference_audio": reference_audio,
-            "audio_duration": audio_duration,
-            "cover_image": cover_image,
-            "n_max": n_max,
-            "repainting_end": repainting_end,
-        }
-        values.update({name: value for name, value in optional.items() if name in fields})
-        run = run_generate(studio, runs, values, _session_key(request), ProgressRelay(progress), mode=mode)
-        if run is None:
-            raise gr.Error("Cancelled: nothing was saved.")
-        return _run_files(run), run.settings
-
-    handler.__name__ = f"{mode}_api"
-    handler.__doc__ = _api_doc(mode)  # what MCP clients and the API page show
-    return handler
-
-
-API_SUMMARIES = {
-    "generate": "Make a song from a style prompt and lyrics with ACE-Step 1.5.",
-    "cover": "Re-make an uploaded song in a new style, optionally with new lyrics and a timbre reference.",
-    "extend": "Continue an uploaded song after its end or before its start with new music and lyrics.",
-    "edit": "Re-make one time segment of an uploaded song and leave the rest untouched.",
-    "flow_edit": "Change an uploaded song's words or style and keep its music (FlowEdit): describe the song "
-    "as it is (source_prompt, source_lyrics) and as it should be (prompt, lyrics), optionally for one segment.",
-}
-
-
-LYRICS_API_DOC = """Write song lyrics ACE-Step can sing, with section tags, streamed as they are written.
-
-Args:
-    brief: What the song is about: its story, mood or theme.
-    language: The language to write in (a code ACE-Step sings, e.g. en, es, ja).
-    structure: Section names in order, comma-separated (intro, verse, pre-chorus, chorus, bridge, outro).
-    tone: How it should feel (optional).
-    lines_per_section: About how many lines each sung section gets (1-16).
-    rhyme_scheme: One letter per line (ABAB, AABB, ABCB...) or free.
-    temperature: Higher writes more surprising lines (0-2).
-    top_p: Nucleus sampling (above 0, at most 1).
-    max_new_tokens: The longest reply (64-2048 tokens).
-    seed: The same seed and settings write the same lyrics; -1 picks a random one.
-
-Returns:
-    The lyrics so far (the last message holds them all) and a note with the seed and model.
-"""
-
-
-def _api_doc(mode: str) -> str:
-    """A Google-style docstring for one mode's endpoint, from the tooltips."""
-    lines = [API_SUMMARIES[mode], "", "Args:"]
-    for name in SONG_TYPES[mode].field_names():
-        help_text = " ".join(str(TOOLTIPS.get(name, name.replace("_", " "))).split())
-        lines.append(f"    {name}: {help_text}")
-    lines += ["", "Returns:", "    The run's files (WAV, FLAC, MP3 per take, settings.json) and its settings."]
-    return "\n".join(lines)
 
 
 def _form_value(name: str, value: Any) -> Any:

@@ -61,7 +61,7 @@ class StageTimer:
         self.step_times.clear()
 
 
-def bench_one(studio: Studio, timer: StageTimer, duration: int, batch: int, steps: int) -> dict:
+def bench_one(studio: Studio, timer: StageTimer, duration: int, batch: int, steps: int, repeats: int = 1) -> dict:
     request = GenerateRequest(
         prompt="upbeat synth-pop, female vocals",
         lyrics="[verse]\nneon lights and midnight trains\n[chorus]\nwe are the sound",
@@ -71,7 +71,6 @@ def bench_one(studio: Studio, timer: StageTimer, duration: int, batch: int, step
         batch_size=batch,
     ).validate()
     request = studio.backend.normalise(request)
-    timer.reset()
     last = [time.perf_counter()]
 
     def on_progress(fraction: float, message: str) -> None:
@@ -80,15 +79,23 @@ def bench_one(studio: Studio, timer: StageTimer, duration: int, batch: int, step
             timer.step_times.append(now - last[0])
         last[0] = now
 
-    started = time.perf_counter()
-    studio.backend.generate(request.pipeline_kwargs(), request.take_seeds(), RunControl(on_progress))
-    bare = time.perf_counter() - started
-    stages = dict(timer.totals)
-    # The first step also waits for encoding; the median step is the DiT's cost.
-    dit_step = statistics.median(timer.step_times[1:] or timer.step_times)
-    started = time.perf_counter()
-    run = studio.generate(request, RunControl())
-    studio_s = time.perf_counter() - started
+    # Bare pipeline and studio runs alternate, so drift (heat, other load) hits both alike;
+    # the medians are compared.
+    bare_times, studio_times, write_times = [], [], []
+    for _ in range(repeats):
+        timer.reset()
+        last[0] = started = time.perf_counter()
+        studio.backend.generate(request.pipeline_kwargs(), request.take_seeds(), RunControl(on_progress))
+        bare_times.append(time.perf_counter() - started)
+        stages = dict(timer.totals)
+        # The first step also waits for encoding; the median step is the DiT's cost.
+        dit_step = statistics.median(timer.step_times[1:] or timer.step_times)
+        started = time.perf_counter()
+        run = studio.generate(request, RunControl())
+        studio_times.append(time.perf_counter() - started)
+        timings = run.settings["timings_s"]
+        write_times.append(studio_times[-1] - timings["generate"] - timings["master"])
+    bare, studio_s = statistics.median(bare_times), statistics.median(studio_times)
     frames = math.ceil(duration * 25)
     passes = 2 if request.guidance_scale > 1.0 else 1
     flops = dit_flops_per_step(studio.backend.load(), frames, batch, passes)
@@ -102,7 +109,7 @@ def bench_one(studio: Studio, timer: StageTimer, duration: int, batch: int, step
         "vae_decode_s": round(stages.get("VAE decode", 0.0), 4),
         "pipeline_s": round(bare, 4),
         "studio_s": round(studio_s, 4),
-        "write_s": round(studio_s - run.settings["timings_s"]["generate"] - run.settings["timings_s"]["master"], 4),
+        "write_s": round(statistics.median(write_times), 4),
         "real_time_factor": round(duration * batch / studio_s, 2),
         "overhead_ratio": round(studio_s / bare, 3),
         "dit_tflops_per_step": round(flops / 1e12, 3),
@@ -126,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         help="build the published 2B architecture with random weights instead of loading --model",
     )
     parser.add_argument("--variant", choices=("turbo", "sft", "base"), default="turbo", help="with --random-weights")
+    parser.add_argument("--repeats", type=int, default=1, help="bare/studio pairs per row; medians are compared")
     args = parser.parse_args(argv)
 
     spec = resolve_model(args.variant if args.random_weights else args.model)
@@ -143,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         load_s = time.perf_counter() - started
         timer = StageTimer(pipe)
         bench_one(studio, timer, min(durations), 1, steps)  # warm-up: first-call allocations
-        rows = [bench_one(studio, timer, d, b, steps) for b in args.batch for d in durations]
+        rows = [bench_one(studio, timer, d, b, steps, args.repeats) for b in args.batch for d in durations]
 
     print(f"model {spec.label} ({spec.variant}) on {device.label} {device.dtype}, {os.cpu_count()} CPUs")
     print(f"load {load_s:.1f} s; parameters: {parameter_counts(pipe)}")

@@ -1,0 +1,217 @@
+"""Runs from the page and the named API: one cancellable run per browser session, the engine's
+plain exceptions turned into ``gr.Error`` messages, ZeroGPU when on a Space, and the per-mode
+API handlers with their docstrings (what the API page and MCP clients show).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+
+from backend import Cancelled, ModelUnavailableError, RunControl
+from outputs import SETTINGS_FILE, Run, load_settings
+from serving import on_zerogpu
+from studio import SONG_TYPES, Studio
+from tooltips import TOOLTIPS
+from variations import VaryRequest
+from zerogpu import GpuAborted, run_on_zerogpu
+
+log = logging.getLogger("ace_studio")
+
+GPU_CONCURRENCY_ID = "gpu"  # every event that runs the model shares one slot
+GPU_EVENT_TIME_LIMIT_S = 3600  # a 10-minute song at 50 steps on a laptop CPU fits; a hung run does not
+RUN_OPTIONS: dict[str, Any] = dict(
+    concurrency_id=GPU_CONCURRENCY_ID, concurrency_limit=1, time_limit=GPU_EVENT_TIME_LIMIT_S
+)
+
+
+class ActiveRuns:
+    """The run each browser session has in flight, so that Cancel reaches the right one."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, RunControl] = {}
+        self._lock = threading.Lock()
+
+    def start(self, key: str, control: RunControl) -> None:
+        with self._lock:
+            self._runs[key] = control
+
+    def finish(self, key: str, control: RunControl) -> None:
+        with self._lock:
+            if self._runs.get(key) is control:
+                del self._runs[key]
+
+    def cancel(self, key: str) -> bool:
+        with self._lock:
+            control = self._runs.get(key)
+        if control is None:
+            return False
+        control.cancel()
+        return True
+
+
+class ProgressRelay:
+    """``gr.Progress`` as the engine's ``(fraction, message)`` callback; a class, not a
+    lambda, so that ZeroGPU can pickle it into its worker."""
+
+    def __init__(self, progress: gr.Progress) -> None:
+        self.progress = progress
+
+    def __call__(self, fraction: float, message: str) -> None:
+        self.progress(fraction, desc=message)
+
+
+def session_key(request: gr.Request | None) -> str:
+    return (request.session_hash if request is not None else None) or "anonymous"
+
+
+def run_files(run: Run) -> list[str]:
+    files = [str(path) for take in run.takes for path in take.files.values()]
+    return [*files, str(run.settings_path)]
+
+
+def run_generate(
+    studio: Studio,
+    runs: ActiveRuns,
+    values: dict[str, Any],
+    session: str,
+    progress: Callable[[float, str], None] | None,
+    new_seed: bool = False,
+    mode: str = "generate",
+) -> Run | None:
+    """Validate, generate and save one request; ``None`` when the user cancelled.
+
+    Turns the studio's plain exceptions into ``gr.Error`` messages; nothing is saved
+    on any failure.
+    """
+    try:
+        request = SONG_TYPES[mode].from_values(values)
+    except ValueError as error:
+        raise gr.Error(str(error), title="Check the settings") from error
+    if new_seed:
+        request = request.with_seed(-1)
+    thinking = bool(getattr(request, "think", False)) and not getattr(request, "audio_codes", "")
+    return guarded_run(
+        runs,
+        session,
+        progress,
+        lambda control: studio.generate(request, control),
+        lambda: run_on_zerogpu(request, think=thinking, lora_count=len(request.lora_items()), progress=progress),
+    )
+
+
+def run_vary(
+    studio: Studio,
+    runs: ActiveRuns,
+    values: dict[str, Any],
+    session: str,
+    progress: Callable[[float, str], None] | None,
+) -> Run | None:
+    """Vary a saved run (``parent_run_id``, ``variance``, ``seed``); ``None`` when cancelled."""
+    try:
+        request = VaryRequest.from_values(values).validate()
+        settings = load_settings(studio.store.run_folder(request.parent_run_id) / SETTINGS_FILE)
+    except ValueError as error:
+        raise gr.Error(str(error), title="Check the settings") from error
+
+    def on_gpu() -> Run:
+        try:  # the parent's request sizes the GPU time
+            parent = SONG_TYPES[settings["mode"]].from_values(settings["request"])
+        except (KeyError, ValueError):
+            parent = SONG_TYPES["generate"]()
+        return run_on_zerogpu(parent, progress=progress, vary=request)
+
+    return guarded_run(runs, session, progress, lambda control: studio.vary(request, control), on_gpu)
+
+
+def guarded_run(
+    runs: ActiveRuns,
+    session: str,
+    progress: Callable[[float, str], None] | None,
+    work: Callable[[RunControl], Run],
+    on_gpu: Callable[[], Run],
+) -> Run | None:
+    """Run ``work`` as this session's cancellable run, turning the engine's plain exceptions
+    into ``gr.Error`` messages; nothing is saved on any failure."""
+    control = RunControl(progress)
+    runs.start(session, control)
+    try:
+        if on_zerogpu():
+            # ZeroGPU runs the engine in a forked worker, so Cancel there is Gradio's own.
+            return on_gpu()
+        return work(control)
+    except Cancelled:
+        return None
+    except ModelUnavailableError as error:
+        raise gr.Error(str(error), title="Model unavailable", duration=None) from error
+    except ValueError as error:
+        raise gr.Error(str(error), title="Could not generate") from error
+    except OSError as error:
+        raise gr.Error(f"Could not write the output files: {error}", title="Disk problem") from error
+    except GpuAborted as error:
+        raise gr.Error(str(error), title="GPU time ran out", duration=None) from error
+    except RuntimeError as error:  # the model itself failed, e.g. out of GPU memory
+        log.exception("generation failed")
+        raise gr.Error(f"Generation failed: {error}", title="Model error") from error
+    finally:
+        runs.finish(session, control)
+
+
+def api_handler(studio: Studio, runs: ActiveRuns, mode: str) -> Callable[..., tuple[list[str], dict]]:
+    fields = set(SONG_TYPES[mode].field_names())
+
+    # The optional inputs are spelled out with a None default so that API clients may
+    # omit them (Gradio makes a parameter optional only then, or when the component
+    # has a value).
+    def handler(
+        bpm: int | None = None,
+        reference_audio: str | None = None,
+        audio_duration: float | None = None,
+        cover_image: str | None = None,
+        n_max: int | None = None,
+        repainting_end: float | None = None,
+        progress: gr.Progress = gr.Progress(track_tqdm=True),
+        request: gr.Request = None,
+        **values: Any,
+    ) -> tuple[list[str], dict]:
+        optional = {
+            "bpm": bpm,
+            "reference_audio": reference_audio,
+            "audio_duration": audio_duration,
+            "cover_image": cover_image,
+            "n_max": n_max,
+            "repainting_end": repainting_end,
+        }
+        values.update({name: value for name, value in optional.items() if name in fields})
+        run = run_generate(studio, runs, values, session_key(request), ProgressRelay(progress), mode=mode)
+        if run is None:
+            raise gr.Error("Cancelled: nothing was saved.")
+        return run_files(run), run.settings
+
+    handler.__name__ = f"{mode}_api"
+    handler.__doc__ = api_doc(mode)  # what MCP clients and the API page show
+    return handler
+
+
+API_SUMMARIES = {
+    "generate": "Make a song from a style prompt and lyrics with ACE-Step 1.5.",
+    "cover": "Re-make an uploaded song in a new style, optionally with new lyrics and a timbre reference.",
+    "extend": "Continue an uploaded song after its end or before its start with new music and lyrics.",
+    "edit": "Re-make one time segment of an uploaded song and leave the rest untouched.",
+    "flow_edit": "Change an uploaded song's words or style and keep its music (FlowEdit): describe the song "
+    "as it is (source_prompt, source_lyrics) and as it should be (prompt, lyrics), optionally for one segment.",
+}
+
+
+def api_doc(mode: str) -> str:
+    """A Google-style docstring for one mode's endpoint, from the tooltips."""
+    lines = [API_SUMMARIES[mode], "", "Args:"]
+    for name in SONG_TYPES[mode].field_names():
+        help_text = " ".join(str(TOOLTIPS.get(name, name.replace("_", " "))).split())
+        lines.append(f"    {name}: {help_text}")
+    lines += ["", "Returns:", "    The run's files (WAV, FLAC, MP3 per take, settings.json) and its settings."]
+    return "\n".join(lines)

@@ -6,6 +6,7 @@ at full size; here they run smaller and the tests assert on what they measured.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import subprocess
@@ -26,9 +27,11 @@ import app
 import reliability
 from backend import Backend, Cancelled, DeviceInfo, RunControl
 from checkpoints import resolve_model
-from modes import REQUEST_TYPES, GenerateRequest
+from lyrics_lm import LyricsRequest
+from modes import GenerateRequest
 from outputs import OutputStore
-from studio import Studio
+from studio import SONG_TYPES, Studio
+from variations import VaryRequest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -211,15 +214,15 @@ hostile_number = st.one_of(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    mode=st.sampled_from(sorted(REQUEST_TYPES)),
+    mode=st.sampled_from(sorted(SONG_TYPES)),
     field_values=st.dictionaries(
-        st.sampled_from(sorted({f for t in REQUEST_TYPES.values() for f in t.field_names()})),
+        st.sampled_from(sorted({f for t in SONG_TYPES.values() for f in t.field_names()})),
         st.one_of(hostile_text, hostile_number),
         max_size=6,
     ),
 )
 def test_hostile_values_only_ever_raise_a_clear_value_error(mode, field_values):
-    cls = REQUEST_TYPES[mode]
+    cls = SONG_TYPES[mode]
     values = {"prompt": "a song", **field_values}
     try:
         request = cls.from_values(values).validate()
@@ -233,6 +236,27 @@ def test_hostile_values_only_ever_raise_a_clear_value_error(mode, field_values):
         value = getattr(request, name, None)
         if isinstance(value, float):
             assert math.isfinite(value)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kind=st.sampled_from(["vary", "lyrics"]),
+    field_values=st.dictionaries(
+        st.sampled_from(sorted({*(f.name for f in dataclasses.fields(VaryRequest)), *LyricsRequest().to_dict()})),
+        st.one_of(hostile_text, hostile_number),
+        max_size=5,
+    ),
+)
+def test_hostile_vary_and_lyrics_requests_only_raise_a_clear_value_error(kind, field_values):
+    cls = VaryRequest if kind == "vary" else LyricsRequest
+    names = {f.name for f in dataclasses.fields(cls)}
+    base = {"parent_run_id": "20261123-000000-x-1"} if kind == "vary" else {"brief": "a song"}
+    values = {**base, **{k: v for k, v in field_values.items() if k in names}}
+    try:
+        cls.from_values(values).validate()
+    except ValueError as error:
+        message = str(error)
+        assert ":" in message and len(message) < 2_000, message
 
 
 def test_hundred_thousand_character_lyrics_are_refused_before_the_model(tiny_backend, tmp_path):

@@ -89,6 +89,10 @@ def _run_summary(run: Run) -> str:
             f"{plan['language']}, {len(plan['codes'])} audio codes in {stats.get('seconds', 0):.1f} s "
             f"({stats.get('tokens_per_second') or 0:.0f} tokens/s). Caption: {html.escape(plan['caption'])}"
         )
+    loras = run.settings.get("loras")
+    if loras:
+        stack = ", ".join(f"{html.escape(item['name'])} ×{item['weight']:g}" for item in loras)
+        text += f"  \nLoRAs: {stack}."
     vary = run.settings.get("vary")
     if vary:
         text += f"  \nA variation of {html.escape(vary['parent_run_id'])} at variance {vary['variance']:g}."

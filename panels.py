@@ -340,7 +340,7 @@ def wire_lyrics_and_lora(
             entry = studio.add_lora(path, name=name.strip() or None)
         except (ValueError, ModelUnavailableError) as error:
             raise gr.Error(str(error), title="LoRA refused") from error
-        note = f"Added **{html.escape(entry.name)}** (rank {entry.info.rank}, {len(entry.info.modules)} layers)."
+        note = f"Added **{html.escape(entry.name)}** (rank {entry.info.rank}, {entry.info.modules} layers)."
         return lora_choices(entry.sha256[:16]), note
 
     lora_panel.add_file.click(

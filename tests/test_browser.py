@@ -270,3 +270,42 @@ def test_planner_is_collapsed_and_flow_edit_is_the_edit_tabs_second_method(brows
         shot(page, "desktop-flow-edit")
     finally:
         context.close()
+
+
+@pytest.fixture(scope="module")
+def lora_file(cache_dir, tmp_path_factory):
+    from diffusers import AceStepPipeline
+    from test_lora_stack import lora_weights, write_lora
+
+    from tiny_model import ensure_tiny_model
+
+    pipe = AceStepPipeline.from_pretrained(ensure_tiny_model(cache_dir))
+    return write_lora(tmp_path_factory.mktemp("lora") / "shimmer.safetensors", lora_weights(pipe, seed=5))
+
+
+def test_a_lora_is_checked_stacked_and_recorded_then_a_take_is_varied(browser, studio_url, lora_file):
+    context, page = open_page(browser, studio_url, DESKTOP)
+    try:
+        page.get_by_text("LoRA", exact=True).first.click()
+        page.locator("input[type=file][accept*='.safetensors']").set_input_files(str(lora_file))
+        page.wait_for_timeout(1_500)
+        page.get_by_role("button", name="Check and add").click()
+        page.get_by_text("layers).", exact=False).first.wait_for(timeout=60_000)  # "Added … (rank 4, 3 layers)."
+        page.get_by_role("button", name="Add to the stack").click()
+        stack = page.locator("#loras textarea, #loras input").first
+        page.wait_for_function(
+            "() => { const e = document.querySelector('#loras textarea, #loras input');"
+            " return e && e.value.includes(':1'); }",
+            timeout=10_000,
+        )
+        key = stack.input_value().split(":")[0]
+        shot(page, "desktop-lora")
+        page.locator("#generate-think input").uncheck()
+        generate(page, "stacked song")
+        page.get_by_text("LoRAs: shimmer ×1", exact=False).first.wait_for(timeout=10_000)
+        assert len(key) >= 8
+        page.locator("#vary").click()
+        page.get_by_text("A variation of", exact=False).first.wait_for(timeout=120_000)
+        assert overflow(page) <= 0
+    finally:
+        context.close()

@@ -71,6 +71,37 @@ def pick_device(preferred: str | None = None) -> DeviceInfo:
     return DeviceInfo(device=device, dtype=dtype)
 
 
+_IMPORT_LOCK = threading.Lock()
+_libraries_imported = False
+# Names resolved through transformers' lazy module by the studio's loaders and test-model builders.
+_TRANSFORMERS_NAMES = (
+    "AutoModelForCausalLM", "AutoTokenizer", "PreTrainedTokenizerFast",
+    "Qwen2Config", "Qwen2ForCausalLM", "Qwen3Config", "Qwen3ForCausalLM", "Qwen3Model",
+)  # fmt: skip
+
+
+def import_libraries() -> None:
+    """Import torch, diffusers and transformers once, in one thread at a time.
+
+    transformers resolves names lazily, and two threads doing so at once can fail with
+    "cannot import name 'PreTrainedTokenizerFast' from 'transformers'" (seen when the DiT
+    preloads while the first Think builds the planner). Every model load calls this first.
+    """
+    global _libraries_imported
+    if _libraries_imported:
+        return
+    with _IMPORT_LOCK:
+        if _libraries_imported:
+            return
+        import torch  # noqa: F401
+        import transformers
+        from diffusers import AceStepPipeline  # noqa: F401
+
+        for name in _TRANSFORMERS_NAMES:
+            getattr(transformers, name)
+        _libraries_imported = True
+
+
 ProgressFn = Callable[[float, str], None]
 
 
@@ -271,6 +302,7 @@ class Backend:
             return self._pipe
         if control is not None:
             control.report(0.0, f"Loading {self.spec.label} on {self.device.label}…")
+        import_libraries()
         with self._load_lock:
             if self._pipe is not None:
                 return self._pipe

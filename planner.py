@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from typing_extensions import Self
 
-from backend import ModelUnavailableError, RunControl
+from backend import ModelUnavailableError, RunControl, import_libraries
 from modes import (
     CODES_PER_SECOND,
     KEYSCALES,
@@ -566,6 +566,7 @@ class Planner:
         return self._lm is not None
 
     def load(self) -> LoadedLM:
+        import_libraries()
         with self._load_lock:
             if self._lm is None:
                 try:

@@ -55,6 +55,9 @@ CSS = """
 .studio-actions button, .share-row button { min-height: 44px; }
 .studio-takes audio { max-width: 100%; }
 .studio-takes, .studio-form { max-width: 100%; overflow-wrap: anywhere; }
+/* A slider's end labels ("10", "600") must not break digit by digit. */
+.studio-form [data-testid="min-value"], .studio-form [data-testid="max-value"] {
+  overflow-wrap: normal; white-space: nowrap; }
 .control-help { font-size: 0.85rem; opacity: 0.75; }
 .fit-meter { font-family: ui-monospace, Menlo, monospace; font-size: 0.9rem; }
 .mode-nav label { min-height: 44px; display: flex; align-items: center; cursor: pointer;

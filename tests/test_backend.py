@@ -106,3 +106,37 @@ def test_the_header_shows_the_share_of_components_loaded(cache_dir):
     assert seen[0].startswith("loading 0%")
     assert percents == sorted(percents) and percents[-1] == 100 and len(set(percents)) >= 4
     assert backend.status().startswith("ready")
+
+
+RACE = """
+import sys, threading
+from serving import make_studio, parse_args
+studio = make_studio(parse_args(["--model", "tiny"]))
+errors = []
+def run(load):
+    try:
+        load()
+    except Exception as error:
+        errors.append(repr(error))
+loads = (studio.backend.load, studio.planner.load, studio.lyrics.load)
+threads = [threading.Thread(target=run, args=(load,)) for load in loads]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print("errors:", errors)
+"""
+
+
+def test_the_three_models_load_at_once_in_a_fresh_process(tmp_path):
+    # transformers resolves names lazily and is not thread-safe doing so: before import_libraries,
+    # loading the DiT, planner and lyrics writer together failed 3 runs in 3 with
+    # "cannot import name 'PreTrainedTokenizerFast' from 'transformers'".
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "ACE_STUDIO_CACHE": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", RACE], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert "errors: []" in result.stdout, result.stdout + result.stderr[-2000:]

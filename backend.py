@@ -73,6 +73,10 @@ def pick_device(preferred: str | None = None) -> DeviceInfo:
 
 _IMPORT_LOCK = threading.Lock()
 _libraries_imported = False
+# One model load at a time in the process: transformers' and diffusers' from_pretrained build
+# models under process-wide switches (empty-weight initialisation on the meta device), so a
+# planner loading while the DiT loads came out on the meta device ("Cannot copy out of meta tensor").
+MODEL_LOADS = threading.RLock()
 # Names resolved through transformers' lazy module by the studio's loaders and test-model builders.
 _TRANSFORMERS_NAMES = (
     "AutoModelForCausalLM", "AutoTokenizer", "PreTrainedTokenizerFast",
@@ -303,7 +307,7 @@ class Backend:
         if control is not None:
             control.report(0.0, f"Loading {self.spec.label} on {self.device.label}…")
         import_libraries()
-        with self._load_lock:
+        with MODEL_LOADS, self._load_lock:
             if self._pipe is not None:
                 return self._pipe
             self.state = "loading"

@@ -21,7 +21,7 @@ from typing import Any
 
 from typing_extensions import Self
 
-from backend import ModelUnavailableError, RunControl, import_libraries, pick_device
+from backend import MODEL_LOADS, ModelUnavailableError, RunControl, import_libraries, pick_device
 from lyrics_tidy import INSTRUMENTAL_SECTIONS, LyricsTidier, section_tag
 from modes import MAX_SEED, RANDOM_SEED, VOCAL_LANGUAGES, _check_length, _check_range, _coerce_into, _echo
 from planner import pick_lm_backend
@@ -337,7 +337,7 @@ class LyricsLM:
         if control is not None:
             control.report(0.0, f"Loading the lyrics model {self.model}…")
         import_libraries()
-        with self._load_lock:
+        with MODEL_LOADS, self._load_lock:
             if self._lm is None:
                 self.state = "loading"
                 try:

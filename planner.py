@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from typing_extensions import Self
 
-from backend import ModelUnavailableError, RunControl, import_libraries
+from backend import MODEL_LOADS, ModelUnavailableError, RunControl, import_libraries
 from modes import (
     CODES_PER_SECOND,
     KEYSCALES,
@@ -567,7 +567,7 @@ class Planner:
 
     def load(self) -> LoadedLM:
         import_libraries()
-        with self._load_lock:
+        with MODEL_LOADS, self._load_lock:
             if self._lm is None:
                 try:
                     lm = self._loader(self.source, self.backend)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from backend import Backend, ModelUnavailableError, RunControl
+from backend import MODEL_LOADS, Backend, ModelUnavailableError, RunControl
 from export import read_cover, writers_for
 from flow_edit import FlowEditRequest, guidance_defaults
 from modes import INSTRUMENTAL_LYRICS, REQUEST_TYPES, GenerateRequest, SongRequest
@@ -57,7 +57,7 @@ class Studio:
             from lora_stack import LoraStack
 
             pipe = self.backend.load(control)
-            with self.backend._run_lock:
+            with MODEL_LOADS, self.backend._run_lock:
                 if self._loras is None:
                     self._loras = LoraStack(pipe, store_dir=self.lora_store)
         return self._loras
@@ -65,13 +65,13 @@ class Studio:
     def add_lora(self, path: str | Path, name: str | None = None, trigger_words=None) -> LoraEntry:
         """Check a .safetensors LoRA from its header, keep it in the store and load it (once per content)."""
         stack = self.lora_stack()
-        with self.backend._run_lock:
+        with MODEL_LOADS, self.backend._run_lock:  # adapters load like models: one load at a time
             return stack.add(path, name=name, trigger_words=trigger_words)
 
     def known_loras(self) -> list[LoraEntry]:
         """The LoRAs loaded in this process, and those in the store from earlier sessions (loaded now)."""
         stack = self.lora_stack()
-        with self.backend._run_lock:
+        with MODEL_LOADS, self.backend._run_lock:
             for side in sorted(stack.store_dir.glob("*.json")) if stack.store_dir.is_dir() else []:
                 self._load_stored(stack, side.name[:16])
         return stack.entries
@@ -83,7 +83,7 @@ class Studio:
             return []
         stack = self.lora_stack(control)
         entries = []
-        with self.backend._run_lock:
+        with MODEL_LOADS, self.backend._run_lock:
             for key, _ in items:
                 try:
                     entries.append(stack.find(key))

@@ -138,6 +138,18 @@ class Plan:
             kwargs["audio_codes"] = self.audio_codes
         return kwargs
 
+    def request_fields(self) -> dict[str, Any]:
+        """The plan as ``GenerateRequest`` fields: its caption, metadata and codes in the user's place."""
+        return {
+            "prompt": self.caption,
+            "bpm": self.bpm,
+            "keyscale": self.keyscale,
+            "timesignature": self.timesignature,
+            "vocal_language": self.language,
+            "audio_duration": float(self.duration),
+            "audio_codes": self.audio_codes,
+        }
+
     def think_block(self) -> str:
         """The sorted YAML think block phase 2 reads, formatted as in training (yaml.dump)."""
         import yaml

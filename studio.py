@@ -321,16 +321,7 @@ class Studio:
             )
         except ModelUnavailableError as error:
             raise ModelUnavailableError(f"{error} Turn Think off to generate without the planner.") from error
-        rendered = dataclasses.replace(
-            request,
-            prompt=plan.caption,
-            bpm=plan.bpm,
-            keyscale=plan.keyscale,
-            timesignature=plan.timesignature,
-            vocal_language=plan.language,
-            audio_duration=float(plan.duration),
-            audio_codes=plan.audio_codes,
-        )
+        rendered = dataclasses.replace(request, **plan.request_fields())
         return rendered, {**plan.to_dict(), "planner": {**stats, "settings": settings.to_dict()}}
 
     @staticmethod
@@ -429,13 +420,4 @@ def replay_values(settings: dict[str, Any]) -> dict[str, Any]:
     if not saved:
         raise ValueError("plan: this run was made without the planner (Think was off); there is no plan to reuse")
     plan = Plan.from_dict({name: value for name, value in saved.items() if name != "planner"}).validate()
-    values.update(
-        prompt=plan.caption,
-        bpm=plan.bpm,
-        keyscale=plan.keyscale,
-        timesignature=plan.timesignature,
-        vocal_language=plan.language,
-        audio_duration=float(plan.duration),
-        audio_codes=plan.audio_codes,
-    )
-    return values
+    return {**values, **plan.request_fields()}

@@ -236,26 +236,24 @@ _PLANNER_CORPUS = (
 )
 
 
-def build_tiny_planner_lm(target: Path) -> Path:
-    """Build, seed and save the tiny LM and its tokenizer into ``target``; return it."""
-    import torch
+def _chat_tokenizer(corpus: str, vocab_size: int, added: list[str] | tuple[str, ...] = ()):
+    """A byte-level BPE trained on ``corpus`` with ChatML's special tokens and template, as the
+    tiny planner and lyrics writer use; ``added`` become added (not special) tokens."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+    from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400,
+        vocab_size=vocab_size,
         special_tokens=_SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator([_PLANNER_CORPUS] * 4, trainer)
-    # As in Qwen3: <think> and the audio codes are added tokens but not "special" ones,
-    # so decoding keeps them.
-    extra = ["<think>", "</think>"] + [f"<|audio_code_{n}|>" for n in range(NUM_CODES)]
-    bpe.add_tokens([AddedToken(text, special=False, normalized=False) for text in extra])
+    bpe.train_from_iterator([corpus] * 4, trainer)
+    if added:
+        bpe.add_tokens([AddedToken(text, special=False, normalized=False) for text in added])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         eos_token="<|im_end|>",
@@ -263,6 +261,18 @@ def build_tiny_planner_lm(target: Path) -> Path:
         additional_special_tokens=_SPECIAL_TOKENS[1:],
     )
     tokenizer.chat_template = _CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_tiny_planner_lm(target: Path) -> Path:
+    """Build, seed and save the tiny LM and its tokenizer into ``target``; return it."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    # As in Qwen3: <think> and the audio codes are added tokens but not "special" ones,
+    # so decoding keeps them.
+    extra = ["<think>", "</think>"] + [f"<|audio_code_{n}|>" for n in range(NUM_CODES)]
+    tokenizer = _chat_tokenizer(_PLANNER_CORPUS, vocab_size=400, added=extra)
     torch.manual_seed(TINY_SEED)
     config = Qwen3Config(
         hidden_size=32,
@@ -309,26 +319,9 @@ _WORD_BONUS = 2.0
 def build_tiny_lyrics_lm(target: Path) -> Path:
     """Build, seed and save the tiny chat LM and its tokenizer into ``target``; return it."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=320,
-        special_tokens=_SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator([_LYRICS_CORPUS] * 4, trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=_SPECIAL_TOKENS[1:],
-    )
-    tokenizer.chat_template = _CHAT_TEMPLATE
+    tokenizer = _chat_tokenizer(_LYRICS_CORPUS, vocab_size=320)
     torch.manual_seed(TINY_SEED)
     config = Qwen2Config(
         hidden_size=32,

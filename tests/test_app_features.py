@@ -30,9 +30,7 @@ def server(tiny_backend, tiny_planner, tmp_path_factory):
     store = OutputStore(tmp_path_factory.mktemp("outputs"))
     writer = make_lyrics_writer(None, tiny=True)
     studio = Studio(backend=tiny_backend, store=store, planner=tiny_planner, lyrics=writer)
-    port = free_port()
-    demo = app.launch(studio, "127.0.0.1", port, preload=False, prevent_thread_lock=True, quiet=True)
-    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    demo, client = serve(studio)
     yield studio, client
     client.close()
     demo.close()

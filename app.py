@@ -51,7 +51,7 @@ from ui_runs import (
     session_key,
 )
 from variations import DEFAULT_VARIANCE
-from zerogpu import attach
+from zerogpu import attach, calibration_for
 
 log = logging.getLogger("ace_studio")
 
@@ -828,7 +828,7 @@ def main(argv: list[str] | None = None) -> None:
         studio.backend.spec.source,
         studio.backend.status(),
     )
-    attach(studio)
+    attach(studio, calibration_for(studio))
     if on_zerogpu():
         # ZeroGPU: load in the main process before serving; each GPU worker is forked from it.
         studio.backend.load()

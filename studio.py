@@ -242,6 +242,7 @@ class Studio:
                 "plan": round(planned_at - started, 3),
                 "generate": round(generated - started, 3),
                 "master": round(time.perf_counter() - generated, 3),
+                **control.timings,  # the render's stages: load, dit (with encoding), decode
             },
         }
         copies = {name: Path(getattr(request, field)) for field, name in inputs.items()}

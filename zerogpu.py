@@ -15,28 +15,43 @@ found through the module-level ``attach``-ed instance that the fork inherits.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 import math
+import os
+import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from modes import ExtendRequest, SongRequest
+
+log = logging.getLogger(__name__)
 
 MIN_GPU_S = 20  # the scheduler's granularity in practice; shorter asks gain nothing
 MAX_GPU_S = 300  # ZeroGPU refuses longer single tasks (FACTS.md: long requests capped ~300 s)
 RETRY_FACTOR = 2  # an aborted task is tried once more with twice the time
 
-# Calibration, in seconds on a ZeroGPU H200 slice. No GPU machine was lent to the session
-# that wrote this, so the figures come from ACE-Step 1.5's published speed (turbo, 8 steps:
-# under 2 s for a full 4-minute song on an A100, i.e. ~0.06 s per step per minute of audio
-# for the 2B DiT) doubled for the XL DiT and again for safety; VAE decode and the planner
-# are sized the same way. ``bench.py --random-weights full-size`` on a GPU replaces them.
+# Prior rates, in seconds on a ZeroGPU H200 slice, used until the Space has measured its own
+# (``Calibration`` below). No GPU machine was lent to the sessions that wrote this, so they come
+# from ACE-Step 1.5's published speed (turbo, 8 steps: under 2 s for a full 4-minute song on an
+# A100, i.e. ~0.06 s per step per minute of audio for the 2B DiT) doubled for the XL DiT and
+# again for safety; VAE decode and the planner are sized the same way.
 WARM_UP_S = 10.0  # a fresh worker moving the pipeline onto the GPU
 DIT_STEP_S_PER_MIN = 0.25  # one DiT step over one minute of audio, batch 1, no guidance
 VAE_S_PER_MIN = 1.0  # decode (and encode, for a source song) of one minute of stereo audio
-PLANNER_S_PER_MIN = 12.0  # the 1.7B planner writing 300 audio codes (one minute), with LM guidance
-PLANNER_THINK_S = 3.0  # its metadata and caption before the codes
+PLANNER_S_PER_TOKEN = 0.04  # the 1.7B planner with LM guidance: ~25 tokens/s
+PLANNER_META_TOKENS = 150  # its metadata and caption before the audio codes
+CODES_PER_MIN = 300  # audio codes are 5 Hz
 LORA_LOAD_S = 2.0  # each adapter, the first time a worker sees it
 LORA_STEP_FACTOR = 0.05  # extra DiT time per active adapter
+
+# Measured rates replace the priors once a rate has MIN_SAMPLES measurements on this model and
+# device: the 90th percentile of the recent ones, times MARGIN (an under-ask aborts the song).
+SAMPLES_KEPT = 50
+MIN_SAMPLES = 3
+MARGIN = 1.25
 
 
 def song_minutes(request: SongRequest) -> float:
@@ -57,21 +72,142 @@ def song_minutes(request: SongRequest) -> float:
     return max(seconds, 10.0) / 60.0
 
 
+def dit_work(steps: int, minutes: float, batch: int, guidance: bool, lora_count: int) -> float:
+    """DiT cost in units of one step over one minute of audio (guidance doubles the batch)."""
+    return steps * minutes * batch * (2 if guidance else 1) * (1.0 + LORA_STEP_FACTOR * lora_count)
+
+
+def planner_tokens(minutes: float) -> float:
+    """Tokens the planner writes for a song: its metadata, then 5 audio codes a second."""
+    return PLANNER_META_TOKENS + CODES_PER_MIN * minutes
+
+
+@dataclasses.dataclass(frozen=True)
+class Rates:
+    """Seconds per unit of work; ``measured`` names the rates that came from this Space's runs."""
+
+    dit_s_per_step_min: float = DIT_STEP_S_PER_MIN
+    vae_s_per_min: float = VAE_S_PER_MIN
+    planner_s_per_token: float = PLANNER_S_PER_TOKEN
+    measured: tuple[str, ...] = ()
+
+
+class Calibration:
+    """GPU rates measured from finished runs, for one model on one device, kept in a JSON file.
+
+    Each run's ``settings.json`` carries the seconds its DiT (with encoding), VAE decode and
+    planner took; divided by the work the request asked for, they give rate samples. The
+    estimate uses the 90th percentile of the last ``SAMPLES_KEPT`` per rate, times ``MARGIN``,
+    once there are ``min_samples``; until then the priors above.
+    """
+
+    RATES = ("dit_s_per_step_min", "vae_s_per_min", "planner_s_per_token")
+
+    def __init__(self, path: Path | None, key: str, min_samples: int = MIN_SAMPLES) -> None:
+        self.path = path
+        self.key = key
+        self.min_samples = min_samples
+        self._lock = threading.Lock()
+        self.samples: dict[str, list[float]] = {name: [] for name in self.RATES}
+        if path is not None and path.is_file():
+            try:
+                stored = json.loads(path.read_text(encoding="utf-8"))
+                if stored.get("key") == key:
+                    for name in self.RATES:
+                        self.samples[name] = [float(v) for v in stored["samples"].get(name, []) if float(v) > 0]
+            except (ValueError, KeyError, TypeError, AttributeError) as error:
+                log.warning("ignoring unreadable GPU timings in %s (%s); using the prior rates", path, error)
+
+    @staticmethod
+    def key_for(settings: dict[str, Any]) -> str:
+        return f"{settings['model']['source']} on {settings['device']}"
+
+    def record(self, settings: dict[str, Any]) -> None:
+        """Add the rates measured by one finished run (its ``settings.json`` content)."""
+        if self.key_for(settings) != self.key:
+            return  # another model's or device's speed says nothing about this one
+        timings, request = settings.get("timings_s", {}), settings["request"]
+        minutes = max(settings["output"]["duration_s"], 10.0) / 60.0
+        batch = len(settings.get("takes", [])) or int(request.get("batch_size", 1))
+        found: dict[str, float] = {}
+        if timings.get("dit", 0) > 0 and timings.get("decode", 0) > 0:
+            work = dit_work(
+                int(request["num_inference_steps"]),
+                minutes,
+                batch,
+                float(request.get("guidance_scale", 1.0)) > 1.0,
+                len(settings.get("loras", [])),
+            )
+            found["dit_s_per_step_min"] = timings["dit"] / work
+            found["vae_s_per_min"] = timings["decode"] / (minutes * batch)
+        planner = (settings.get("plan") or {}).get("planner", {})
+        if planner.get("tokens") and planner.get("seconds"):
+            found["planner_s_per_token"] = planner["seconds"] / planner["tokens"]
+        if not found:
+            return
+        with self._lock:
+            for name, value in found.items():
+                self.samples[name] = [*self.samples[name], value][-SAMPLES_KEPT:]
+            self._save()
+
+    def rates(self) -> Rates:
+        with self._lock:
+            measured = {
+                name: MARGIN * _percentile(values, 0.9)
+                for name, values in self.samples.items()
+                if len(values) >= self.min_samples
+            }
+        return Rates(**measured, measured=tuple(measured))
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            temporary.write_text(json.dumps({"key": self.key, "samples": self.samples}, indent=1), encoding="utf-8")
+            temporary.replace(self.path)
+        except OSError as error:  # the estimate still works from memory
+            log.warning("could not save GPU timings to %s: %s", self.path, error)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+_calibration: Calibration | None = None  # set by ``attach``; None: the priors
+
+
 def estimate_gpu_seconds(request: SongRequest, think: bool = False, lora_count: int = 0, **_: Any) -> int:
     """GPU seconds to ask ZeroGPU for this request, within ``[MIN_GPU_S, MAX_GPU_S]``.
 
     Takes the same arguments as the decorated entry points (``spaces.GPU`` calls it with
-    them), read by name.
+    them), read by name. Uses the rates measured on this Space once there are enough.
     """
+    return int(min(max(math.ceil(predict_seconds(request, think, lora_count)), MIN_GPU_S), MAX_GPU_S))
+
+
+def predict_seconds(
+    request: SongRequest,
+    think: bool = False,
+    lora_count: int = 0,
+    rates: Rates | None = None,
+    warm_up: float = WARM_UP_S,
+) -> float:
+    """The unclamped estimate: warm-up, DiT, VAE, planner and LoRA loading, at ``rates``
+    (default: the attached calibration's, or the priors)."""
+    if rates is None:
+        rates = _calibration.rates() if _calibration is not None else Rates()
     minutes = song_minutes(request)
     batch = request.batch_size
-    guidance_passes = 2 if request.guidance_scale > 1.0 else 1
-    dit = request.num_inference_steps * DIT_STEP_S_PER_MIN * minutes * batch * guidance_passes
-    dit *= 1.0 + LORA_STEP_FACTOR * lora_count
-    vae = VAE_S_PER_MIN * minutes * batch * (2 if getattr(request, "src_audio", "") else 1)
-    planner = (PLANNER_THINK_S + PLANNER_S_PER_MIN * minutes) * batch if think else 0.0
-    total = WARM_UP_S + dit + vae + planner + LORA_LOAD_S * lora_count
-    return int(min(max(math.ceil(total), MIN_GPU_S), MAX_GPU_S))
+    dit = rates.dit_s_per_step_min * dit_work(
+        request.num_inference_steps, minutes, batch, request.guidance_scale > 1.0, lora_count
+    )
+    vae = rates.vae_s_per_min * minutes * batch * (2 if getattr(request, "src_audio", "") else 1)
+    # One plan serves every take of a batch.
+    planner = rates.planner_s_per_token * planner_tokens(minutes) if think else 0.0
+    return warm_up + dit + vae + planner + LORA_LOAD_S * lora_count
 
 
 def _retry_seconds(request: SongRequest, think: bool = False, lora_count: int = 0, **_: Any) -> int:
@@ -89,9 +225,18 @@ def _gpu(duration: Callable[..., int]) -> Callable[[Callable], Callable]:
 _attached: Any = None  # the Studio the page serves; a forked ZeroGPU worker inherits it
 
 
-def attach(studio: Any) -> None:
-    global _attached
+def attach(studio: Any, calibration: Calibration | None = None) -> None:
+    """Serve ``studio`` from the GPU entry points; ``calibration`` (measured rates) feeds the estimate."""
+    global _attached, _calibration
     _attached = studio
+    _calibration = calibration
+
+
+def calibration_for(studio: Any) -> Calibration:
+    """The calibration of ``studio``'s model and device, kept beside its outputs (hidden from the library)."""
+    backend = studio.backend
+    key = Calibration.key_for({"model": {"source": backend.spec.source}, "device": backend.device.device})
+    return Calibration(Path(studio.store.root) / ".gpu-timings.json", key)
 
 
 def _run(request: SongRequest, think: bool = False, lora_count: int = 0, progress: Any = None, vary: Any = None) -> Any:
@@ -134,12 +279,12 @@ def run_on_zerogpu(
 ) -> Any:
     """Run one request through the decorated entry point; one retry at twice the time."""
     try:
-        return _run_on_gpu(request, think=think, lora_count=lora_count, progress=progress, vary=vary)
+        return _measured(_run_on_gpu(request, think=think, lora_count=lora_count, progress=progress, vary=vary))
     except Exception as error:
         if "GPU task aborted" not in str(error):
             raise
     try:
-        return _retry_on_gpu(request, think=think, lora_count=lora_count, progress=progress, vary=vary)
+        return _measured(_retry_on_gpu(request, think=think, lora_count=lora_count, progress=progress, vary=vary))
     except Exception as error:
         if "GPU task aborted" not in str(error):
             raise
@@ -147,3 +292,15 @@ def run_on_zerogpu(
             f"The GPU task was stopped twice (asked for {_retry_seconds(request, think, lora_count)} s). "
             "Try a shorter song, fewer steps or a batch of 1, or run the studio locally."
         ) from error
+
+
+def _measured(run: Any) -> Any:
+    """Feed a finished run's stage timings to the calibration (in the main process: the worker's
+    result comes back here), then pass the run on."""
+    settings = getattr(run, "settings", None)
+    if _calibration is not None and isinstance(settings, dict):
+        try:
+            _calibration.record(settings)
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as error:  # never lose the song over it
+            log.warning("could not read the run's GPU timings: %s", error)
+    return run

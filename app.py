@@ -20,9 +20,10 @@ from controls import build_main_panel, build_panel, build_shared_panel
 from examples import EXAMPLE_FIELDS, EXAMPLES, example_rows
 from flow_edit import FlowEditRequest
 from history import add_to_history, history_choices
+from library_ui import build_library, build_stems, wire_library, wire_stems
 from lora_presets import load_presets
 from lyrics_fit import fit_line
-from modes import MAX_BATCH, MAX_DURATION_S, MIN_DURATION_S, RANDOM_SEED, SongRequest
+from modes import MAX_BATCH, MAX_DURATION_S, MIN_DURATION_S, SongRequest
 from outputs import SETTINGS_FILE, Run, load_settings
 from panels import build_lora_panel, build_lyrics_tab, wire_lyrics_and_lora
 from serving import (
@@ -36,7 +37,6 @@ from serving import (
     prepare_environment,
 )
 from share import LINK_AUDIO_STAND_IN, MODE_PARAM, request_from_query, share_query
-from stems import DEFAULT_STEM_MODEL, STEM_MODELS, StemModelUnavailableError
 from studio import INPUT_FILES, SONG_TYPES, STUDIO_NAME, Studio, replay_values
 from theme import CSS, brutalist_mono
 from tooltips import TOOLTIPS
@@ -44,7 +44,7 @@ from ui_runs import (
     RUN_OPTIONS,
     ActiveRuns,
     ProgressRelay,
-    api_handler,
+    add_api_endpoints,
     run_files,
     run_generate,
     run_vary,
@@ -60,10 +60,6 @@ QUEUE_MAX_SIZE = 32  # waiting requests beyond this get a "busy" answer
 # A 10-minute, 96 kHz, 32-bit float stereo WAV is 461 MB: the largest upload that
 # audio intake would accept anyway.
 MAX_UPLOAD = "512mb"
-STEMS_EXTRACT_HINT = (
-    "This base checkpoint can also pull one instrument out itself: Edit → task `extract` and a "
-    "track name. Demucs is faster and splits everything at once; extract re-renders the track with the model."
-)
 TEST_MODEL_BANNER = (
     "**Test model: outputs noise.** The `{label}` model has random weights; it exists so the "
     "studio runs offline. Start with `--model xl-turbo` (or another checkpoint) for real music."
@@ -245,31 +241,8 @@ def build_ui(studio: Studio) -> gr.Blocks:
                     with gr.Row():
                         apply_btn = gr.Button("Apply settings")
                         reuse_btn = gr.Button("Reuse its plan", visible=studio.planner is not None)
-                with gr.Accordion("History (this browser)", open=False):
-                    history_pick = gr.Dropdown(choices=[], label="Recent runs", value=None, elem_id="history-pick")
-                    history_player = gr.Audio(type="filepath", interactive=False, label="Take 1", visible=False)
-                    restore_btn = gr.Button("Restore its settings", elem_id="history-restore")
-                # On a Space every visitor shares the outputs folder: no Library there.
-                with gr.Accordion("Library (outputs folder)", open=False, visible=not on_space()):
-                    library_pick = gr.Dropdown(choices=[], label="Saved runs", value=None)
-                    library_player = gr.Audio(type="filepath", interactive=False, label="Take 1", visible=False)
-                    with gr.Row():
-                        library_refresh = gr.Button("Refresh", variant="secondary")
-                        library_restore = gr.Button("Restore its settings")
-                        library_delete = gr.Button("Delete", variant="stop")
-                    library_confirm = gr.Button("Really delete this run", variant="stop", visible=False)
-                with gr.Accordion("Stems", open=False):
-                    with gr.Row():
-                        stem_take = gr.Number(value=1, precision=0, minimum=1, maximum=MAX_BATCH, label="Take")
-                        stem_model = gr.Dropdown(
-                            choices=[(f"{name}: {about}", name) for name, about in STEM_MODELS.items()],
-                            value=DEFAULT_STEM_MODEL,
-                            label="Stem model",
-                        )
-                    stems_btn = gr.Button("Split into stems")
-                    if studio.backend.variant == "base":
-                        gr.Markdown(STEMS_EXTRACT_HINT, elem_classes="control-help")
-                    stem_files = gr.File(label="Stems (FLAC, and all of them in a zip)", file_count="multiple")
+                library = build_library()
+                stems = build_stems(studio.backend.variant == "base")
 
         mode_state = mode_nav  # the selected mode is the nav's value
 
@@ -380,7 +353,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
             )
 
         last_run = gr.State("")  # this session's latest run, for Stems
-        ui_outputs = [summary, *players, downloads, settings_text, status, last_run, history, history_pick]
+        ui_outputs = [summary, *players, downloads, settings_text, status, last_run, history, library.history_pick]
         run_options = RUN_OPTIONS
         for button, new_seed in ((generate_btn, False), (retake_btn, True)):
             button.click(
@@ -413,43 +386,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
 
         cancel_btn.click(cancel_handler, outputs=summary, queue=False, api_visibility="private")
 
-        def stems_handler(
-            run_id: str,
-            take: int,
-            stem_model: str,
-            progress: gr.Progress = gr.Progress(),
-            request: gr.Request = None,
-        ) -> list[str]:
-            if not run_id:
-                raise gr.Error("Generate something first (or pass the run_id of a saved run).")
-            control = RunControl(lambda fraction, message: progress(fraction, desc=message))
-            session = session_key(request)
-            runs.start(session, control)
-            try:
-                return [str(path) for path in studio.stems(run_id, int(take or 1), stem_model, control)]
-            except Cancelled:
-                raise gr.Error("Cancelled: no stems were saved.") from None
-            except (ValueError, StemModelUnavailableError) as error:
-                raise gr.Error(str(error), title="Could not split into stems") from error
-            finally:
-                runs.finish(session, control)
-
-        stems_btn.click(
-            stems_handler,
-            inputs=[last_run, stem_take, stem_model],
-            outputs=stem_files,
-            api_visibility="private",
-            **run_options,
-        )
-        # The named endpoint takes the run by name (settings["run_id"]).
-        stems_run_id = gr.Textbox(visible=False)
-        gr.Button(visible=False).click(
-            stems_handler,
-            inputs_kwargs={"run_id": stems_run_id, "take": stem_take, "stem_model": stem_model},
-            outputs=stem_files,
-            api_name="stems",
-            **run_options,
-        )
+        wire_stems(studio, runs, stems, last_run)
 
         apply_targets = [*advanced.values(), *form_inputs.values()]
 
@@ -556,67 +493,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
             cancel_handler=cancel_handler,
         )
 
-        restore_btn.click(restore_handler, inputs=history_pick, outputs=form_targets, api_visibility="private")
-
-        def pick_handler(run_id: str | None) -> dict:
-            try:
-                folder = studio.store.run_folder(run_id or "")
-                take = folder / "take1.mp3"
-                return gr.update(value=str(take) if take.is_file() else None, visible=True)
-            except ValueError:
-                return gr.update(value=None, visible=False)
-
-        history_pick.change(pick_handler, inputs=history_pick, outputs=history_player, api_visibility="private")
-        # The stored list arrives from the browser after the page loads: fill the list then.
-        gr.on(
-            [demo.load, history.change],
-            lambda history: gr.Dropdown(choices=history_choices(history)),
-            inputs=history,
-            outputs=history_pick,
-            api_visibility="private",
-            queue=False,
-        )
-
-        # Library: every run in the outputs folder, so it survives restarts and other browsers.
-        def library_list(selected: str | None = None) -> gr.Dropdown:
-            choices = history_choices(studio.store.list_runs())
-            keep = selected if selected in {value for _, value in choices} else None
-            return gr.Dropdown(choices=choices, value=keep)
-
-        gr.on(
-            [demo.load, library_refresh.click],
-            library_list,
-            inputs=library_pick,
-            outputs=library_pick,
-            api_visibility="private",
-            queue=False,
-        )
-        library_pick.change(pick_handler, inputs=library_pick, outputs=library_player, api_visibility="private")
-        library_restore.click(restore_handler, inputs=library_pick, outputs=form_targets, api_visibility="private")
-        library_delete.click(
-            lambda run_id: gr.Button(visible=bool(run_id)),
-            inputs=library_pick,
-            outputs=library_confirm,
-            api_visibility="private",
-            queue=False,
-        )
-
-        def delete_handler(run_id: str | None) -> tuple:
-            if on_space():  # the Library is hidden there; refuse a crafted call too
-                raise gr.Error("Deleting runs is switched off on a shared Space.")
-            try:
-                studio.store.delete_run(run_id or "")
-            except (ValueError, OSError) as error:
-                raise gr.Error(str(error), title="Could not delete") from error
-            gr.Info(f"Deleted {run_id}.")
-            return library_list(), gr.Button(visible=False), gr.update(value=None, visible=False)
-
-        library_confirm.click(
-            delete_handler,
-            inputs=library_pick,
-            outputs=[library_pick, library_confirm, library_player],
-            api_visibility="private",
-        )
+        wire_library(studio, demo, library, history, restore_handler, form_targets)
 
         # Share links: the form's settings (never audio) in the page's query string.
         def share_handler(mode: str, edit_method: str = "edit", **inputs: Any) -> str:
@@ -661,59 +538,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
             api_name="apply_settings",
         )
 
-        # Named API endpoints, one per mode: keyword parameters carry the request's
-        # field names; each returns the run's files and its settings.
-        api_files = gr.File(file_count="multiple", visible=False)
-        api_settings = gr.JSON(visible=False)
-        with gr.Column(visible=False):
-            # FlowEdit's endpoint takes its own defaults (the whole song, the paper's guidance).
-            flow_inputs = build_panel("main", "edit", studio.defaults(FlowEditRequest))
-            flow_inputs |= build_panel("flow", "flow_edit", studio.defaults(FlowEditRequest))
-        for mode, panel in [*panels.items(), ("flow_edit", flow_inputs)]:
-            gr.Button(visible=False).click(
-                api_handler(studio, runs, mode),
-                inputs_kwargs={**panel, **advanced},
-                outputs=[api_files, api_settings],
-                api_name=mode,
-                **run_options,
-            )
-
-        def vary_api(
-            parent_run_id: str,
-            variance: float = DEFAULT_VARIANCE,
-            seed: int | None = None,
-            progress: gr.Progress = gr.Progress(track_tqdm=True),
-            request: gr.Request = None,
-        ) -> tuple[list[str], dict]:
-            """A new take near a saved run: its starting noise blended with fresh noise.
-
-            Args:
-                parent_run_id: The saved run to vary (settings["run_id"] of a generate, cover, extend or edit run).
-                variance: 0 gives the same take back, 1 an entirely fresh take; 0.2 keeps the song.
-                seed: The fresh noise's seed; empty or -1 for a random one.
-
-            Returns:
-                The run's files (WAV, FLAC, MP3 per take, settings.json) and its settings.
-            """
-            values = {"parent_run_id": parent_run_id, "variance": variance}
-            if seed not in (None, RANDOM_SEED):
-                values["seed"] = seed
-            run = run_vary(studio, runs, values, session_key(request), ProgressRelay(progress))
-            if run is None:
-                raise gr.Error("Cancelled: nothing was saved.")
-            return run_files(run), run.settings
-
-        gr.Button(visible=False).click(
-            vary_api,
-            inputs_kwargs={
-                "parent_run_id": gr.Textbox(visible=False),
-                "variance": gr.Number(value=DEFAULT_VARIANCE, visible=False),
-                "seed": gr.Number(value=None, visible=False),
-            },
-            outputs=[api_files, api_settings],
-            api_name="vary",
-            **run_options,
-        )
+        add_api_endpoints(studio, runs, panels, advanced)
 
         # While the model loads, the header refreshes itself; the timer stops once it is ready.
         status_timer = gr.Timer(2.0, active=not studio.backend.is_loaded)

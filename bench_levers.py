@@ -5,7 +5,8 @@
     python bench_levers.py --random-weights full-size --seconds 60 --compile   # on a GPU
 
 One pipeline call captures what the DiT receives; each lever then times one DiT forward (one
-denoising step) or one VAE decode directly, so a row measures only what the lever touches:
+denoising step) or one VAE decode directly, so a row measures only what the lever touches.
+A lever's settings are timed in turn, round after round, and their medians compared:
 
 - attention: SDPA's dispatcher (diffusers' "native", the default) against the plain math
   kernel, and on CUDA the flash, memory-efficient and cuDNN kernels;
@@ -50,6 +51,24 @@ class Row:
     note: str = ""
 
 
+def _nothing() -> None:
+    return None
+
+
+@dataclasses.dataclass
+class Variant:
+    """One setting of a lever: ``enter()`` switches to it (untimed), ``work()`` is what is timed."""
+
+    setting: str
+    work: Callable[[], Any]
+    enter: Callable[[], Any] = _nothing
+    default: bool = False
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0][:120]
+
+
 class Timer:
     def __init__(self, device: str, repeats: int) -> None:
         self.device = device
@@ -61,26 +80,50 @@ class Timer:
         if self.device == "cuda":
             torch.cuda.synchronize()
 
-    def __call__(self, lever: str, setting: str, work: Callable[[], Any], default: bool = False) -> Row:
-        """Median seconds of ``work()`` after one warm-up call; a failure becomes the row's note."""
+    def lever(self, lever: str, variants: list[Variant], restore: Callable[[], Any] = _nothing) -> list[Row]:
+        """Each variant once to warm up (allocations, kernel choice), then ``repeats`` rounds
+        taking the variants in turn, so that drift (heat, other load) hits them alike; medians.
+        A setting this device or build lacks becomes a row with its reason."""
         import torch
 
-        if self.device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
+        times: dict[str, list[float]] = {variant.setting: [] for variant in variants}
+        failed: dict[str, str] = {}
+        peaks: dict[str, float] = {}
         try:
             with torch.inference_mode():
-                work()  # warm-up: allocations, kernel selection, autotuning
-                times = []
-                for _ in range(self.repeats):
-                    self._sync()
-                    started = time.perf_counter()
-                    work()
-                    self._sync()
-                    times.append(time.perf_counter() - started)
-        except Exception as error:  # a kernel this device or build lacks is a result, not a crash
-            return Row(lever, setting, None, default, note=f"unavailable: {str(error).splitlines()[0][:120]}")
-        peak = torch.cuda.max_memory_allocated() / 2**30 if self.device == "cuda" else None
-        return Row(lever, setting, round(statistics.median(times), 4), default, peak and round(peak, 2))
+                for round_ in range(self.repeats + 1):
+                    for variant in variants:
+                        if variant.setting in failed:
+                            continue
+                        try:
+                            variant.enter()
+                            if self.device == "cuda":
+                                torch.cuda.reset_peak_memory_stats()
+                            self._sync()
+                            started = time.perf_counter()
+                            variant.work()
+                            self._sync()
+                        except Exception as error:
+                            failed[variant.setting] = f"unavailable: {_first_line(error)}"
+                            continue
+                        if round_:
+                            times[variant.setting].append(time.perf_counter() - started)
+                        if self.device == "cuda":
+                            peak = torch.cuda.max_memory_allocated() / 2**30
+                            peaks[variant.setting] = round(max(peak, peaks.get(variant.setting, 0.0)), 2)
+        finally:
+            restore()
+        return [
+            Row(
+                lever,
+                variant.setting,
+                round(statistics.median(times[variant.setting]), 4) if times[variant.setting] else None,
+                variant.default,
+                peaks.get(variant.setting),
+                failed.get(variant.setting, ""),
+            )
+            for variant in variants
+        ]
 
 
 def capture_dit_inputs(pipe, request: GenerateRequest) -> dict[str, Any]:
@@ -115,25 +158,21 @@ def _cast(kwargs: dict[str, Any], dtype) -> dict[str, Any]:
 
 def attention_rows(pipe, inputs: dict, timer: Timer) -> list[Row]:
     dit = pipe.transformer
-    rows = [timer("attention", "native SDPA (default)", lambda: dit(**inputs), default=True)]
-    candidates = ("_native_math",) + (CUDA_ATTENTION if timer.device == "cuda" else ())
-    for backend in candidates:
-        try:
-            dit.set_attention_backend(backend)
-        except Exception as error:
-            rows.append(Row("attention", backend, None, note=f"unavailable: {str(error).splitlines()[0][:120]}"))
-            continue
-        rows.append(timer("attention", backend, lambda: dit(**inputs)))
-    dit.reset_attention_backend()
-    return rows
+    variants = [Variant("native SDPA (default)", lambda: dit(**inputs), dit.reset_attention_backend, default=True)]
+    for backend in ("_native_math",) + (CUDA_ATTENTION if timer.device == "cuda" else ()):
+        variants.append(Variant(backend, lambda: dit(**inputs), functools.partial(dit.set_attention_backend, backend)))
+    return timer.lever("attention", variants, restore=dit.reset_attention_backend)
 
 
 def guidance_rows(pipe, inputs: dict, timer: Timer) -> list[Row]:
     dit, pair = pipe.transformer, _batched(inputs, 2)
-    return [
-        timer("guidance (SFT/base)", "one batch-2 forward (diffusers)", lambda: dit(**pair), default=True),
-        timer("guidance (SFT/base)", "two batch-1 forwards", lambda: (dit(**inputs), dit(**inputs))),
-    ]
+    return timer.lever(
+        "guidance (SFT/base)",
+        [
+            Variant("one batch-2 forward (diffusers)", lambda: dit(**pair), default=True),
+            Variant("two batch-1 forwards", lambda: (dit(**inputs), dit(**inputs))),
+        ],
+    )
 
 
 def dtype_rows(pipe, inputs: dict, timer: Timer) -> list[Row]:
@@ -142,12 +181,18 @@ def dtype_rows(pipe, inputs: dict, timer: Timer) -> list[Row]:
     dit = pipe.transformer
     default = dit.dtype
     other = torch.float32 if default == torch.bfloat16 else torch.bfloat16
-    rows = [timer("dtype (DiT)", f"{str(default).removeprefix('torch.')} (default)", lambda: dit(**inputs), True)]
-    dit.to(other)
     cast = _cast(inputs, other)
-    rows.append(timer("dtype (DiT)", str(other).removeprefix("torch."), lambda: dit(**cast)))
-    dit.to(default)  # a round trip through bf16 rounds the weights: fine for timing, not for listening
-    return rows
+    # A round trip through bf16 rounds the weights: fine for timing, not for listening.
+    return timer.lever(
+        "dtype (DiT)",
+        [
+            Variant(
+                f"{str(default).removeprefix('torch.')} (default)", lambda: dit(**inputs), lambda: dit.to(default), True
+            ),
+            Variant(str(other).removeprefix("torch."), lambda: dit(**cast), lambda: dit.to(other)),
+        ],
+        restore=lambda: dit.to(default),
+    )
 
 
 def vae_rows(pipe, seconds: float, timer: Timer) -> list[Row]:
@@ -157,14 +202,22 @@ def vae_rows(pipe, seconds: float, timer: Timer) -> list[Row]:
     frames = round(seconds * 25)  # 25 latent frames per second of audio
     latents = torch.randn(1, vae.config.decoder_input_channels, frames, device=pipe.device, dtype=vae.dtype)
     saved = (vae.use_tiling, vae.tile_latent_min_length)
-    rows = []
-    for tile in VAE_TILES:
+
+    def tiles(tile: int | None) -> None:
         vae.use_tiling = tile is not None
         vae.tile_latent_min_length = tile or saved[1]
+
+    variants = []
+    for tile in VAE_TILES:
+        if tile is not None and tile >= frames and tile != saved[1]:
+            continue  # one tile covers the song: the same work as tiling off
         label = "tiling off" if tile is None else f"tiles of {tile} frames" + (" (default)" if tile == saved[1] else "")
-        rows.append(timer(f"VAE decode, {seconds:g} s song", label, lambda: vae.decode(latents), tile == saved[1]))
-    vae.use_tiling, vae.tile_latent_min_length = saved
-    return rows
+        variants.append(Variant(label, lambda: vae.decode(latents), functools.partial(tiles, tile), tile == saved[1]))
+
+    def restore() -> None:
+        vae.use_tiling, vae.tile_latent_min_length = saved
+
+    return timer.lever(f"VAE decode, {seconds:g} s song", variants, restore)
 
 
 def offload_rows(pipe, request: GenerateRequest, timer: Timer) -> list[Row]:
@@ -174,32 +227,39 @@ def offload_rows(pipe, request: GenerateRequest, timer: Timer) -> list[Row]:
         return [Row("CPU offload", "on", None, note="needs an accelerator: the pipeline already lives in RAM")]
     kwargs = request.pipeline_kwargs()
 
-    def call():
+    def call() -> None:
         pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(0), output_type="pt")
 
-    rows = [timer("CPU offload (whole call)", "off (default)", call, default=True)]
-    pipe.enable_model_cpu_offload(device="cuda")
-    rows.append(timer("CPU offload (whole call)", "on (--offload)", call))
-    pipe.remove_all_hooks()
-    pipe.to("cuda")
-    return rows
+    def on_gpu() -> None:
+        pipe.remove_all_hooks()
+        pipe.to("cuda")
+
+    return timer.lever(
+        "CPU offload (whole call)",
+        [
+            Variant("off (default)", call, on_gpu, default=True),
+            Variant("on (--offload)", call, lambda: pipe.enable_model_cpu_offload(device="cuda")),
+        ],
+        restore=on_gpu,
+    )
 
 
 def compile_rows(pipe, inputs: dict, timer: Timer) -> list[Row]:
     import torch
 
     dit = pipe.transformer
-    rows = [timer("regional torch.compile", "off (default)", lambda: dit(**inputs), default=True)]
-    for block in dit.layers:
+    lever = "regional torch.compile"
+    rows = timer.lever(lever, [Variant("off (default)", lambda: dit(**inputs), default=True)])
+    for block in dit.layers:  # one way only: compiled blocks stay compiled
         block.compile()
     started = time.perf_counter()
     try:
         with torch.inference_mode():
             dit(**inputs)
     except Exception as error:
-        return [*rows, Row("regional torch.compile", "on", None, note=f"failed: {str(error).splitlines()[0][:120]}")]
+        return [*rows, Row(lever, "on (--compile)", None, note=f"failed: {_first_line(error)}")]
     compile_s = time.perf_counter() - started
-    row = timer("regional torch.compile", "on (--compile)", lambda: dit(**inputs))
+    row = timer.lever(lever, [Variant("on (--compile)", lambda: dit(**inputs))])[0]
     return [*rows, dataclasses.replace(row, note=f"first call, compiling: {compile_s:.1f} s")]
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from backend import RunControl
 from lyrics_lm import LyricsLM, LyricsRequest
-from planner import Planner, PlannerSettings
+from plan import PlannerSettings
+from planner import Planner
 from tiny_model import ensure_tiny_lyrics_lm, ensure_tiny_planner
 
 # The ACE-Step 5 Hz LM 1.7B (a Qwen3-1.7B fine-tune with the audio-code vocabulary added).

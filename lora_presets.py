@@ -12,7 +12,7 @@ from typing import Any
 
 from backend import ModelUnavailableError
 from checkpoints import REGISTRY, TINY_MODELS
-from lora_stack import LoraError, _check_trigger_words, _check_weight, _refuse, file_sha256
+from lora_check import LoraError, check_trigger_words, check_weight, file_sha256, refuse
 
 PRESETS_FILE = Path(__file__).with_name("loras.json")
 
@@ -67,8 +67,8 @@ def _preset(raw: Any, index: int) -> LoraPreset:
         name=raw["name"].strip(),
         repo_id=raw["repo_id"],
         file=raw["file"],
-        trigger_words=_check_trigger_words(raw["trigger_words"]),
-        weight=_check_weight(raw["name"], raw["weight"]),
+        trigger_words=check_trigger_words(raw["trigger_words"]),
+        weight=check_weight(raw["name"], raw["weight"]),
         base_models=tuple(bases),
         **{key: raw.get(key) for key in PRESET_OPTIONAL},
     )
@@ -115,6 +115,6 @@ def fetch_preset(
             f"network (hf download {preset.repo_id}) and add the file instead. Details: {error}"
         ) from error
     if preset.sha256 and file_sha256(path) != preset.sha256:
-        raise _refuse(path, f"its sha256 does not match the preset's ({preset.sha256[:16]}…); not loading it")
+        raise refuse(path, f"its sha256 does not match the preset's ({preset.sha256[:16]}…); not loading it")
     report(1.0, f"Downloaded LoRA {preset.name}")
     return path

@@ -93,7 +93,7 @@ class Studio:
 
     @staticmethod
     def _load_stored(stack: LoraStack, key: str) -> LoraEntry:
-        from lora_stack import LoraError
+        from lora_check import LoraError
 
         try:
             return stack.find(key)
@@ -288,7 +288,7 @@ class Studio:
     def _plan(self, request: GenerateRequest, control: RunControl) -> tuple[GenerateRequest, dict[str, Any]]:
         """Run the planner; returns the request the DiT renders (the plan's metadata, caption and
         codes filled in) and the plan's record for settings.json."""
-        from planner import FIELDS, PlannerSettings
+        from plan import FIELDS, PlannerSettings
 
         infer = (
             frozenset(FIELDS)
@@ -414,7 +414,7 @@ class Studio:
 def replay_values(settings: dict[str, Any]) -> dict[str, Any]:
     """A saved run's request with its plan replayed ("reuse plan"): the planner's caption,
     metadata and audio codes in place, so the run renders again without planning, exactly."""
-    from planner import Plan
+    from plan import Plan
 
     values = dict(settings["request"])
     saved = settings.get("plan")

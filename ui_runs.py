@@ -13,11 +13,14 @@ from typing import Any
 import gradio as gr
 
 from backend import Cancelled, ModelUnavailableError, RunControl
+from controls import build_panel
+from flow_edit import FlowEditRequest
+from modes import RANDOM_SEED
 from outputs import SETTINGS_FILE, Run, load_settings
 from serving import on_zerogpu
 from studio import SONG_TYPES, Studio
 from tooltips import TOOLTIPS
-from variations import VaryRequest
+from variations import DEFAULT_VARIANCE, VaryRequest
 from zerogpu import GpuAborted, run_on_zerogpu
 
 log = logging.getLogger("ace_studio")
@@ -205,6 +208,68 @@ API_SUMMARIES = {
     "flow_edit": "Change an uploaded song's words or style and keep its music (FlowEdit): describe the song "
     "as it is (source_prompt, source_lyrics) and as it should be (prompt, lyrics), optionally for one segment.",
 }
+
+
+def add_api_endpoints(
+    studio: Studio,
+    runs: ActiveRuns,
+    panels: dict[str, dict[str, gr.components.Component]],
+    advanced: dict[str, gr.components.Component],
+) -> None:
+    """The named API endpoints, one per song mode plus ``vary``; call inside the page's Blocks."""
+    # Named API endpoints, one per mode: keyword parameters carry the request's
+    # field names; each returns the run's files and its settings.
+    api_files = gr.File(file_count="multiple", visible=False)
+    api_settings = gr.JSON(visible=False)
+    with gr.Column(visible=False):
+        # FlowEdit's endpoint takes its own defaults (the whole song, the paper's guidance).
+        flow_inputs = build_panel("main", "edit", studio.defaults(FlowEditRequest))
+        flow_inputs |= build_panel("flow", "flow_edit", studio.defaults(FlowEditRequest))
+    for mode, panel in [*panels.items(), ("flow_edit", flow_inputs)]:
+        gr.Button(visible=False).click(
+            api_handler(studio, runs, mode),
+            inputs_kwargs={**panel, **advanced},
+            outputs=[api_files, api_settings],
+            api_name=mode,
+            **RUN_OPTIONS,
+        )
+
+    def vary_api(
+        parent_run_id: str,
+        variance: float = DEFAULT_VARIANCE,
+        seed: int | None = None,
+        progress: gr.Progress = gr.Progress(track_tqdm=True),
+        request: gr.Request = None,
+    ) -> tuple[list[str], dict]:
+        """A new take near a saved run: its starting noise blended with fresh noise.
+
+        Args:
+            parent_run_id: The saved run to vary (settings["run_id"] of a generate, cover, extend or edit run).
+            variance: 0 gives the same take back, 1 an entirely fresh take; 0.2 keeps the song.
+            seed: The fresh noise's seed; empty or -1 for a random one.
+
+        Returns:
+            The run's files (WAV, FLAC, MP3 per take, settings.json) and its settings.
+        """
+        values = {"parent_run_id": parent_run_id, "variance": variance}
+        if seed not in (None, RANDOM_SEED):
+            values["seed"] = seed
+        run = run_vary(studio, runs, values, session_key(request), ProgressRelay(progress))
+        if run is None:
+            raise gr.Error("Cancelled: nothing was saved.")
+        return run_files(run), run.settings
+
+    gr.Button(visible=False).click(
+        vary_api,
+        inputs_kwargs={
+            "parent_run_id": gr.Textbox(visible=False),
+            "variance": gr.Number(value=DEFAULT_VARIANCE, visible=False),
+            "seed": gr.Number(value=None, visible=False),
+        },
+        outputs=[api_files, api_settings],
+        api_name="vary",
+        **RUN_OPTIONS,
+    )
 
 
 def api_doc(mode: str) -> str:

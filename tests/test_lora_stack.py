@@ -15,15 +15,9 @@ import torch
 from safetensors.torch import save_file
 
 from backend import ModelUnavailableError
+from lora_check import MAX_RANK, LoraError, inspect_lora, read_safetensors_header
 from lora_presets import fetch_preset, load_presets
-from lora_stack import (
-    MAX_RANK,
-    LoraError,
-    LoraStack,
-    inspect_lora,
-    prompt_with_triggers,
-    read_safetensors_header,
-)
+from lora_stack import LoraStack, prompt_with_triggers
 
 RANK = 4
 # A mix of attention (renamed between formats) and MLP layers (same name in both).

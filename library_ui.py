@@ -1,0 +1,197 @@
+"""What the page keeps of finished runs: this browser's History, the outputs folder's Library,
+and Stems of a take. ``app.py`` places them beside the takes and wires them with its form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from backend import Cancelled, RunControl
+from history import history_choices
+from modes import MAX_BATCH
+from serving import on_space
+from stems import DEFAULT_STEM_MODEL, STEM_MODELS, StemModelUnavailableError
+from studio import Studio
+from ui_runs import RUN_OPTIONS, ActiveRuns, session_key
+
+STEMS_EXTRACT_HINT = (
+    "This base checkpoint can also pull one instrument out itself: Edit → task `extract` and a "
+    "track name. Demucs is faster and splits everything at once; extract re-renders the track with the model."
+)
+
+
+@dataclass
+class Library:
+    history_pick: gr.Dropdown
+    history_player: gr.Audio
+    history_restore: gr.Button
+    pick: gr.Dropdown
+    player: gr.Audio
+    refresh: gr.Button
+    restore: gr.Button
+    delete: gr.Button
+    confirm: gr.Button
+
+
+def build_library() -> Library:
+    """The History (this browser) and Library (outputs folder) accordions."""
+    with gr.Accordion("History (this browser)", open=False):
+        history_pick = gr.Dropdown(choices=[], label="Recent runs", value=None, elem_id="history-pick")
+        history_player = gr.Audio(type="filepath", interactive=False, label="Take 1", visible=False)
+        history_restore = gr.Button("Restore its settings", elem_id="history-restore")
+    # On a Space every visitor shares the outputs folder: no Library there.
+    with gr.Accordion("Library (outputs folder)", open=False, visible=not on_space()):
+        pick = gr.Dropdown(choices=[], label="Saved runs", value=None)
+        player = gr.Audio(type="filepath", interactive=False, label="Take 1", visible=False)
+        with gr.Row():
+            refresh = gr.Button("Refresh", variant="secondary")
+            restore = gr.Button("Restore its settings")
+            delete = gr.Button("Delete", variant="stop")
+        confirm = gr.Button("Really delete this run", variant="stop", visible=False)
+    return Library(history_pick, history_player, history_restore, pick, player, refresh, restore, delete, confirm)
+
+
+def wire_library(
+    studio: Studio,
+    demo: gr.Blocks,
+    library: Library,
+    history: gr.BrowserState,
+    restore_handler: Callable[[str | None], list],
+    form_targets: list[gr.components.Component],
+) -> None:
+    """Pick a run to hear its first take, restore its settings into the form, or delete it."""
+    library.history_restore.click(
+        restore_handler, inputs=library.history_pick, outputs=form_targets, api_visibility="private"
+    )
+
+    def pick_handler(run_id: str | None) -> dict:
+        try:
+            folder = studio.store.run_folder(run_id or "")
+            take = folder / "take1.mp3"
+            return gr.update(value=str(take) if take.is_file() else None, visible=True)
+        except ValueError:
+            return gr.update(value=None, visible=False)
+
+    library.history_pick.change(
+        pick_handler, inputs=library.history_pick, outputs=library.history_player, api_visibility="private"
+    )
+    # The stored list arrives from the browser after the page loads: fill the list then.
+    gr.on(
+        [demo.load, history.change],
+        lambda history: gr.Dropdown(choices=history_choices(history)),
+        inputs=history,
+        outputs=library.history_pick,
+        api_visibility="private",
+        queue=False,
+    )
+
+    # Library: every run in the outputs folder, so it survives restarts and other browsers.
+    def library_list(selected: str | None = None) -> gr.Dropdown:
+        choices = history_choices(studio.store.list_runs())
+        keep = selected if selected in {value for _, value in choices} else None
+        return gr.Dropdown(choices=choices, value=keep)
+
+    gr.on(
+        [demo.load, library.refresh.click],
+        library_list,
+        inputs=library.pick,
+        outputs=library.pick,
+        api_visibility="private",
+        queue=False,
+    )
+    library.pick.change(pick_handler, inputs=library.pick, outputs=library.player, api_visibility="private")
+    library.restore.click(restore_handler, inputs=library.pick, outputs=form_targets, api_visibility="private")
+    library.delete.click(
+        lambda run_id: gr.Button(visible=bool(run_id)),
+        inputs=library.pick,
+        outputs=library.confirm,
+        api_visibility="private",
+        queue=False,
+    )
+
+    def delete_handler(run_id: str | None) -> tuple:
+        if on_space():  # the Library is hidden there; refuse a crafted call too
+            raise gr.Error("Deleting runs is switched off on a shared Space.")
+        try:
+            studio.store.delete_run(run_id or "")
+        except (ValueError, OSError) as error:
+            raise gr.Error(str(error), title="Could not delete") from error
+        gr.Info(f"Deleted {run_id}.")
+        return library_list(), gr.Button(visible=False), gr.update(value=None, visible=False)
+
+    library.confirm.click(
+        delete_handler,
+        inputs=library.pick,
+        outputs=[library.pick, library.confirm, library.player],
+        api_visibility="private",
+    )
+
+
+@dataclass
+class Stems:
+    take: gr.Number
+    model: gr.Dropdown
+    button: gr.Button
+    files: gr.File
+
+
+def build_stems(base_checkpoint: bool) -> Stems:
+    with gr.Accordion("Stems", open=False):
+        with gr.Row():
+            take = gr.Number(value=1, precision=0, minimum=1, maximum=MAX_BATCH, label="Take")
+            model = gr.Dropdown(
+                choices=[(f"{name}: {about}", name) for name, about in STEM_MODELS.items()],
+                value=DEFAULT_STEM_MODEL,
+                label="Stem model",
+            )
+        button = gr.Button("Split into stems")
+        if base_checkpoint:
+            gr.Markdown(STEMS_EXTRACT_HINT, elem_classes="control-help")
+        files = gr.File(label="Stems (FLAC, and all of them in a zip)", file_count="multiple")
+    return Stems(take, model, button, files)
+
+
+def wire_stems(studio: Studio, runs: ActiveRuns, stems: Stems, last_run: gr.State) -> None:
+    """Split a take of this session's latest run (the button) or of a named run (the ``stems`` endpoint)."""
+
+    def stems_handler(
+        run_id: str,
+        take: int,
+        stem_model: str,
+        progress: gr.Progress = gr.Progress(),
+        request: gr.Request = None,
+    ) -> list[str]:
+        if not run_id:
+            raise gr.Error("Generate something first (or pass the run_id of a saved run).")
+        control = RunControl(lambda fraction, message: progress(fraction, desc=message))
+        session = session_key(request)
+        runs.start(session, control)
+        try:
+            return [str(path) for path in studio.stems(run_id, int(take or 1), stem_model, control)]
+        except Cancelled:
+            raise gr.Error("Cancelled: no stems were saved.") from None
+        except (ValueError, StemModelUnavailableError) as error:
+            raise gr.Error(str(error), title="Could not split into stems") from error
+        finally:
+            runs.finish(session, control)
+
+    inputs: dict[str, Any] = {"take": stems.take, "stem_model": stems.model}
+    stems.button.click(
+        stems_handler,
+        inputs_kwargs={"run_id": last_run, **inputs},
+        outputs=stems.files,
+        api_visibility="private",
+        **RUN_OPTIONS,
+    )
+    # The named endpoint takes the run by name (settings["run_id"]).
+    gr.Button(visible=False).click(
+        stems_handler,
+        inputs_kwargs={"run_id": gr.Textbox(visible=False), **inputs},
+        outputs=stems.files,
+        api_name="stems",
+        **RUN_OPTIONS,
+    )

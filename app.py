@@ -24,7 +24,7 @@ from library_ui import build_library, build_stems, wire_library, wire_stems
 from lora_presets import load_presets
 from lyrics_fit import fit_line
 from modes import MAX_BATCH, MAX_DURATION_S, MIN_DURATION_S, SongRequest
-from outputs import SETTINGS_FILE, Run, load_settings
+from outputs import Run
 from panels import build_lora_panel, build_lyrics_tab, wire_lyrics_and_lora
 from serving import (
     LOCAL_HOSTS,
@@ -36,8 +36,8 @@ from serving import (
     parse_args,
     prepare_environment,
 )
-from share import LINK_AUDIO_STAND_IN, MODE_PARAM, request_from_query, share_query
-from studio import INPUT_FILES, SONG_TYPES, STUDIO_NAME, Studio, replay_values
+from song_form import SongForm, song_values, wire_settings_and_links
+from studio import SONG_TYPES, STUDIO_NAME, Studio
 from theme import CSS, brutalist_mono
 from tooltips import TOOLTIPS
 from ui_runs import (
@@ -111,8 +111,6 @@ EDIT_METHODS = (("Repaint the segment", "edit"), ("Keep the music, change the wo
 IDEA_FIELDS = ("prompt", "audio_duration", "vocal_language", "bpm", "keyscale", "timesignature")
 # Names a share link may carry: every song mode's fields (Gradio's own ``__theme`` etc. are ignored).
 # The server builds the query; the browser knows the address it was opened at.
-SHARE_LINK_JS = "(q) => q && q.startsWith('?') ? window.location.origin + window.location.pathname + q : q"
-LINK_FIELDS = frozenset(name for cls in SONG_TYPES.values() for name in cls.field_names())
 
 
 def build_ui(studio: Studio) -> gr.Blocks:
@@ -296,8 +294,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
             request: gr.Request = None,
             **inputs: Any,
         ) -> tuple:
-            mode = _song_mode(mode, edit_method)
-            values = _mode_values(mode, inputs)
+            mode, values = song_values(mode, edit_method, inputs)
             run = run_generate(
                 studio,
                 runs,
@@ -388,63 +385,10 @@ def build_ui(studio: Studio) -> gr.Blocks:
 
         wire_stems(studio, runs, stems, last_run)
 
-        apply_targets = [*advanced.values(), *form_inputs.values()]
-
-        def apply_handler(text: str, upload: str | None) -> list:
-            source = upload or text
-            if not source or not str(source).strip():
-                raise gr.Error("Paste a settings.json into the box or upload one first.")
-            try:
-                data = load_settings(source)
-            except ValueError as error:
-                raise gr.Error(str(error), title="Could not apply settings") from error
-            return apply_settings(data)
-
-        def restore_handler(run_id: str | None) -> list:
-            if not run_id:
-                raise gr.Error("Pick a run from the history first.")
-            try:
-                data = load_settings(studio.store.run_folder(run_id) / SETTINGS_FILE)
-            except ValueError as error:
-                raise gr.Error(f"{error} (it may have been deleted)", title="Could not restore") from error
-            return apply_settings(data)
-
-        def apply_settings(data: dict[str, Any]) -> list:
-            try:
-                mode = data.get("mode", "generate")
-                if mode not in SONG_TYPES:
-                    raise ValueError(f"settings: unknown mode {mode!r}")
-                restored = SONG_TYPES[mode].from_values(_with_saved_inputs(studio, data))
-            except ValueError as error:
-                raise gr.Error(str(error), title="Could not apply settings") from error
-            return form_updates(restored)
-
-        def form_updates(restored: SongRequest) -> list:
-            """Values for ``form_targets``: the request's own mode's form (FlowEdit's is the Edit
-            tab's), the shared panels, the mode nav and the edit method; other forms are left as they are."""
-            updates = [_form_value(name, getattr(restored, name)) for name in advanced]
-            tab = _tab_of(restored.mode)
-            for key in form_inputs:
-                field_mode, name = key.split(".", 1)
-                own = field_mode in (restored.mode, tab) and hasattr(restored, name)
-                updates.append(_form_value(name, getattr(restored, name)) if own else gr.skip())
-            return [*updates, tab, restored.mode if tab == "edit" else gr.skip()]
-
-        def reuse_handler(text: str, upload: str | None) -> list:
-            source = upload or text
-            if not source or not str(source).strip():
-                raise gr.Error("Paste a settings.json into the box or upload one first.")
-            try:
-                data = load_settings(source)
-                restored = SONG_TYPES["generate"].from_values(replay_values(data))
-            except (ValueError, KeyError) as error:
-                raise gr.Error(str(error), title="Could not reuse the plan") from error
-            gr.Info("The plan's codes are in Planner → Plan to replay: Generate renders them without planning.")
-            return form_updates(restored)
-
-        form_targets = [*apply_targets, mode_nav, edit_method]
-        reuse_btn.click(
-            reuse_handler, inputs=[settings_text, settings_upload], outputs=form_targets, api_visibility="private"
+        form = SongForm(advanced, form_inputs, mode_nav, edit_method)
+        form_targets = form.targets
+        restore_handler = wire_settings_and_links(
+            studio, demo, form, settings_text, settings_upload, apply_btn, reuse_btn, share_btn, share_box
         )
 
         def idea_handler(idea: str, progress: gr.Progress = gr.Progress(), request: gr.Request = None) -> tuple:
@@ -495,49 +439,6 @@ def build_ui(studio: Studio) -> gr.Blocks:
 
         wire_library(studio, demo, library, history, restore_handler, form_targets)
 
-        # Share links: the form's settings (never audio) in the page's query string.
-        def share_handler(mode: str, edit_method: str = "edit", **inputs: Any) -> str:
-            mode = _song_mode(mode, edit_method)
-            values = _mode_values(mode, inputs)
-            if "src_audio" in values and not values["src_audio"]:
-                values["src_audio"] = LINK_AUDIO_STAND_IN  # a link is valid before the song is uploaded
-            try:
-                return share_query(SONG_TYPES[mode].from_values(values))
-            except ValueError as error:
-                raise gr.Error(str(error), title="Check the settings") from error
-
-        share_btn.click(
-            share_handler,
-            inputs_kwargs={"mode": mode_nav, "edit_method": edit_method, **advanced, **form_inputs},
-            outputs=share_box,
-            api_visibility="private",
-            queue=False,
-        ).then(
-            None,
-            inputs=share_box,
-            outputs=share_box,
-            js=SHARE_LINK_JS,
-        )
-
-        def open_link(request: gr.Request) -> list:
-            params = [(k, v) for k, v in request.query_params.items() if k == MODE_PARAM or k in LINK_FIELDS]
-            skip = [gr.skip()] * len(form_targets)
-            try:
-                restored = request_from_query(params, SONG_TYPES)
-            except ValueError as error:
-                gr.Warning(f"This link's settings could not be used: {error}")
-                return skip
-            return skip if restored is None else form_updates(restored)
-
-        demo.load(open_link, outputs=form_targets, api_visibility="private", queue=False)
-
-        apply_btn.click(
-            apply_handler,
-            inputs=[settings_text, settings_upload],
-            outputs=form_targets,
-            api_name="apply_settings",
-        )
-
         add_api_endpoints(studio, runs, panels, advanced)
 
         # While the model loads, the header refreshes itself; the timer stops once it is ready.
@@ -550,48 +451,6 @@ def build_ui(studio: Studio) -> gr.Blocks:
         status_timer.tick(refresh_status, outputs=[status, status_timer], api_visibility="private", queue=False)
         demo.load(refresh_status, outputs=[status, status_timer], api_visibility="private", queue=False)
     return demo
-
-
-def _form_value(name: str, value: Any) -> Any:
-    """A request value as its form component takes it."""
-    if name in INPUT_FILES and not value:
-        return None  # an empty file input, not a file called "" (Gradio would resolve it to a folder)
-    if isinstance(value, tuple):
-        return list(value)  # a multiselect's value
-    return value
-
-
-def _mode_values(mode: str, inputs: dict[str, Any]) -> dict[str, Any]:
-    """One mode's request values from the shared inputs (plain names) and every mode's form
-    inputs (keyed ``"mode.field"``); FlowEdit also reads the Edit tab's form."""
-    fields = set(SONG_TYPES[mode].field_names())
-    forms = (_tab_of(mode), mode)
-    values = {name: value for name, value in inputs.items() if "." not in name}
-    for key, value in inputs.items():
-        form, _, name = key.partition(".")
-        if form in forms and name in fields:
-            values[name] = value
-    return values
-
-
-def _tab_of(mode: str) -> str:
-    """The tab a song mode lives on: FlowEdit is a method of the Edit tab."""
-    return "edit" if mode == FlowEditRequest.mode else mode
-
-
-def _song_mode(tab: str, edit_method: str | None) -> str:
-    return FlowEditRequest.mode if tab == "edit" and edit_method == FlowEditRequest.mode else tab
-
-
-def _with_saved_inputs(studio: Studio, data: dict[str, Any]) -> dict[str, Any]:
-    """The saved request, with audio inputs pointed at the copies kept in its run folder."""
-    values = dict(data["request"])
-    folder = studio.store.root / str(data.get("run_id", ""))
-    for field, name in data.get("inputs", {}).items():
-        copy = folder / name
-        if data.get("run_id") and copy.is_file():
-            values[field] = str(copy)
-    return values
 
 
 def launch(

@@ -3,10 +3,13 @@
 On ZeroGPU every GPU call is scheduled for a stated duration: ask too little and the task
 is aborted mid-song, ask too much and the visitor waits longer in the queue and spends
 more of a small daily quota. ``estimate_gpu_seconds`` reads the request by name and is
-clamped to what ZeroGPU grants. ``spaces.GPU`` must wrap its function when the module is
-imported (ZeroGPU registers tasks at start-up), so the two entry points below are
-decorated here, at import time; off ZeroGPU the decorator is an identity and the studio
-calls the engine directly so that Cancel reaches the run.
+clamped to what ZeroGPU grants. Its rates start from priors and are then calibrated from
+the stage timings the Space's own runs measure (``Calibration``).
+
+``spaces.GPU`` must wrap its function when the module is imported (ZeroGPU registers tasks
+at start-up), so the entry points below are decorated here, at import time; off ZeroGPU the
+decorator is an identity and the studio calls the engine directly so that Cancel reaches
+the run.
 
 On ZeroGPU the decorated function runs in a forked worker: its arguments and result are
 pickled across, so they are plain data (a frozen request, a ``Run``), and the studio is
@@ -25,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from modes import ExtendRequest, SongRequest
+from modes import CODES_PER_SECOND, ExtendRequest, SongRequest
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,6 @@ DIT_STEP_S_PER_MIN = 0.25  # one DiT step over one minute of audio, batch 1, no 
 VAE_S_PER_MIN = 1.0  # decode (and encode, for a source song) of one minute of stereo audio
 PLANNER_S_PER_TOKEN = 0.04  # the 1.7B planner with LM guidance: ~25 tokens/s
 PLANNER_META_TOKENS = 150  # its metadata and caption before the audio codes
-CODES_PER_MIN = 300  # audio codes are 5 Hz
 LORA_LOAD_S = 2.0  # each adapter, the first time a worker sees it
 LORA_STEP_FACTOR = 0.05  # extra DiT time per active adapter
 
@@ -79,7 +81,7 @@ def dit_work(steps: int, minutes: float, batch: int, guidance: bool, lora_count:
 
 def planner_tokens(minutes: float) -> float:
     """Tokens the planner writes for a song: its metadata, then 5 audio codes a second."""
-    return PLANNER_META_TOKENS + CODES_PER_MIN * minutes
+    return PLANNER_META_TOKENS + CODES_PER_SECOND * 60 * minutes
 
 
 @dataclasses.dataclass(frozen=True)

@@ -216,9 +216,8 @@ def add_api_endpoints(
     panels: dict[str, dict[str, gr.components.Component]],
     advanced: dict[str, gr.components.Component],
 ) -> None:
-    """The named API endpoints, one per song mode plus ``vary``; call inside the page's Blocks."""
-    # Named API endpoints, one per mode: keyword parameters carry the request's
-    # field names; each returns the run's files and its settings.
+    """The named API endpoints, one per song mode plus ``vary``; call inside the page's Blocks.
+    Keyword parameters carry the request's field names; each returns the run's files and settings."""
     api_files = gr.File(file_count="multiple", visible=False)
     api_settings = gr.JSON(visible=False)
     with gr.Column(visible=False):

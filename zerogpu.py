@@ -110,6 +110,7 @@ class Calibration:
         self.key = key
         self.min_samples = min_samples
         self._lock = threading.Lock()
+        self._ignored: set[str] = set()
         self.samples: dict[str, list[float]] = {name: [] for name in self.RATES}
         if path is not None and path.is_file():
             try:
@@ -126,8 +127,12 @@ class Calibration:
 
     def record(self, settings: dict[str, Any]) -> None:
         """Add the rates measured by one finished run (its ``settings.json`` content)."""
-        if self.key_for(settings) != self.key:
-            return  # another model's or device's speed says nothing about this one
+        key = self.key_for(settings)
+        if key != self.key:  # another model's or device's speed says nothing about this one
+            if key not in self._ignored:
+                self._ignored.add(key)
+                log.info("GPU timings of %s are not used for %s", key, self.key)
+            return
         timings, request = settings.get("timings_s", {}), settings["request"]
         minutes = max(settings["output"]["duration_s"], 10.0) / 60.0
         batch = len(settings.get("takes", [])) or int(request.get("batch_size", 1))

@@ -61,8 +61,9 @@ class StageTimer:
         self.step_times.clear()
 
 
-def bench_one(studio: Studio, timer: StageTimer, duration: int, batch: int, steps: int, repeats: int = 1) -> dict:
-    request = GenerateRequest(
+def bench_request(duration: float, steps: int, batch: int = 1) -> GenerateRequest:
+    """The song every benchmark renders: a fixed prompt, lyrics and seed."""
+    return GenerateRequest(
         prompt="upbeat synth-pop, female vocals",
         lyrics="[verse]\nneon lights and midnight trains\n[chorus]\nwe are the sound",
         audio_duration=duration,
@@ -70,7 +71,33 @@ def bench_one(studio: Studio, timer: StageTimer, duration: int, batch: int, step
         seed=1234,
         batch_size=batch,
     ).validate()
-    request = studio.backend.normalise(request)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that pick what a benchmark runs on: a checkpoint, or full-size random weights."""
+    parser.add_argument("--model", default="tiny", help="registry name, Hub id, local folder, tiny or tiny-base")
+    parser.add_argument("--device", choices=("cuda", "mps", "cpu"), default=None)
+    parser.add_argument(
+        "--random-weights",
+        choices=("full-size",),
+        default=None,
+        help="build the published 2B architecture with random weights instead of loading --model",
+    )
+    parser.add_argument("--variant", choices=("turbo", "sft", "base"), default="turbo", help="with --random-weights")
+
+
+def bench_backend(args: argparse.Namespace) -> Backend:
+    """The (not yet loaded) backend the options of ``add_model_arguments`` ask for."""
+    spec = resolve_model(args.variant if args.random_weights else args.model)
+    loader = None
+    if args.random_weights:
+        spec = dataclasses.replace(spec, label=f"{args.variant} 2B (random weights)")
+        loader = functools.partial(_random_weights, turbo=args.variant == "turbo")
+    return Backend(spec, device=pick_device(args.device), loader=loader)
+
+
+def bench_one(studio: Studio, timer: StageTimer, duration: int, batch: int, steps: int, repeats: int = 1) -> dict:
+    request = studio.backend.normalise(bench_request(duration, steps, batch))
     last = [time.perf_counter()]
 
     def on_progress(fraction: float, message: str) -> None:
@@ -120,32 +147,20 @@ def bench_one(studio: Studio, timer: StageTimer, duration: int, batch: int, step
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Stage timings and real-time factor for ACE Music Studio.")
-    parser.add_argument("--model", default="tiny", help="registry name, Hub id, local folder, tiny or tiny-base")
+    add_model_arguments(parser)
     parser.add_argument("--durations", type=int, nargs="+", default=None, help="song lengths in seconds")
     parser.add_argument("--batch", type=int, nargs="+", default=[1], help="takes per call")
     parser.add_argument("--steps", type=int, default=None, help="default: the checkpoint's own")
-    parser.add_argument("--device", choices=("cuda", "mps", "cpu"), default=None)
     parser.add_argument("--json", type=Path, default=Path("bench.json"), help="where to write the results")
-    parser.add_argument(
-        "--random-weights",
-        choices=("full-size",),
-        default=None,
-        help="build the published 2B architecture with random weights instead of loading --model",
-    )
-    parser.add_argument("--variant", choices=("turbo", "sft", "base"), default="turbo", help="with --random-weights")
     parser.add_argument("--repeats", type=int, default=1, help="bare/studio pairs per row; medians are compared")
     args = parser.parse_args(argv)
 
-    spec = resolve_model(args.variant if args.random_weights else args.model)
-    loader = None
-    if args.random_weights:
-        spec = dataclasses.replace(spec, label=f"{args.variant} 2B (random weights)")
-        loader = functools.partial(_random_weights, turbo=args.variant == "turbo")
+    backend = bench_backend(args)
+    spec, device = backend.spec, backend.device
     durations = args.durations or (TINY_DURATIONS_S if spec.is_tiny else FULL_DURATIONS_S)
     steps = args.steps or spec.defaults.num_inference_steps
-    device = pick_device(args.device)
     with tempfile.TemporaryDirectory() as folder:
-        studio = Studio(backend=Backend(spec, device=device, loader=loader), store=OutputStore(Path(folder)))
+        studio = Studio(backend=backend, store=OutputStore(Path(folder)))
         started = time.perf_counter()
         pipe = studio.backend.load()
         load_s = time.perf_counter() - started
@@ -161,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     for row in rows:
         print(" ".join(f"{row[c]!s:>16}" for c in columns))
     summary = {"model": spec.label, "device": device.device, "device_name": device_name(device.device)}
-    summary |= {"dtype": device.dtype, "versions": _versions(), "rows": rows}
+    summary |= {"dtype": device.dtype, "versions": library_versions(), "rows": rows}
     args.json.write_text(json.dumps(summary, indent=2))
     print(f"wrote {args.json}")
 
@@ -183,7 +198,7 @@ def device_name(device: str) -> str:
     return device
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
     import diffusers
     import torch
     import transformers

@@ -32,9 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from backend import Backend, pick_device
-from bench import _random_weights, _versions, device_name
-from checkpoints import resolve_model
+from bench import add_model_arguments, bench_backend, bench_request, device_name, library_versions
 from modes import GenerateRequest
 
 VAE_TILES = (None, 256, 512, 1024)  # latent frames per decode tile; None: tiling off
@@ -265,31 +263,18 @@ def compile_rows(pipe, inputs: dict, timer: Timer) -> list[Row]:
 
 def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description="Each speed lever on and off, on the same inputs.")
-    parser.add_argument("--model", default="tiny", help="registry name, Hub id, local folder, tiny or tiny-base")
-    parser.add_argument("--random-weights", choices=("full-size",), default=None)
-    parser.add_argument("--variant", choices=("turbo", "sft", "base"), default="turbo", help="with --random-weights")
+    add_model_arguments(parser)
     parser.add_argument("--seconds", type=float, default=10.0, help="song length the DiT levers run on")
     parser.add_argument("--vae-seconds", type=float, default=30.0, help="song length the VAE levers decode")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per row (after one warm-up); medians")
     parser.add_argument("--compile", action="store_true", help="also time regional torch.compile (slow to compile)")
-    parser.add_argument("--device", choices=("cuda", "mps", "cpu"), default=None)
     parser.add_argument("--json", type=Path, default=Path("bench_levers.json"))
     args = parser.parse_args(argv)
 
-    spec = resolve_model(args.variant if args.random_weights else args.model)
-    loader = None
-    if args.random_weights:
-        spec = dataclasses.replace(spec, label=f"{args.variant} 2B (random weights)")
-        loader = functools.partial(_random_weights, turbo=args.variant == "turbo")
-    device = pick_device(args.device)
-    pipe = Backend(spec, device=device, loader=loader).load()
-    request = GenerateRequest(
-        prompt="upbeat synth-pop, female vocals",
-        lyrics="[verse]\nneon lights and midnight trains\n[chorus]\nwe are the sound",
-        audio_duration=args.seconds,
-        num_inference_steps=spec.defaults.num_inference_steps,
-        seed=1234,
-    ).validate()
+    backend = bench_backend(args)
+    spec, device = backend.spec, backend.device
+    pipe = backend.load()
+    request = bench_request(args.seconds, spec.defaults.num_inference_steps)
     inputs = capture_dit_inputs(pipe, request)
     timer = Timer(device.device, args.repeats)
     rows = attention_rows(pipe, inputs, timer) + guidance_rows(pipe, inputs, timer) + dtype_rows(pipe, inputs, timer)
@@ -310,7 +295,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
         print(f"{row.lever:<28} {row.setting:<34} {seconds:>9} {ratio:>10} {row.peak_gb or '-'!s:>8}  {row.note}")
     summary = {"model": spec.label, "device": device.device, "device_name": device_name(device.device)}
     summary |= {"dtype": device.dtype, "seconds": args.seconds, "vae_seconds": args.vae_seconds}
-    summary |= {"versions": _versions(), "rows": [dataclasses.asdict(row) for row in rows]}
+    summary |= {"versions": library_versions(), "rows": [dataclasses.asdict(row) for row in rows]}
     args.json.write_text(json.dumps(summary, indent=2))
     print(f"wrote {args.json}")
     return rows

@@ -122,12 +122,13 @@ class Calibration:
                 log.warning("ignoring unreadable GPU timings in %s (%s); using the prior rates", path, error)
 
     @staticmethod
-    def key_for(settings: dict[str, Any]) -> str:
-        return f"{settings['model']['source']} on {settings['device']}"
+    def key_for(source: str, device: str) -> str:
+        """Which measurements belong together: one model source on one device."""
+        return f"{source} on {device}"
 
     def record(self, settings: dict[str, Any]) -> None:
         """Add the rates measured by one finished run (its ``settings.json`` content)."""
-        key = self.key_for(settings)
+        key = self.key_for(settings["model"]["source"], settings["device"])
         if key != self.key:  # another model's or device's speed says nothing about this one
             if key not in self._ignored:
                 self._ignored.add(key)
@@ -242,7 +243,7 @@ def attach(studio: Any, calibration: Calibration | None = None) -> None:
 def calibration_for(studio: Any) -> Calibration:
     """The calibration of ``studio``'s model and device, kept beside its outputs (hidden from the library)."""
     backend = studio.backend
-    key = Calibration.key_for({"model": {"source": backend.spec.source}, "device": backend.device.device})
+    key = Calibration.key_for(backend.spec.source, backend.device.device)
     return Calibration(Path(studio.store.root) / ".gpu-timings.json", key)
 
 

@@ -11,12 +11,14 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 stamp="$VENV/.requirements.cksum"
-wanted=$(cksum < requirements.txt)
+wanted=$( (echo "${TORCH_SPEC:-}"; cat requirements.txt) | cksum)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   # TORCH_SPEC picks the torch build first (e.g. a CPU-only one); by default pip chooses.
+  # It is split into words, so it can carry pip options such as --index-url.
   if [ -n "${TORCH_SPEC:-}" ]; then
-    "$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
+    read -r -a torch_args <<<"$TORCH_SPEC"
+    "$VENV/bin/python" -m pip install --quiet "${torch_args[@]}"
   fi
   "$VENV/bin/python" -m pip install --quiet -r requirements.txt
   echo "$wanted" > "$stamp"

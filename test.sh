@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs the whole test suite (ruff + pytest) on the CPU, in its own virtual environment.
 # Usage: ./test.sh [pytest arguments]
-# The CPU build of torch goes in first so that nothing pulls a multi-GB CUDA build;
-# override with TORCH_SPEC (e.g. TORCH_SPEC="torch==2.13.0") if your platform needs it.
+# torch goes in first, from TORCH_SPEC (default torch==2.13.0), so that nothing else picks a build.
+# That pin is the CPU build only where a CPU wheel is pre-provided (the project's CI machines);
+# on an ordinary Linux machine PyPI's torch==2.13.0 is the multi-GB CUDA build, so name the CPU
+# index there. TORCH_SPEC is split into words, so it can carry pip options:
+#   TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" ./test.sh
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -15,10 +18,11 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # Reinstall only when the requirements change.
 stamp="$VENV/.requirements.cksum"
-wanted=$(cat requirements.txt requirements-dev.txt | cksum)
+wanted=$( (echo "$TORCH_SPEC"; cat requirements.txt requirements-dev.txt) | cksum)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
+  read -r -a torch_args <<<"$TORCH_SPEC"
+  "$VENV/bin/python" -m pip install --quiet "${torch_args[@]}"
   "$VENV/bin/python" -m pip install --quiet -r requirements-dev.txt
   echo "$wanted" > "$stamp"
 fi

@@ -81,8 +81,9 @@ class RunOwners:
             return run_id in self._runs.get(session, ())
 
     def adopt(self, session: str, history: list | None) -> list[dict[str, Any]]:
-        """The History entries whose ticket proves this server made them, each recorded as this
-        session's; entries without a valid ticket (edited, or from before a restart) are left out."""
+        """The History entries this session may open: its own runs, and those whose ticket proves
+        this server made them for this browser (each then recorded as this session's). Entries
+        without either (edited, or from before a restart) are left out."""
         kept = []
         for item in (history or [])[:HISTORY_LIMIT]:
             if not isinstance(item, dict) or not isinstance(item.get("run_id"), str):
@@ -90,5 +91,6 @@ class RunOwners:
             ticket = item.get("ticket")
             if isinstance(ticket, str) and hmac.compare_digest(ticket, self.ticket(item["run_id"])):
                 self.record(session, item["run_id"])
+            if self.owns(session, item["run_id"]):
                 kept.append(item)
         return kept

@@ -191,9 +191,9 @@ def wire_stems(studio: Studio, runs: ActiveRuns, stems: Stems, last_run: gr.Stat
             raise gr.Error("Generate something first (or pass the run_id of a saved run).")
         control = RunControl(lambda fraction, message: progress(fraction, desc=message))
         session = session_key(request)
-        runs.check_owner(session, run_id)
         runs.start(session, control)
         try:
+            runs.check_owner(session, run_id)
             return [str(path) for path in studio.stems(run_id, int(take or 1), stem_model, control)]
         except Cancelled:
             raise gr.Error("Cancelled: no stems were saved.") from None

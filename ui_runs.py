@@ -42,9 +42,9 @@ class ActiveRuns:
         self.owners = owners  # on a shared studio (a Space): who made which run; None: every run is the user's
 
     def check_owner(self, session: str, run_id: str, field: str = "run_id") -> None:
-        """On a shared studio, refuse a run this session did not make (as if it did not exist)."""
+        """On a shared studio, refuse (``ValueError``) a run this session did not make, as if it did not exist."""
         if self.owners is not None and not self.owners.owns(session, run_id):
-            raise gr.Error(f"{field}: no run called {str(run_id)[:80]!r} was made in this browser")
+            raise ValueError(f"{field}: no run called {str(run_id)[:80]!r} was made in this browser")
 
     def start(self, key: str, control: RunControl) -> None:
         with self._lock:

@@ -303,9 +303,12 @@ def parse_settings_text(text: str, label: str = "settings") -> Any:
         raise ValueError(f"{label}: expected JSON text, got {type(text).__name__}")
     if len(text) > MAX_SETTINGS_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_SETTINGS_BYTES:
         raise ValueError(f"{label}: over {MAX_SETTINGS_BYTES // 1_000_000} MB of text; ours are far smaller")
-    counts = {"keys": 0}
+    counts = {"keys": 0, "numbers": 0}
 
     def number(digits: str, parse: Callable[[str], Any]) -> Any:
+        counts["numbers"] += 1  # refused as they come: a hook per number is the slow part of parsing
+        if counts["numbers"] > MAX_SETTINGS_ITEMS:
+            raise ValueError(f"{label}: over {MAX_SETTINGS_ITEMS:,} values; ours hold far fewer")
         if len(digits) > MAX_NUMBER_DIGITS:
             raise ValueError(f"{label}: a number has too many digits (over {MAX_NUMBER_DIGITS})")
         value = parse(digits)

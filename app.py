@@ -11,20 +11,23 @@ import html
 import json
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
+from starlette.responses import PlainTextResponse
 
 from backend import Cancelled, ModelUnavailableError, RunControl
 from controls import build_main_panel, build_panel, build_shared_panel
 from examples import EXAMPLE_FIELDS, EXAMPLES, example_rows
 from flow_edit import FlowEditRequest
-from history import add_to_history, history_choices
+from history import RunOwners, add_to_history, history_choices
 from library_ui import build_library, build_stems, wire_library, wire_stems
 from lora_presets import load_presets
 from lyrics_fit import fit_line
 from modes import MAX_BATCH, MAX_DURATION_S, MIN_DURATION_S, SongRequest
-from outputs import Run
+from outputs import Run, servable
 from panels import build_lora_panel, build_lyrics_tab, wire_lyrics_and_lora
 from serving import (
     LOCAL_HOSTS,
@@ -114,7 +117,8 @@ IDEA_FIELDS = ("prompt", "audio_duration", "vocal_language", "bpm", "keyscale", 
 
 
 def build_ui(studio: Studio) -> gr.Blocks:
-    runs = ActiveRuns()
+    # On a Space every visitor shares the outputs folder: a run opens only for the browser that made it.
+    runs = ActiveRuns(owners=RunOwners() if on_space() else None)
 
     # Uploads in Gradio's cache are pruned hourly once a day old.
     with gr.Blocks(title=STUDIO_NAME, delete_cache=(3600, 86400)) as demo:
@@ -239,7 +243,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                     with gr.Row():
                         apply_btn = gr.Button("Apply settings")
                         reuse_btn = gr.Button("Reuse its plan", visible=studio.planner is not None)
-                library = build_library()
+                library = build_library(shared=on_space())
                 stems = build_stems(studio.backend.variant == "base")
 
         mode_state = mode_nav  # the selected mode is the nav's value
@@ -337,7 +341,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 gr.update(value=take_paths[i] if i < len(take_paths) else None, visible=i < len(take_paths))
                 for i in range(MAX_BATCH)
             ]
-            history = add_to_history(history, run)
+            history = add_to_history(history, run, ticket=runs.owners.ticket(run.run_id) if runs.owners else "")
             return (
                 _run_summary(run),
                 *player_updates,
@@ -388,7 +392,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
         form = SongForm(advanced, form_inputs, mode_nav, edit_method)
         form_targets = form.targets
         restore_handler = wire_settings_and_links(
-            studio, demo, form, settings_text, settings_upload, apply_btn, reuse_btn, share_btn, share_box
+            studio, demo, form, settings_text, settings_upload, apply_btn, reuse_btn, share_btn, share_box, runs.owners
         )
 
         def idea_handler(idea: str, progress: gr.Progress = gr.Progress(), request: gr.Request = None) -> tuple:
@@ -437,7 +441,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
             cancel_handler=cancel_handler,
         )
 
-        wire_library(studio, demo, library, history, restore_handler, form_targets)
+        wire_library(studio, demo, library, history, restore_handler, form_targets, runs.owners)
 
         add_api_endpoints(studio, runs, panels, advanced)
 
@@ -453,6 +457,29 @@ def build_ui(studio: Studio) -> gr.Blocks:
     return demo
 
 
+FILE_ROUTE = "/gradio_api/file="  # how Gradio 6 serves a file by its path on the server
+
+
+class OutputsGuard:
+    """ASGI middleware: a file under the outputs folder is served only when it is one of the studio's
+    own types and not hidden (``outputs.servable``). Gradio serves allowed paths inline with the
+    type their suffix suggests, so an HTML or SVG file there would run as a page of this site."""
+
+    def __init__(self, app: Any, root: Path) -> None:
+        self.app = app
+        self.root = root
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path = scope.get("path", "")
+            start = path.find(FILE_ROUTE)
+            target = path[start + len(FILE_ROUTE) :] if start >= 0 else ""
+            if target and "://" not in target and not servable(self.root, target):
+                await PlainTextResponse("Not found", status_code=404)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def launch(
     studio: Studio,
     host: str,
@@ -462,6 +489,10 @@ def launch(
     **launch_kwargs: Any,
 ) -> gr.Blocks:
     studio.store.root.mkdir(parents=True, exist_ok=True)
+    studio.store.remove_leftovers()
+    app_kwargs = dict(launch_kwargs.pop("app_kwargs", None) or {})
+    guard = Middleware(OutputsGuard, root=studio.store.root)
+    app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), guard]
     # Serve runs straight from the outputs folder: otherwise Gradio copies every file it
     # returns into its cache (170 MB per take for a 10-minute WAV).
     gr.set_static_paths([str(studio.store.root)])
@@ -479,6 +510,7 @@ def launch(
         css=CSS,
         allowed_paths=[str(studio.store.root)],
         max_file_size=MAX_UPLOAD,
+        app_kwargs=app_kwargs,
         **launch_kwargs,
     )
     return demo

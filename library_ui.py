@@ -11,9 +11,8 @@ from typing import Any
 import gradio as gr
 
 from backend import Cancelled, RunControl
-from history import history_choices
+from history import RunOwners, history_choices
 from modes import MAX_BATCH
-from serving import on_space
 from stems import DEFAULT_STEM_MODEL, STEM_MODELS, StemModelUnavailableError
 from studio import Studio
 from ui_runs import RUN_OPTIONS, ActiveRuns, session_key
@@ -29,22 +28,25 @@ class Library:
     history_pick: gr.Dropdown
     history_player: gr.Audio
     history_restore: gr.Button
-    pick: gr.Dropdown
-    player: gr.Audio
-    refresh: gr.Button
-    restore: gr.Button
-    delete: gr.Button
-    confirm: gr.Button
+    # The outputs folder's Library; None on a Space, where it would show every visitor's runs.
+    pick: gr.Dropdown | None = None
+    player: gr.Audio | None = None
+    refresh: gr.Button | None = None
+    restore: gr.Button | None = None
+    delete: gr.Button | None = None
+    confirm: gr.Button | None = None
 
 
-def build_library() -> Library:
-    """The History (this browser) and Library (outputs folder) accordions."""
+def build_library(shared: bool = False) -> Library:
+    """The History (this browser) and, unless ``shared`` (a Space), Library (outputs folder) accordions."""
     with gr.Accordion("History (this browser)", open=False):
         history_pick = gr.Dropdown(choices=[], label="Recent runs", value=None, elem_id="history-pick")
         history_player = gr.Audio(type="filepath", interactive=False, label="Take 1", visible=False)
         history_restore = gr.Button("Restore its settings", elem_id="history-restore")
-    # On a Space every visitor shares the outputs folder: no Library there.
-    with gr.Accordion("Library (outputs folder)", open=False, visible=not on_space()):
+    if shared:
+        # Not built at all: a hidden component still sends its choices and answers its events.
+        return Library(history_pick, history_player, history_restore)
+    with gr.Accordion("Library (outputs folder)", open=False):
         pick = gr.Dropdown(choices=[], label="Saved runs", value=None)
         player = gr.Audio(type="filepath", interactive=False, label="Take 1", visible=False)
         with gr.Row():
@@ -60,36 +62,58 @@ def wire_library(
     demo: gr.Blocks,
     library: Library,
     history: gr.BrowserState,
-    restore_handler: Callable[[str | None], list],
+    restore_handler: Callable[..., list],
     form_targets: list[gr.components.Component],
+    owners: RunOwners | None = None,
 ) -> None:
-    """Pick a run to hear its first take, restore its settings into the form, or delete it."""
+    """Pick a run to hear its first take, restore its settings into the form, or delete it.
+    With ``owners`` (a shared studio) History offers, plays and restores only this browser's runs."""
     library.history_restore.click(
         restore_handler, inputs=library.history_pick, outputs=form_targets, api_visibility="private"
     )
 
-    def pick_handler(run_id: str | None) -> dict:
+    def pick_handler(run_id: str | None, request: gr.Request = None) -> dict:
         try:
+            if owners is not None and not owners.owns(session_key(request), run_id or ""):
+                raise ValueError("not this browser's run")
             folder = studio.store.run_folder(run_id or "")
             take = folder / "take1.mp3"
-            return gr.update(value=str(take) if take.is_file() else None, visible=True)
+            return gr.update(value=str(take) if take.is_file() and not take.is_symlink() else None, visible=True)
         except ValueError:
             return gr.update(value=None, visible=False)
 
     library.history_pick.change(
         pick_handler, inputs=library.history_pick, outputs=library.history_player, api_visibility="private"
     )
+
+    def history_list(history: list | None, request: gr.Request = None) -> gr.Dropdown:
+        if owners is not None:  # only entries this server made for this browser, now claimed by this session
+            history = owners.adopt(session_key(request), history)
+        return gr.Dropdown(choices=history_choices(history))
+
     # The stored list arrives from the browser after the page loads: fill the list then.
     gr.on(
         [demo.load, history.change],
-        lambda history: gr.Dropdown(choices=history_choices(history)),
+        history_list,
         inputs=history,
         outputs=library.history_pick,
         api_visibility="private",
         queue=False,
     )
+    if library.pick is not None:
+        _wire_outputs_library(studio, demo, library, restore_handler, form_targets, pick_handler)
 
-    # Library: every run in the outputs folder, so it survives restarts and other browsers.
+
+def _wire_outputs_library(
+    studio: Studio,
+    demo: gr.Blocks,
+    library: Library,
+    restore_handler: Callable[..., list],
+    form_targets: list[gr.components.Component],
+    pick_handler: Callable[..., dict],
+) -> None:
+    """The Library: every run in the outputs folder, so it survives restarts and other browsers."""
+
     def library_list(selected: str | None = None) -> gr.Dropdown:
         choices = history_choices(studio.store.list_runs())
         keep = selected if selected in {value for _, value in choices} else None
@@ -114,8 +138,6 @@ def wire_library(
     )
 
     def delete_handler(run_id: str | None) -> tuple:
-        if on_space():  # the Library is hidden there; refuse a crafted call too
-            raise gr.Error("Deleting runs is switched off on a shared Space.")
         try:
             studio.store.delete_run(run_id or "")
         except (ValueError, OSError) as error:
@@ -171,6 +193,7 @@ def wire_stems(studio: Studio, runs: ActiveRuns, stems: Stems, last_run: gr.Stat
         session = session_key(request)
         runs.start(session, control)
         try:
+            runs.check_owner(session, run_id)
             return [str(path) for path in studio.stems(run_id, int(take or 1), stem_model, control)]
         except Cancelled:
             raise gr.Error("Cancelled: no stems were saved.") from None

@@ -8,6 +8,7 @@ leaves a half-written run where the library or a user would find it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import secrets
@@ -30,6 +31,16 @@ LIBRARY_LIMIT = 200  # runs the Library lists, newest first
 STALE_STAGING_S = 3600  # staging folders older than this belong to a dead process
 OUTPUTS_ENV_VAR = "ACE_STUDIO_OUTPUTS"
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
+# A pasted or uploaded settings.json is untrusted: bounded before and while it is parsed.
+MAX_SETTINGS_BYTES = 1_000_000  # a 10-minute plan's codes and the longest lyrics fit in a tenth of this
+MAX_SETTINGS_DEPTH = 16  # ours nest 5 deep
+MAX_SETTINGS_KEYS = 10_000  # names across every object
+MAX_SETTINGS_ITEMS = 100_000  # values across every list and object
+MAX_NUMBER_DIGITS = 40  # Python's int() refuses 4,300 digits with a raw message; no setting needs 40
+# What a run folder may hold and the page may serve: audio, cover art, settings, stems zips, lyrics.
+SERVED_SUFFIXES = frozenset(
+    {".wav", ".flac", ".mp3", ".ogg", ".opus", ".png", ".jpg", ".jpeg", ".json", ".zip", ".lrc"}
+)
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,17 @@ class OutputStore:
     def __init__(self, root: Path, writers: Mapping[str, Writer] | None = None) -> None:
         self.root = Path(root)
         self.writers = dict(writers or WRITERS)
+        self.remove_leftovers()
+
+    def remove_leftovers(self) -> None:
+        """Staging folders a crashed process left behind, beside the runs and inside them
+        (a stems split cut off half way). Only stale ones: another process may be writing."""
+        if not self.root.is_dir():
+            return
+        self._remove_stale_staging()
+        for folder in self._run_folders():
+            for path in folder.glob(f"{STAGING_PREFIX}*"):
+                _remove_if_stale(path, time.time() - STALE_STAGING_S)
 
     def save_run(
         self,
@@ -137,12 +159,28 @@ class OutputStore:
     def run_folder(self, run_id: str) -> Path:
         """The folder of a saved run. ``run_id`` comes from users and API clients, so it
         must name a run directly inside the outputs folder and nothing else."""
-        if not RUN_ID_PATTERN.fullmatch(run_id or "") or run_id.startswith("."):
-            raise ValueError(f"run_id: {run_id!r} is not the name of a run")
+        if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id) or set(run_id) == {"."}:
+            raise ValueError(f"run_id: {str(run_id)[:80]!r} is not the name of a run")
         folder = self.root / run_id
-        if not (folder / SETTINGS_FILE).is_file():
+        # A link planted in the outputs folder is not a run: nothing is read through it or written into it.
+        if not self._is_run_folder(folder) or not (folder / SETTINGS_FILE).is_file():
             raise ValueError(f"run_id: no run called {run_id!r} in {self.root}")
+        if (folder / SETTINGS_FILE).is_symlink():
+            raise ValueError(f"run_id: run {run_id!r} has a link for its settings, not a file")
         return folder
+
+    def kept_file(self, run_id: str, name: str) -> Path:
+        """A file kept in a run's own folder (an input copy); ``ValueError`` naming the problem when
+        ``name`` is not a plain name of a servable type or leads, after links, out of that folder."""
+        folder = self.run_folder(run_id)
+        if not isinstance(name, str) or not RUN_ID_PATTERN.fullmatch(name):
+            raise ValueError(f"{str(name)[:80]!r} is not the name of a file in a run folder")
+        if Path(name).suffix.lower() not in SERVED_SUFFIXES:
+            raise ValueError(f"{name!r} is not an audio or image file")
+        path = (folder / name).resolve()
+        if path.parent != folder.resolve() or not path.is_file():
+            raise ValueError(f"{name!r} is not a file in run {run_id}")
+        return path
 
     def add_to_run(self, run_id: str, name: str, files: Mapping[str, Callable[[Path], None]]) -> list[Path]:
         """Write a folder ``name`` of extra files (e.g. stems) into a run, atomically.
@@ -151,6 +189,8 @@ class OutputStore:
         replaced only once the new one is complete.
         """
         folder = self.run_folder(run_id)
+        if not RUN_ID_PATTERN.fullmatch(name):
+            raise ValueError(f"{name!r} is not a folder name for a run")
         staging = folder / f"{STAGING_PREFIX}{name}-{secrets.token_hex(4)}"
         staging.mkdir()
         try:
@@ -171,14 +211,12 @@ class OutputStore:
         Read from the folders themselves, so the list survives restarts; a folder whose
         settings cannot be read is listed with what is known rather than hidden.
         """
-        if not self.root.is_dir():
-            return []
-        folders = [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        folders = self._run_folders()
         folders.sort(key=lambda p: p.stat().st_mtime, reverse=True)
         runs = []
         for folder in folders[:limit]:
             try:
-                data = load_settings(folder / SETTINGS_FILE)
+                data = load_settings(self.run_folder(folder.name) / SETTINGS_FILE)
             except ValueError:
                 continue  # not one of ours (or half-deleted by hand): not a run
             request = data["request"]
@@ -200,10 +238,19 @@ class OutputStore:
         os.rename(folder, doomed)
         shutil.rmtree(doomed, ignore_errors=True)
 
+    def _run_folders(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        return [p for p in self.root.iterdir() if not p.name.startswith(".") and self._is_run_folder(p)]
+
+    def _is_run_folder(self, folder: Path) -> bool:
+        """A real folder directly inside the outputs folder: not a link, not leading elsewhere."""
+        return folder.is_dir() and not folder.is_symlink() and folder.resolve().parent == self.root.resolve()
+
     def _free_name(self, run_id: str) -> Path:
         candidate = self.root / run_id
         n = 2
-        while candidate.exists():
+        while os.path.lexists(candidate):
             candidate = self.root / f"{run_id}-{n}"
             n += 1
         return candidate
@@ -211,28 +258,120 @@ class OutputStore:
     def _remove_stale_staging(self) -> None:
         cutoff = time.time() - STALE_STAGING_S
         for path in self.root.glob(f"{STAGING_PREFIX}*"):
-            try:
-                if path.stat().st_mtime < cutoff:
-                    shutil.rmtree(path, ignore_errors=True)
-            except OSError:
-                continue
+            _remove_if_stale(path, cutoff)
 
 
-def load_settings(path_or_text: str | Path) -> dict[str, Any]:
-    """Read a ``settings.json`` (a path or its text) and return its ``request`` values.
+def _remove_if_stale(path: Path, cutoff: float) -> None:
+    try:
+        if path.is_symlink():
+            path.unlink()  # never followed: rmtree through a link would empty its target
+        elif path.lstat().st_mtime < cutoff:
+            shutil.rmtree(path, ignore_errors=True)
+    except OSError:
+        pass
+
+
+def load_settings(source: str | Path) -> dict[str, Any]:
+    """A settings record: a ``settings.json`` file (a ``Path``, e.g. an upload or a run's own) or
+    its text (a ``str``, always read as JSON, never as a path on the server).
 
     Raises ``ValueError`` with a plain message for anything that is not one of ours.
     """
-    text = str(path_or_text)
-    if isinstance(path_or_text, Path) or not text.lstrip().startswith(("{", "[")):
+    if isinstance(source, Path):
         try:
-            text = Path(text).read_text(encoding="utf-8")
+            if source.stat().st_size > MAX_SETTINGS_BYTES:
+                raise ValueError(
+                    f"settings: the file is over {MAX_SETTINGS_BYTES // 1_000_000} MB; ours are far smaller"
+                )
+            text = source.read_text(encoding="utf-8")
         except OSError as error:
-            raise ValueError(f"settings: could not read {path_or_text}: {error.strerror}") from error
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"settings: not valid JSON ({error.msg} at line {error.lineno})") from error
+            raise ValueError(f"settings: could not read {source.name}: {error.strerror}") from error
+        except UnicodeDecodeError as error:
+            raise ValueError(f"settings: {source.name} is not UTF-8 text") from error
+    else:
+        text = source
+    data = parse_settings_text(text)
     if not isinstance(data, dict) or not isinstance(data.get("request"), dict):
         raise ValueError("settings: no 'request' section; is this a settings.json from ACE Music Studio?")
     return data
+
+
+def parse_settings_text(text: str, label: str = "settings") -> Any:
+    """JSON text from a client, parsed within bounds: size, nesting depth, names, values and
+    digits per number. Raises ``ValueError`` with a plain message (``label: ...``) on any excess."""
+    if not isinstance(text, str):
+        raise ValueError(f"{label}: expected JSON text, got {type(text).__name__}")
+    if len(text) > MAX_SETTINGS_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_SETTINGS_BYTES:
+        raise ValueError(f"{label}: over {MAX_SETTINGS_BYTES // 1_000_000} MB of text; ours are far smaller")
+    counts = {"keys": 0, "numbers": 0}
+
+    def number(digits: str, parse: Callable[[str], Any]) -> Any:
+        counts["numbers"] += 1  # refused as they come: a hook per number is the slow part of parsing
+        if counts["numbers"] > MAX_SETTINGS_ITEMS:
+            raise ValueError(f"{label}: over {MAX_SETTINGS_ITEMS:,} values; ours hold far fewer")
+        if len(digits) > MAX_NUMBER_DIGITS:
+            raise ValueError(f"{label}: a number has too many digits (over {MAX_NUMBER_DIGITS})")
+        value = parse(digits)
+        if not math.isfinite(value):
+            raise ValueError(f"{label}: a number is too large ({digits})")
+        return value
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        counts["keys"] += len(items)
+        if counts["keys"] > MAX_SETTINGS_KEYS:
+            raise ValueError(f"{label}: over {MAX_SETTINGS_KEYS:,} names; ours hold far fewer")
+        return dict(items)
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"{label}: {name} is not a number a settings file holds")
+
+    try:
+        data = json.loads(
+            text,
+            parse_int=lambda digits: number(digits, int),
+            parse_float=lambda digits: number(digits, float),
+            parse_constant=constant,
+            object_pairs_hook=pairs,
+        )
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{label}: not valid JSON ({error.msg} at line {error.lineno})") from error
+    except RecursionError:
+        raise ValueError(f"{label}: nested too deeply (over {MAX_SETTINGS_DEPTH} levels)") from None
+    _check_shape(data, label)
+    return data
+
+
+def _check_shape(data: Any, label: str) -> None:
+    """Depth and value count, walked without recursion."""
+    stack, items = [(data, 1)], 0
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_SETTINGS_DEPTH:
+                raise ValueError(f"{label}: nested too deeply (over {MAX_SETTINGS_DEPTH} levels)")
+            children = value.values() if isinstance(value, dict) else value
+            items += len(children)
+            if items > MAX_SETTINGS_ITEMS:
+                raise ValueError(f"{label}: over {MAX_SETTINGS_ITEMS:,} values; ours hold far fewer")
+            stack.extend((child, depth + 1) for child in children)
+
+
+def servable(root: Path, path: str | Path) -> bool:
+    """Whether the page may serve ``path`` as far as the outputs folder ``root`` is concerned:
+    anything outside it is for Gradio's own checks; inside it, only the studio's own file types
+    (no page, image or script a browser would run), and nothing hidden (staging folders, the
+    GPU timings) or reached through a link that leads out of a run."""
+    absolute = Path(os.path.abspath(path))
+    resolved = absolute.resolve()
+    root = Path(os.path.abspath(root))
+    inside = [
+        p.relative_to(base) for p, base in ((absolute, root), (resolved, root.resolve())) if p.is_relative_to(base)
+    ]
+    if not inside:
+        return True
+    if len(inside) == 1:
+        return False  # a link between the outputs folder and the rest of the disk, either way
+    return all(
+        not any(part.startswith(".") for part in relative.parts) and relative.suffix.lower() in SERVED_SUFFIXES
+        for relative in inside
+    )

@@ -5,16 +5,20 @@ link). ``app.py`` builds the components; this module binds them.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from flow_edit import FlowEditRequest
+from history import RunOwners
 from modes import SongRequest
 from outputs import SETTINGS_FILE, load_settings
 from share import LINK_AUDIO_STAND_IN, MODE_PARAM, request_from_query, share_query
 from studio import INPUT_FILES, SONG_TYPES, Studio, replay_values
+from ui_runs import session_key
 
 SHARE_LINK_JS = "(q) => q && q.startsWith('?') ? window.location.origin + window.location.pathname + q : q"
 LINK_FIELDS = frozenset(name for cls in SONG_TYPES.values() for name in cls.field_names())
@@ -49,15 +53,44 @@ def form_value(name: str, value: Any) -> Any:
     return value
 
 
-def with_saved_inputs(studio: Studio, data: dict[str, Any]) -> dict[str, Any]:
-    """The saved request, with audio inputs pointed at the copies kept in its run folder."""
+def with_saved_inputs(
+    studio: Studio, data: dict[str, Any], may_read: Callable[[str], bool] = lambda run_id: True
+) -> tuple[dict[str, Any], list[str]]:
+    """The saved request with its files pointed at the copies kept in its own run folder, and a
+    note for each file dropped. A settings record never names a file on the server: a file is
+    taken only as a copy kept in the folder of the record's ``run_id`` (checked by the store,
+    links followed) that ``may_read`` allows; any other file named is dropped, not the record."""
     values = dict(data["request"])
-    folder = studio.store.root / str(data.get("run_id", ""))
-    for field, name in data.get("inputs", {}).items():
-        copy = folder / name
-        if data.get("run_id") and copy.is_file():
-            values[field] = str(copy)
-    return values
+    kept = data.get("inputs") or {}
+    notes = [] if isinstance(kept, dict) else ["inputs: not a list of kept files; ignored"]
+    kept = kept if isinstance(kept, dict) else {}
+    run_id = data.get("run_id")
+    for field in INPUT_FILES:
+        named = values.pop(field, None)
+        if field in kept:
+            try:
+                if not may_read(run_id):  # asked first, so a stranger learns nothing of what exists
+                    raise ValueError(f"run {str(run_id)[:80]!r} was not made in this browser")
+                path = studio.store.kept_file(run_id, kept[field])
+            except ValueError as error:
+                notes.append(f"{field}: dropped ({error}); upload it again")
+                continue
+            values[field] = str(path)
+        elif named:
+            notes.append(f"{field}: dropped (a settings file cannot name a file on the server); upload it again")
+    notes += [f"inputs: {str(name)[:40]!r} is not a file setting; ignored" for name in kept if name not in INPUT_FILES]
+    return values, notes
+
+
+def restorable(cls: type[SongRequest], values: dict[str, Any]) -> SongRequest:
+    """A request for the form, valid but for a source song the visitor still has to upload."""
+    stand_in = (
+        {"src_audio": LINK_AUDIO_STAND_IN} if "src_audio" in cls.field_names() and not values.get("src_audio") else {}
+    )
+    fields = set(cls.field_names())
+    values = {name: value for name, value in values.items() if name in fields or name not in INPUT_FILES}
+    request = cls.from_values({**values, **stand_in})
+    return dataclasses.replace(request, **dict.fromkeys(stand_in, ""))
 
 
 class SongForm:
@@ -88,23 +121,32 @@ class SongForm:
             updates.append(form_value(name, getattr(restored, name)) if own else gr.skip())
         return [*updates, tab, restored.mode if tab == "edit" else gr.skip()]
 
-    def from_settings(self, studio: Studio, data: dict[str, Any]) -> list:
-        """A saved run's settings as form updates; ``gr.Error`` when they do not make a request."""
+    def from_settings(
+        self, studio: Studio, data: dict[str, Any], may_read: Callable[[str], bool] = lambda run_id: True
+    ) -> list:
+        """A saved run's settings as form updates; ``gr.Error`` when they do not make a request,
+        a warning naming each file that was dropped."""
         try:
             mode = data.get("mode", "generate")
             if mode not in SONG_TYPES:
-                raise ValueError(f"settings: unknown mode {mode!r}")
-            restored = SONG_TYPES[mode].from_values(with_saved_inputs(studio, data))
+                raise ValueError(f"settings: unknown mode {str(mode)[:40]!r}")
+            values, notes = with_saved_inputs(studio, data, may_read)
+            restored = restorable(SONG_TYPES[mode], values)
         except ValueError as error:
             raise gr.Error(str(error), title="Could not apply settings") from error
+        for note in notes:
+            gr.Warning(note, title="A file was left out")
         return self.updates(restored)
 
 
-def _pasted_settings(text: str, upload: str | None) -> dict[str, Any]:
-    source = upload or text
-    if not source or not str(source).strip():
-        raise gr.Error("Paste a settings.json into the box or upload one first.")
-    return load_settings(source)
+def pasted_settings(text: str | None, upload: str | None) -> dict[str, Any]:
+    """The settings record from the upload (a file in Gradio's upload cache) or else the pasted
+    JSON text; text is never read as a path on the server. ``ValueError`` names what is wrong."""
+    if upload:
+        return load_settings(Path(upload))
+    if not text or not str(text).strip():
+        raise ValueError("settings: paste a settings.json into the box or upload one first")
+    return load_settings(str(text))
 
 
 def wire_settings_and_links(
@@ -117,31 +159,49 @@ def wire_settings_and_links(
     reuse_btn: gr.Button,
     share_btn: gr.Button,
     share_box: gr.Textbox,
-) -> Callable[[str | None], list]:
+    owners: RunOwners | None = None,
+) -> Callable[..., list]:
     """Apply settings (the ``apply_settings`` endpoint), Reuse its plan, share links both ways.
-    Returns the handler that restores a saved run by id (for History and Library)."""
+    Returns the handler that restores a saved run by id (for History and Library).
 
-    def apply_handler(text: str, upload: str | None) -> list:
+    With ``owners`` (a shared studio), a run's kept files and the run itself are opened only
+    for the session that made it."""
+
+    def reader(request: gr.Request | None) -> Callable[[str], bool]:
+        if owners is None:
+            return lambda run_id: True
+        session = session_key(request)
+        return lambda run_id: owners.owns(session, run_id)
+
+    def apply_handler(text: str, upload: str | None, request: gr.Request = None) -> list:
         try:
-            data = _pasted_settings(text, upload)
+            data = pasted_settings(text, upload)
         except ValueError as error:
             raise gr.Error(str(error), title="Could not apply settings") from error
-        return form.from_settings(studio, data)
+        return form.from_settings(studio, data, reader(request))
 
-    def restore_handler(run_id: str | None) -> list:
+    def restore_handler(run_id: str | None, request: gr.Request = None) -> list:
         if not run_id:
             raise gr.Error("Pick a run from the history first.")
+        may_read = reader(request)
         try:
+            if not may_read(run_id):
+                raise ValueError(f"run_id: no run called {str(run_id)[:80]!r} was made in this browser")
             data = load_settings(studio.store.run_folder(run_id) / SETTINGS_FILE)
         except ValueError as error:
             raise gr.Error(f"{error} (it may have been deleted)", title="Could not restore") from error
-        return form.from_settings(studio, data)
+        # The files are those kept in the folder it was read from, whatever its record says.
+        return form.from_settings(studio, {**data, "run_id": run_id}, may_read)
 
-    def reuse_handler(text: str, upload: str | None) -> list:
+    def reuse_handler(text: str, upload: str | None, request: gr.Request = None) -> list:
         try:
-            restored = SONG_TYPES["generate"].from_values(replay_values(_pasted_settings(text, upload)))
+            data = pasted_settings(text, upload)
+            values, notes = with_saved_inputs(studio, {**data, "request": replay_values(data)}, reader(request))
+            restored = restorable(SONG_TYPES["generate"], values)
         except (ValueError, KeyError) as error:
             raise gr.Error(str(error), title="Could not reuse the plan") from error
+        for note in notes:
+            gr.Warning(note, title="A file was left out")
         gr.Info("The plan's codes are in Planner → Plan to replay: Generate renders them without planning.")
         return form.updates(restored)
 

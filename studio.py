@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from backend import MODEL_LOADS, Backend, ModelUnavailableError, RunControl
-from export import read_cover, writers_for
+from export import Cover, read_cover, writers_for
 from flow_edit import FlowEditRequest, guidance_defaults
 from modes import INSTRUMENTAL_LYRICS, REQUEST_TYPES, GenerateRequest, SongRequest
 from outputs import SETTINGS_FILE, OutputStore, Run, load_settings
@@ -146,9 +146,10 @@ class Studio:
             )
         plan = plan_variation(settings, vary, folder)
         values = plan.request
+        kept = settings.get("inputs") or {}
         if settings.get("plan"):  # the parent's plan is replayed, not planned again
             values = {**replay_values(settings), "seed": vary.seed}
-            values.update({f: str(folder / name) for f, name in settings.get("inputs", {}).items()})
+            values.update({f: str(self.store.kept_file(vary.parent_run_id, name)) for f, name in kept.items()})
         request = SONG_TYPES[plan.mode].from_values(values)
         record = {
             "parent_run_id": vary.parent_run_id,
@@ -207,7 +208,7 @@ class Studio:
         control.report(0.95, "Writing files…")
         control.check()  # the last point where a cancel still leaves nothing behind
         inputs = {
-            field: f"{name}{Path(getattr(request, field)).suffix.lower()}"
+            field: name + kept_suffix(getattr(request, field), cover if field == "cover_image" else None)
             for field, (name, _) in INPUT_FILES.items()
             if getattr(request, field, "")
         }
@@ -409,6 +410,28 @@ class Studio:
         written = self.store.add_to_run(run_id, name, files)
         control.report(1.0, "Done")
         return written
+
+
+# Kept copies are named from what their bytes are, never from the uploader's file name:
+# a "song.html" that is a WAV is kept as source.wav, so nothing in a run folder is a web page.
+KEPT_AUDIO_SUFFIXES = {"WAV": ".wav", "WAVEX": ".wav", "RF64": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3"}
+KEPT_IMAGE_SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg"}
+
+
+def kept_suffix(path: str | Path, cover: Cover | None = None) -> str:
+    """The suffix of a kept input copy from its detected format (soundfile's for audio, the
+    magic bytes for a cover image); ``ValueError`` for a format the studio does not keep."""
+    if cover is not None:
+        return KEPT_IMAGE_SUFFIXES[cover.mime]
+    import soundfile as sf
+
+    try:
+        detected = sf.info(str(path)).format
+    except (sf.LibsndfileError, RuntimeError, TypeError) as error:
+        raise ValueError(f"{Path(path).name!r} is not audio the studio can read") from error
+    if detected not in KEPT_AUDIO_SUFFIXES:
+        raise ValueError(f"{Path(path).name!r} is {detected} audio, which the studio does not keep")
+    return KEPT_AUDIO_SUFFIXES[detected]
 
 
 def replay_values(settings: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import gradio as gr
 from backend import Cancelled, ModelUnavailableError, RunControl
 from controls import build_panel
 from flow_edit import FlowEditRequest
+from history import RunOwners
 from modes import RANDOM_SEED
 from outputs import SETTINGS_FILE, Run, load_settings
 from serving import on_zerogpu
@@ -35,9 +36,15 @@ RUN_OPTIONS: dict[str, Any] = dict(
 class ActiveRuns:
     """The run each browser session has in flight, so that Cancel reaches the right one."""
 
-    def __init__(self) -> None:
+    def __init__(self, owners: RunOwners | None = None) -> None:
         self._runs: dict[str, RunControl] = {}
         self._lock = threading.Lock()
+        self.owners = owners  # on a shared studio (a Space): who made which run; None: every run is the user's
+
+    def check_owner(self, session: str, run_id: str, field: str = "run_id") -> None:
+        """On a shared studio, refuse (``ValueError``) a run this session did not make, as if it did not exist."""
+        if self.owners is not None and not self.owners.owns(session, run_id):
+            raise ValueError(f"{field}: no run called {str(run_id)[:80]!r} was made in this browser")
 
     def start(self, key: str, control: RunControl) -> None:
         with self._lock:
@@ -117,6 +124,7 @@ def run_vary(
     """Vary a saved run (``parent_run_id``, ``variance``, ``seed``); ``None`` when cancelled."""
     try:
         request = VaryRequest.from_values(values).validate()
+        runs.check_owner(session, request.parent_run_id, "parent_run_id")
         settings = load_settings(studio.store.run_folder(request.parent_run_id) / SETTINGS_FILE)
     except ValueError as error:
         raise gr.Error(str(error), title="Check the settings") from error
@@ -143,10 +151,11 @@ def guarded_run(
     control = RunControl(progress)
     runs.start(session, control)
     try:
-        if on_zerogpu():
-            # ZeroGPU runs the engine in a forked worker, so Cancel there is Gradio's own.
-            return on_gpu()
-        return work(control)
+        # ZeroGPU runs the engine in a forked worker, so Cancel there is Gradio's own.
+        run = on_gpu() if on_zerogpu() else work(control)
+        if run is not None and runs.owners is not None:
+            runs.owners.record(session, run.run_id)
+        return run
     except Cancelled:
         return None
     except ModelUnavailableError as error:

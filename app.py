@@ -303,6 +303,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 ProgressRelay(progress),
                 new_seed=new_seed,
                 mode=mode,
+                keep_on_disconnect=True,  # a reloaded page finds the finished run in the Library
             )
             return present(run, history)
 
@@ -316,7 +317,8 @@ def build_ui(studio: Studio) -> gr.Blocks:
             if not run_id:
                 raise gr.Error("Generate something first: Vary makes a new take near the latest run.")
             values = {"parent_run_id": run_id, "variance": variance}
-            return present(run_vary(studio, runs, values, session_key(request), ProgressRelay(progress)), history)
+            run = run_vary(studio, runs, values, session_key(request), ProgressRelay(progress), keep_on_disconnect=True)
+            return present(run, history)
 
         def present(run: Run | None, history: list) -> tuple:
             """A finished run (or a cancelled one, ``None``) as the page's outputs."""

@@ -28,6 +28,7 @@ from outputs import Run
 from panels import build_lora_panel, build_lyrics_tab, wire_lyrics_and_lora
 from serving import (
     LOCAL_HOSTS,
+    check_mcp,
     lan_addresses,
     make_studio,
     network_access,
@@ -499,6 +500,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         credentials = network_access(args.host, args.auth, args.no_auth)
+        check_mcp(args.mcp, args.auth)  # before any model time
         studio = make_studio(args)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
@@ -518,14 +520,8 @@ def main(argv: list[str] | None = None) -> None:
     if on_zerogpu():
         # ZeroGPU: load in the main process before serving; each GPU worker is forked from it.
         studio.backend.load()
-    extra: dict[str, Any] = {}
-    if args.mcp:
-        import importlib.util
-
-        if importlib.util.find_spec("mcp") is None:
-            raise SystemExit("error: --mcp needs Gradio's MCP extra: pip install 'gradio[mcp]'")
-        extra["mcp_server"] = True
-    launch(studio, host, args.port, preload=not args.no_preload, auth=credentials, **extra)
+    # An explicit False also keeps GRADIO_MCP_SERVER=true from switching MCP on past check_mcp.
+    launch(studio, host, args.port, preload=not args.no_preload, auth=credentials, mcp_server=args.mcp)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from outputs import Run, servable
 from panels import build_lora_panel, build_lyrics_tab, wire_lyrics_and_lora
 from serving import (
     LOCAL_HOSTS,
+    check_mcp,
     lan_addresses,
     make_studio,
     network_access,
@@ -307,6 +308,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 ProgressRelay(progress),
                 new_seed=new_seed,
                 mode=mode,
+                keep_on_disconnect=True,  # a reloaded page finds the finished run in the Library
             )
             return present(run, history)
 
@@ -320,7 +322,8 @@ def build_ui(studio: Studio) -> gr.Blocks:
             if not run_id:
                 raise gr.Error("Generate something first: Vary makes a new take near the latest run.")
             values = {"parent_run_id": run_id, "variance": variance}
-            return present(run_vary(studio, runs, values, session_key(request), ProgressRelay(progress)), history)
+            run = run_vary(studio, runs, values, session_key(request), ProgressRelay(progress), keep_on_disconnect=True)
+            return present(run, history)
 
         def present(run: Run | None, history: list) -> tuple:
             """A finished run (or a cancelled one, ``None``) as the page's outputs."""
@@ -529,6 +532,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         credentials = network_access(args.host, args.auth, args.no_auth)
+        check_mcp(args.mcp, args.auth)  # before any model time
         studio = make_studio(args)
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
@@ -548,14 +552,8 @@ def main(argv: list[str] | None = None) -> None:
     if on_zerogpu():
         # ZeroGPU: load in the main process before serving; each GPU worker is forked from it.
         studio.backend.load()
-    extra: dict[str, Any] = {}
-    if args.mcp:
-        import importlib.util
-
-        if importlib.util.find_spec("mcp") is None:
-            raise SystemExit("error: --mcp needs Gradio's MCP extra: pip install 'gradio[mcp]'")
-        extra["mcp_server"] = True
-    launch(studio, host, args.port, preload=not args.no_preload, auth=credentials, **extra)
+    # An explicit False also keeps GRADIO_MCP_SERVER=true from switching MCP on past check_mcp.
+    launch(studio, host, args.port, preload=not args.no_preload, auth=credentials, mcp_server=args.mcp)
 
 
 if __name__ == "__main__":

@@ -115,6 +115,8 @@ class RunControl:
     def __init__(self, on_progress: ProgressFn | None = None) -> None:
         self._cancel = threading.Event()
         self._on_progress = on_progress
+        # Asked at every check: whether whoever wanted the run has gone (shared with its parts).
+        self._abandoned: list[Callable[[], bool]] = []
         self.steps_done = 0
         # Seconds per stage of the run ("load", "dit", "decode"), shared with its parts.
         self.timings: dict[str, float] = {}
@@ -126,7 +128,14 @@ class RunControl:
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
+    def stop_when(self, abandoned: Callable[[], bool]) -> None:
+        """Also cancel at the next ``check()`` once ``abandoned()`` is true: e.g. when the
+        client that asked for the run cancelled it or went away."""
+        self._abandoned.append(abandoned)
+
     def check(self) -> None:
+        if not self._cancel.is_set() and any(abandoned() for abandoned in self._abandoned):
+            self._cancel.set()
         if self._cancel.is_set():
             raise Cancelled("cancelled")
 
@@ -139,6 +148,7 @@ class RunControl:
         ``start``-``end`` of this run's bar."""
         child = RunControl(lambda fraction, message: self.report(start + (end - start) * fraction, message))
         child._cancel = self._cancel
+        child._abandoned = self._abandoned
         child.timings = self.timings
         return child
 

@@ -7,6 +7,7 @@ the same ``Studio`` the page uses without importing Gradio's layout.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import socket
 from pathlib import Path
@@ -146,6 +147,22 @@ def network_access(host: str, auth: str | None, no_auth: bool) -> tuple[str, str
             "add --auth USER:PASSWORD, or --no-auth to accept that"
         )
     return credentials
+
+
+def check_mcp(mcp: bool, auth: str | None) -> None:
+    """Refuse ``--mcp`` where its server would be unusable or open: Gradio 6.31's MCP routes
+    list the tools without asking for the login, and its tool calls go through an internal
+    client that has no login, so every call fails for everyone."""
+    if not mcp:
+        return
+    if auth is not None:
+        raise ValueError(
+            "--mcp cannot be combined with --auth yet: Gradio's MCP server lists the tools to anyone "
+            "without the login and cannot call them with it; start without --mcp, or serve MCP from "
+            "a studio on 127.0.0.1 without --auth"
+        )
+    if importlib.util.find_spec("mcp") is None:
+        raise ValueError("--mcp needs Gradio's MCP extra: pip install 'gradio[mcp]'")
 
 
 def lan_addresses() -> list[str]:

@@ -1,6 +1,17 @@
 """Runs from the page and the named API: one cancellable run per browser session, the engine's
 plain exceptions turned into ``gr.Error`` messages, ZeroGPU when on a Space, and the per-mode
 API handlers with their docstrings (what the API page and MCP clients show).
+
+Cancel and disconnect: Gradio 6.31 never stops a running sync handler. Its ``/cancel`` route
+(``gradio_client``'s ``job.cancel()``, an event's ``cancels=``) cancels the queue's task, which
+frees the concurrency slot and forgets the event while the handler's thread runs on; a client
+whose event stream closes only has its events marked not alive. ``ActiveRuns.start`` therefore
+has every run ask Gradio's queue at each ``RunControl.check()`` (every denoising step) whether
+its event is still wanted, and stop without saving if not. A cancelled event always stops. A
+disconnected API client's run stops too, so that it frees the one GPU slot; the page's own song
+runs (``keep_on_disconnect``) finish and are saved, so that a reloaded page finds them in the
+Library. At most ``MAX_JOBS_PER_CLIENT`` GPU jobs per client are queued or running, checked
+before queueing by ``client_job_limit`` (every ``RUN_OPTIONS`` event's validator).
 """
 
 from __future__ import annotations
@@ -11,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
+from gradio.context import LocalContext
 
 from backend import Cancelled, ModelUnavailableError, RunControl
 from controls import build_panel
@@ -28,9 +40,54 @@ log = logging.getLogger("ace_studio")
 
 GPU_CONCURRENCY_ID = "gpu"  # every event that runs the model shares one slot
 GPU_EVENT_TIME_LIMIT_S = 3600  # a 10-minute song at 50 steps on a laptop CPU fits; a hung run does not
+# Per Gradio session (a browser tab, a gradio_client Client): one rendering and one waiting.
+MAX_JOBS_PER_CLIENT = 2
+BUSY_MESSAGE = f"You already have {MAX_JOBS_PER_CLIENT} songs queued or rendering; wait for one to finish or cancel it."
+
+
+async def client_job_limit(request: gr.Request, *args: Any, **kwargs: Any) -> Any:
+    """A Gradio validator (it runs before queueing): refuses a client's GPU job beyond
+    ``MAX_JOBS_PER_CLIENT`` with ``BUSY_MESSAGE``, shown on the event's first input.
+
+    Async on purpose: Gradio 6.31 runs an async validator on its event loop and registers the
+    event with no await in between, so two requests from one client cannot both pass on one count.
+    """
+    count = len(args) + len(kwargs)  # a validator answers once per input
+    blocks = LocalContext.blocks.get(None)
+    queue = getattr(blocks, "_queue", None)
+    session = request.session_hash if request is not None else None
+    if count and queue is not None and session:
+        events = list(queue.event_ids_to_events.values())
+        mine = sum(event.session_hash == session and event.concurrency_id == GPU_CONCURRENCY_ID for event in events)
+        if mine >= MAX_JOBS_PER_CLIENT:
+            refusal = gr.validate(False, BUSY_MESSAGE)
+            return refusal if count == 1 else [refusal, *[None] * (count - 1)]
+    return None if count == 1 else [None] * count
+
+
 RUN_OPTIONS: dict[str, Any] = dict(
-    concurrency_id=GPU_CONCURRENCY_ID, concurrency_limit=1, time_limit=GPU_EVENT_TIME_LIMIT_S
+    concurrency_id=GPU_CONCURRENCY_ID,
+    concurrency_limit=1,
+    time_limit=GPU_EVENT_TIME_LIMIT_S,
+    validator=client_job_limit,
 )
+
+
+def abandoned_check(keep_on_disconnect: bool = False) -> Callable[[], bool] | None:
+    """For the queued Gradio event this handler thread serves: a check that says whether its
+    client cancelled it (or, unless ``keep_on_disconnect``, went away); ``None`` outside one."""
+    blocks = LocalContext.blocks.get(None)
+    event_id = LocalContext.event_id.get(None)
+    queue = getattr(blocks, "_queue", None)
+    if queue is None or event_id is None or event_id not in queue.event_ids_to_events:
+        return None
+    events = queue.event_ids_to_events  # Gradio drops a cancelled event from it at once
+
+    def abandoned() -> bool:
+        event = events.get(event_id)
+        return event is None or (not keep_on_disconnect and not event.alive)
+
+    return abandoned
 
 
 class ActiveRuns:
@@ -46,7 +103,13 @@ class ActiveRuns:
         if self.owners is not None and not self.owners.owns(session, run_id):
             raise ValueError(f"{field}: no run called {str(run_id)[:80]!r} was made in this browser")
 
-    def start(self, key: str, control: RunControl) -> None:
+    def start(self, key: str, control: RunControl, keep_on_disconnect: bool = False) -> None:
+        """Register this session's run; call it in the handler's thread, where Gradio's event is
+        known: the run also stops once Gradio cancels the event or (unless ``keep_on_disconnect``)
+        once its client disconnects."""
+        abandoned = abandoned_check(keep_on_disconnect)
+        if abandoned is not None:
+            control.stop_when(abandoned)
         with self._lock:
             self._runs[key] = control
 
@@ -92,11 +155,12 @@ def run_generate(
     progress: Callable[[float, str], None] | None,
     new_seed: bool = False,
     mode: str = "generate",
+    keep_on_disconnect: bool = False,
 ) -> Run | None:
     """Validate, generate and save one request; ``None`` when the user cancelled.
 
     Turns the studio's plain exceptions into ``gr.Error`` messages; nothing is saved
-    on any failure.
+    on any failure. ``keep_on_disconnect``: see ``ActiveRuns.start``.
     """
     try:
         request = SONG_TYPES[mode].from_values(values)
@@ -111,6 +175,7 @@ def run_generate(
         progress,
         lambda control: studio.generate(request, control),
         lambda: run_on_zerogpu(request, think=thinking, lora_count=len(request.lora_items()), progress=progress),
+        keep_on_disconnect,
     )
 
 
@@ -120,6 +185,7 @@ def run_vary(
     values: dict[str, Any],
     session: str,
     progress: Callable[[float, str], None] | None,
+    keep_on_disconnect: bool = False,
 ) -> Run | None:
     """Vary a saved run (``parent_run_id``, ``variance``, ``seed``); ``None`` when cancelled."""
     try:
@@ -136,7 +202,9 @@ def run_vary(
             parent = SONG_TYPES["generate"]()
         return run_on_zerogpu(parent, progress=progress, vary=request)
 
-    return guarded_run(runs, session, progress, lambda control: studio.vary(request, control), on_gpu)
+    return guarded_run(
+        runs, session, progress, lambda control: studio.vary(request, control), on_gpu, keep_on_disconnect
+    )
 
 
 def guarded_run(
@@ -145,11 +213,12 @@ def guarded_run(
     progress: Callable[[float, str], None] | None,
     work: Callable[[RunControl], Run],
     on_gpu: Callable[[], Run],
+    keep_on_disconnect: bool = False,
 ) -> Run | None:
     """Run ``work`` as this session's cancellable run, turning the engine's plain exceptions
     into ``gr.Error`` messages; nothing is saved on any failure."""
     control = RunControl(progress)
-    runs.start(session, control)
+    runs.start(session, control, keep_on_disconnect)
     try:
         # ZeroGPU runs the engine in a forked worker, so Cancel there is Gradio's own.
         run = on_gpu() if on_zerogpu() else work(control)

@@ -4,12 +4,16 @@
 corrupt headers, unknown dtypes, layers this DiT lacks, shapes that do not fit, ranks above
 ``MAX_RANK``; it maps the file's keys onto the DiT's module names and works out the alpha/r
 scale to fold into ``lora_B`` (see ``lora_stack`` for the formats and why folding).
+
+The file is untrusted: its header is counted on the raw bytes (``HEADER_LIMITS``: length,
+depth, digits, names, dimensions per tensor) before it is parsed, so every check takes time
+linear in a header of at most ``MAX_HEADER_BYTES`` (issue #18: a shape of a million entries
+took 35 s when its product was computed).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import struct
 from collections import Counter
@@ -18,8 +22,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bounded_json
+
 MAX_FILE_BYTES = 1024**3  # 1 GiB: real ACE-Step LoRAs are 20-400 MB
-MAX_HEADER_BYTES = 100 * 1024**2  # safetensors' own limit
+MAX_HEADER_BYTES = 8 * 1024**2  # a real LoRA's header is well under 1 MB; safetensors itself allows 100 MB
+MAX_TENSORS = 10_000  # the XL DiT has 352 linear layers: 1,056 tensors with A, B and alpha each
+MAX_DIMS = 4  # a LoRA weight is 2-D (alpha 0-D); a conv LoRA would be 4-D
+MAX_METADATA_ENTRIES = 1_000
+MAX_KEY_CHARS = 512
+# Counted on the raw header before it is parsed: an entry is its name, dtype, shape and
+# data_offsets (4 names, up to 7 commas with a 4-D shape, 5 strings).
+HEADER_LIMITS = bounded_json.JsonLimits(
+    max_bytes=MAX_HEADER_BYTES,
+    max_depth=3,  # {name: {"shape": [..]}}
+    max_names=4 * MAX_TENSORS + MAX_METADATA_ENTRIES,
+    max_values=7 * MAX_TENSORS + MAX_METADATA_ENTRIES,
+    max_list_items=MAX_DIMS,
+    max_strings=5 * MAX_TENSORS + 2 * MAX_METADATA_ENTRIES,  # a name, 3 field names and a dtype each
+    max_name_chars=MAX_KEY_CHARS,
+)
+# adapter_config.json and the JSON some trainers keep in the metadata (a PEFT LoraConfig)
+CONFIG_LIMITS = bounded_json.JsonLimits(
+    max_bytes=1024**2,
+    max_depth=6,
+    max_names=10_000,
+    max_values=100_000,
+    max_list_items=10_000,
+    max_strings=30_000,
+    max_digits=32,
+    max_name_chars=MAX_KEY_CHARS,
+)
 MAX_RANK = 256
 MAX_WEIGHT = 2.0
 MAX_TRIGGER_WORDS = 16
@@ -76,9 +108,12 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, dict], dict[str, str]
     """Parse and check a safetensors header without reading any tensor data.
 
     Returns (tensors, metadata). Raises ``LoraError`` for pickles, oversized, truncated or
-    corrupt files and unknown dtypes.
+    corrupt files and unknown dtypes. The header is bounded (``HEADER_LIMITS``) before it is
+    parsed, so the check takes time linear in its length whatever the file holds.
     """
     path = Path(path)
+    if not path.is_file():
+        raise LoraError(f"LoRA file {path} does not exist")
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
         raise refuse(path, "pickled files can run code; only .safetensors is accepted")
@@ -103,34 +138,26 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, dict], dict[str, str]
                 "this is a PyTorch pickle/zip file renamed to .safetensors; pickled files can run code, "
                 "so only real .safetensors files are accepted",
             )
+        if header_len > MAX_HEADER_BYTES and header_len <= size - 8:
+            raise refuse(
+                path,
+                f"its header is {header_len:,} bytes; a LoRA's header is at most {MAX_HEADER_BYTES:,} "
+                "(a real one is under 1 MB)",
+            )
         if not plausible:
             raise refuse(path, f"the header is truncated or corrupt: it claims {header_len} bytes, the file has {size}")
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise refuse(path, f"the header is corrupt (not valid JSON: {error})") from None
-    if not isinstance(header, dict):
-        raise refuse(path, "the header is corrupt (not a JSON object)")
+    header = _parse_header(path, raw)
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise refuse(path, "the header's __metadata__ is corrupt (it must map names to strings)")
     if not header:
         raise refuse(path, "the file holds no tensors")
+    if len(header) > MAX_TENSORS:
+        raise refuse(path, f"it holds {len(header):,} tensors; a LoRA holds at most {MAX_TENSORS:,}")
     data_bytes = size - 8 - header_len
     claimed = 0
     for key, entry in header.items():
-        if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
-            raise refuse(path, f"the header entry for {key!r} is corrupt")
-        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if dtype not in DTYPE_BYTES:
-            raise refuse(path, f"tensor {key!r} has dtype {dtype}; only {', '.join(DTYPE_BYTES)} are accepted")
-        valid_shape = isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)
-        valid_offsets = isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
-        if not valid_shape or not valid_offsets or not 0 <= offsets[0] <= offsets[1]:
-            raise refuse(path, f"the header entry for {key!r} is corrupt")
-        if offsets[1] - offsets[0] != math.prod(shape) * DTYPE_BYTES[dtype]:
-            raise refuse(path, f"the header is corrupt: tensor {key!r} has the wrong byte length for its shape")
-        claimed = max(claimed, offsets[1])
+        claimed = max(claimed, _check_entry(path, key, entry))
     if claimed > MAX_FILE_BYTES:
         raise refuse(path, f"the header claims {_gb(claimed)} of weights; the limit is {_gb(MAX_FILE_BYTES)}")
     if claimed > data_bytes:
@@ -139,6 +166,46 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, dict], dict[str, str]
             f"the file is truncated or corrupt: its header claims {claimed} bytes of weights, it holds {data_bytes}",
         )
     return header, metadata
+
+
+def _parse_header(path: Path, raw: bytes) -> dict[str, Any]:
+    """The header's JSON, parsed once its size, depth, digits, names and list lengths are in bounds."""
+    try:
+        header = bounded_json.loads(raw, HEADER_LIMITS)
+    except bounded_json.ListTooLong as error:
+        if error.key == "shape" and error.owner is not None:
+            raise refuse(
+                path,
+                f"tensor {bounded_json.echo(error.owner)} has {error.items:,} dimensions; "
+                f"a LoRA weight has at most {MAX_DIMS}",
+            ) from None
+        raise refuse(path, f"the header is corrupt: {error}") from None
+    except bounded_json.JsonLimitError as error:
+        raise refuse(path, f"the header is refused: {error}") from None
+    if not isinstance(header, dict):
+        raise refuse(path, "the header is corrupt (not a JSON object)")
+    return header
+
+
+def _check_entry(path: Path, key: str, entry: Any) -> int:
+    """One tensor's header entry checked; returns where its data ends."""
+    if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
+        raise refuse(path, f"the header entry for {key!r} is corrupt")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if dtype not in DTYPE_BYTES:
+        raise refuse(
+            path,
+            f"tensor {key!r} has dtype {str(dtype)[:16]}; only {', '.join(DTYPE_BYTES)} are accepted",
+        )
+    valid_shape = isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)
+    valid_offsets = isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+    if not valid_shape or not valid_offsets or not 0 <= offsets[0] <= offsets[1]:
+        raise refuse(path, f"the header entry for {key!r} is corrupt")
+    if len(shape) > MAX_DIMS:  # before the product below, which grows with the shape's length
+        raise refuse(path, f"tensor {key!r} has {len(shape)} dimensions; a LoRA weight has at most {MAX_DIMS}")
+    if offsets[1] - offsets[0] != math.prod(shape) * DTYPE_BYTES[dtype]:
+        raise refuse(path, f"the header is corrupt: tensor {key!r} has the wrong byte length for its shape")
+    return offsets[1]
 
 
 def file_sha256(path: Path) -> str:
@@ -150,8 +217,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _target_modules(transformer) -> dict[str, tuple[int, int]]:
-    """The DiT's linear layers, name -> (in_features, out_features), seen through peft wrappers."""
+def target_modules(transformer) -> dict[str, tuple[int, int]]:
+    """The DiT's linear layers, name -> (in_features, out_features), seen through peft wrappers.
+
+    Adapters wrap these layers but never add or resize one, so the map can be taken once and
+    files checked against it later without touching the DiT.
+    """
     import torch
 
     targets = {}
@@ -201,7 +272,9 @@ def read_adapter_config(path: Path, adapter_config: Mapping[str, Any] | None) ->
     if not beside.is_file():
         return {}
     try:
-        config = json.loads(beside.read_text(encoding="utf-8"))
+        if beside.stat().st_size > CONFIG_LIMITS.max_bytes:
+            raise bounded_json.JsonLimitError(f"it is over {CONFIG_LIMITS.max_bytes:,} bytes")
+        config = bounded_json.loads(beside.read_bytes(), CONFIG_LIMITS)
     except (OSError, ValueError) as error:
         raise refuse(path, f"adapter_config.json beside it could not be read ({error})") from None
     if not isinstance(config, dict):
@@ -216,15 +289,20 @@ def _number(path: Path, what: str, value: Any) -> float:
         raise refuse(path, f"its {what} is not a number, got {value!r}") from None
 
 
+def _config_json(text: str) -> Any:
+    """JSON a trainer kept in a metadata string, parsed within ``CONFIG_LIMITS``."""
+    return bounded_json.loads(text.encode("utf-8", "surrogatepass"), CONFIG_LIMITS)
+
+
 def _metadata_alpha(path: Path, metadata: Mapping[str, str]) -> float | None:
     for key in ("lora_alpha", "ss_network_alpha"):
         if key in metadata:
             return _number(path, f"metadata {key}", metadata[key])
     if "lora_adapter_metadata" in metadata:  # what diffusers' save_lora_weights writes
         try:
-            stated = json.loads(metadata["lora_adapter_metadata"])
-        except ValueError:
-            raise refuse(path, "its lora_adapter_metadata is not valid JSON") from None
+            stated = _config_json(metadata["lora_adapter_metadata"])
+        except ValueError as error:
+            raise refuse(path, f"its lora_adapter_metadata is refused: {error}") from None
         for key, value in stated.items() if isinstance(stated, dict) else ():
             if key.split(".")[-1] == "lora_alpha":
                 return _number(path, "lora_alpha", value)
@@ -234,24 +312,30 @@ def _metadata_alpha(path: Path, metadata: Mapping[str, str]) -> float | None:
 def _metadata_triggers(metadata: Mapping[str, str]) -> tuple[str, ...]:
     text = metadata.get("trigger_words") or metadata.get("modelspec.trigger_phrase") or ""
     try:
-        words = json.loads(text) if text.startswith("[") else text.split(",")
+        words = _config_json(text) if text.startswith("[") else text.split(",")
     except ValueError:
         words = text.split(",")
     return tuple(str(w).strip() for w in words if str(w).strip())
 
 
-def inspect_lora(path: Path | str, transformer, adapter_config: Mapping[str, Any] | None = None) -> LoraInfo:
-    """Check a LoRA file against ``transformer`` (the loaded DiT) and describe it.
+def inspect_lora(
+    path: Path | str,
+    transformer_or_targets: Any,
+    adapter_config: Mapping[str, Any] | None = None,
+) -> LoraInfo:
+    """Check a LoRA file against the loaded DiT (or its ``target_modules`` map) and describe it.
 
     The structure is checked from the safetensors header alone; only the few ``.alpha``
     scalars are read from the data. ``adapter_config`` overrides the PEFT
     ``adapter_config.json`` looked for beside the file. Raises ``LoraError``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise LoraError(f"LoRA file {path} does not exist")
     tensors, metadata = read_safetensors_header(path)
-    targets = _target_modules(transformer)
+    targets = (
+        transformer_or_targets
+        if isinstance(transformer_or_targets, Mapping)
+        else target_modules(transformer_or_targets)
+    )
     aliases = _aliases(targets)
     layout: dict[str, tuple[str, str]] = {}
     alpha_keys: dict[str, str] = {}

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import bounded_json
 from lora_check import (
     HASH_CHUNK_BYTES,
     LoraError,
@@ -45,9 +46,21 @@ from lora_check import (
     inspect_lora,
     read_adapter_config,
     refuse,
+    target_modules,
 )
 
 STORE_SUBDIR = "loras"
+SHA256_PREFIX = re.compile(r"[0-9a-f]{8,64}")
+
+
+@dataclass(frozen=True)
+class CheckedLora:
+    """A file ``LoraStack.check`` accepted, ready for ``add_checked`` (under the run lock)."""
+
+    info: LoraInfo
+    name: str | None
+    trigger_words: tuple[str, ...]
+    adapter_config: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +98,12 @@ def prompt_with_triggers(prompt: str, entries: Iterable[LoraEntry | Mapping[str,
     return ", ".join([prompt.rstrip().rstrip(","), *missing]) if prompt.strip() else ", ".join(missing)
 
 
+def _unknown(key: str) -> LoraError:
+    return LoraError(
+        f"loras: no LoRA named or with sha256 {bounded_json.echo(key)} is loaded or in the store; add its file first"
+    )
+
+
 def _safe_stem(name: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "lora"
     return stem[:64]
@@ -93,10 +112,12 @@ def _safe_stem(name: str) -> str:
 class LoraStack:
     """The adapters loaded into one pipeline's DiT, and which of them are active at what weight.
 
-    Thread-safety: every method that changes the DiT (``add``, ``apply``, ``restore``,
-    ``remove``, ``clear``) must be called with the backend's run lock held
-    (``Backend._run_lock``), so no run is inside the transformer while its adapters change.
-    The stack's own lock only keeps its bookkeeping consistent.
+    Thread-safety: every method that changes the DiT (``add``, ``add_checked``, ``resolve``,
+    ``load_store``, ``apply``, ``restore``, ``remove``, ``clear``) must be called with the
+    backend's run lock held (``Backend._run_lock``), so no run is inside the transformer while
+    its adapters change. ``check`` reads only the file: an untrusted upload is checked without
+    the lock, so a bad file never holds up a run. The stack's own lock only keeps its
+    bookkeeping consistent.
     """
 
     def __init__(self, pipeline_or_transformer, store_dir: Path | None = None) -> None:
@@ -106,6 +127,7 @@ class LoraStack:
 
             store_dir = default_cache_dir() / STORE_SUBDIR
         self.store_dir = Path(store_dir)
+        self._targets = target_modules(self.transformer)  # taken once: files are checked without the DiT
         self._entries: dict[str, LoraEntry] = {}  # by sha256
         self._stack: list[tuple[str, float]] = []  # (sha256, weight), in the order applied
         self._lock = threading.RLock()
@@ -113,6 +135,24 @@ class LoraStack:
     @property
     def entries(self) -> list[LoraEntry]:
         return list(self._entries.values())
+
+    def check(
+        self,
+        path: Path | str,
+        name: str | None = None,
+        trigger_words: Iterable[str] | None = None,
+        adapter_config: Mapping[str, Any] | None = None,
+    ) -> CheckedLora:
+        """Check a file against this DiT from its header, and its sha256, without touching the DiT.
+
+        Safe without the run lock: it reads only the file and the layer map taken when the stack
+        was made. Raises ``LoraError``.
+        """
+        if name is not None and (not str(name).strip() or len(str(name)) > 100 or "\n" in str(name)):
+            raise LoraError(f"lora name: one line of 1 to 100 characters, got {bounded_json.echo(str(name))}")
+        info = inspect_lora(path, self._targets, adapter_config)
+        words = check_trigger_words(trigger_words if trigger_words is not None else info.trigger_words)
+        return CheckedLora(info, name, words, adapter_config)
 
     def add(
         self,
@@ -122,9 +162,11 @@ class LoraStack:
         adapter_config: Mapping[str, Any] | None = None,
     ) -> LoraEntry:
         """Validate a file, keep a copy in the store and load it into the DiT (once per content)."""
-        if name is not None and (not str(name).strip() or len(str(name)) > 100 or "\n" in str(name)):
-            raise LoraError(f"lora name: one line of 1 to 100 characters, got {name!r}")
-        info = inspect_lora(path, self.transformer, adapter_config)
+        return self.add_checked(self.check(path, name, trigger_words, adapter_config))
+
+    def add_checked(self, checked: CheckedLora) -> LoraEntry:
+        """Keep a checked file in the store and load it into the DiT (once per content)."""
+        info, name = checked.info, checked.name
         with self._lock:
             existing = self._entries.get(info.sha256)
             if existing is not None:
@@ -134,12 +176,13 @@ class LoraStack:
                         f"LoRA {existing.name!r} is already loaded with another alpha; remove it to load it again"
                     )
                 return existing
-            words = check_trigger_words(trigger_words if trigger_words is not None else info.trigger_words)
-            stored = self._store(info, _safe_stem(name or info.path.stem), adapter_config, words)
+            stored = self._store(
+                info, _safe_stem(name or info.path.stem), checked.adapter_config, checked.trigger_words
+            )
             display = name or info.path.stem
             if any(e.name == display for e in self._entries.values()):
                 display = f"{display} ({info.sha256[:8]})"
-            entry = LoraEntry(display, info.sha256, f"lora_{info.sha256[:16]}", stored, info, words)
+            entry = LoraEntry(display, info.sha256, f"lora_{info.sha256[:16]}", stored, info, checked.trigger_words)
             self._load(entry)
             self._entries[info.sha256] = entry
             self._activate()
@@ -208,7 +251,42 @@ class LoraStack:
             for entry in self._entries.values():
                 if key == entry.name or key == entry.sha256 or (len(key) >= 8 and entry.sha256.startswith(key)):
                     return entry
-        raise LoraError(f"LoRA {key!r} is not loaded; add its file first")
+        raise LoraError(f"LoRA {bounded_json.echo(key)} is not loaded; add its file first")
+
+    def resolve(self, key: str) -> LoraEntry:
+        """The entry for a ``loras`` item's key: loaded already, or loaded now from the store.
+
+        Only a loaded name or a hex sha256 prefix (8 to 64 characters) is looked up; any other
+        text (a path, a glob pattern) is refused before the store is read.
+        """
+        key = str(key)
+        try:
+            return self.find(key)
+        except LoraError:
+            pass
+        prefix = key.lower()
+        if not SHA256_PREFIX.fullmatch(prefix) or not self.store_dir.is_dir():
+            raise _unknown(key)
+        # The store names files by the first 16 characters of their sha256 (see _store).
+        for side in sorted(self.store_dir.glob(f"{prefix[:16]}*.json")):
+            saved = json.loads(side.read_text(encoding="utf-8"))
+            if not str(saved.get("sha256", "")).startswith(prefix):
+                continue
+            return self.add(
+                side.with_suffix(".safetensors"),
+                name=saved["name"],
+                trigger_words=saved["trigger_words"],
+                adapter_config=saved["adapter_config"],
+            )
+        raise _unknown(key)
+
+    def load_store(self) -> list[LoraEntry]:
+        """Every LoRA in the store, loaded (those added in earlier sessions too)."""
+        if self.store_dir.is_dir():
+            for side in sorted(self.store_dir.glob("*.json")):
+                if SHA256_PREFIX.fullmatch(side.name[:16]):
+                    self.resolve(side.name[:16])
+        return self.entries
 
     def apply(self, entries: Sequence[tuple[str, float]]) -> None:
         """Make exactly ``entries`` (name or sha256, weight 0-2) the active stack; ``[]`` turns LoRA off."""

@@ -33,6 +33,8 @@ from ui_runs import GPU_EVENT_TIME_LIMIT_S, RUN_OPTIONS, ActiveRuns, ProgressRel
 from zerogpu import write_lyrics_on_zerogpu
 
 CUSTOM_STRUCTURE = "Custom"
+LORA_FILE_CONCURRENCY_ID = "lora_file"
+LORA_FILE_CONCURRENCY = 2  # files checked at once; each check is bounded by lora_check's limits
 
 
 @dataclass
@@ -334,6 +336,8 @@ def wire_lyrics_and_lora(
     )
 
     def add_lora_file(path: str | None, name: str) -> tuple:
+        # A plain function: Gradio runs it in its thread pool, so checking a file never blocks
+        # the event loop; the file is checked before the run lock is taken (Studio.add_lora).
         if not path:
             raise gr.Error("Choose a .safetensors file first.")
         try:
@@ -348,7 +352,10 @@ def wire_lyrics_and_lora(
         inputs=[lora_panel.upload, lora_panel.name],
         outputs=[lora_panel.pick, lora_panel.note],
         api_visibility="private",
-        **run_options,
+        # Not the GPU slot: an upload being checked must not queue behind a song, nor a song behind it.
+        concurrency_id=LORA_FILE_CONCURRENCY_ID,
+        concurrency_limit=LORA_FILE_CONCURRENCY,
+        time_limit=GPU_EVENT_TIME_LIMIT_S,  # loading the adapter waits for the run in progress
     )
 
     def fetch_lora_preset(name: str | None, progress: gr.Progress = gr.Progress()) -> tuple:

@@ -63,18 +63,24 @@ class Studio:
         return self._loras
 
     def add_lora(self, path: str | Path, name: str | None = None, trigger_words=None) -> LoraEntry:
-        """Check a .safetensors LoRA from its header, keep it in the store and load it (once per content)."""
+        """Check a .safetensors LoRA from its header, keep it in the store and load it (once per content).
+
+        The untrusted file is checked before the model loads and without the run lock, so a bad
+        file is refused at once and never holds up a run.
+        """
+        from lora_check import read_safetensors_header
+
+        read_safetensors_header(Path(path))
         stack = self.lora_stack()
+        checked = stack.check(path, name=name, trigger_words=trigger_words)
         with MODEL_LOADS, self.backend._run_lock:  # adapters load like models: one load at a time
-            return stack.add(path, name=name, trigger_words=trigger_words)
+            return stack.add_checked(checked)
 
     def known_loras(self) -> list[LoraEntry]:
         """The LoRAs loaded in this process, and those in the store from earlier sessions (loaded now)."""
         stack = self.lora_stack()
         with MODEL_LOADS, self.backend._run_lock:
-            for side in sorted(stack.store_dir.glob("*.json")) if stack.store_dir.is_dir() else []:
-                self._load_stored(stack, side.name[:16])
-        return stack.entries
+            return stack.load_store()
 
     def _resolve_loras(self, request: SongRequest, control: RunControl) -> list[LoraEntry]:
         """The request's LoRAs, loaded; a LoRA added in an earlier session is reloaded from the store."""
@@ -82,34 +88,8 @@ class Studio:
         if not items and self._loras is None:
             return []
         stack = self.lora_stack(control)
-        entries = []
         with MODEL_LOADS, self.backend._run_lock:
-            for key, _ in items:
-                try:
-                    entries.append(stack.find(key))
-                except ValueError:
-                    entries.append(self._load_stored(stack, key))
-        return entries
-
-    @staticmethod
-    def _load_stored(stack: LoraStack, key: str) -> LoraEntry:
-        from lora_check import LoraError
-
-        try:
-            return stack.find(key)
-        except LoraError:
-            pass
-        prefix = key.lower()[:16]
-        sides = sorted(stack.store_dir.glob(f"{prefix}*.json")) if len(prefix) >= 8 and stack.store_dir.is_dir() else []
-        if not sides or not all(c in "0123456789abcdef" for c in prefix):
-            raise LoraError(
-                f"loras: no LoRA named or with sha256 {key!r} is loaded or in the store; add its file first"
-            )
-        side = json.loads(sides[0].read_text(encoding="utf-8"))
-        stored = sides[0].with_suffix(".safetensors")
-        return stack.add(
-            stored, name=side["name"], trigger_words=side["trigger_words"], adapter_config=side["adapter_config"]
-        )
+            return [stack.resolve(key) for key, _ in items]
 
     def defaults(self, request_type: type[SongRequest] = GenerateRequest) -> SongRequest:
         """A request type's defaults with the checkpoint's own sampler settings."""

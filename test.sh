@@ -31,7 +31,7 @@ fi
 
 "$VENV/bin/ruff" format --check .
 "$VENV/bin/ruff" check .
-"$VENV/bin/mypy"  # the files listed in pyproject.toml's [tool.mypy]
+"$VENV/bin/python" -m mypy  # the files listed in pyproject.toml's [tool.mypy]
 if [ "${ACE_STUDIO_BENCH:-0}" = 1 ]; then
   # The benchmark's CPU smoke run: prints stage timings on the tiny model (no assertions).
   "$VENV/bin/python" bench.py --model tiny --json "${TMPDIR:-/tmp}/ace-studio-bench.json"

@@ -117,7 +117,7 @@ class OutputStore:
         staging.mkdir()
         final = self._free_name(run_id)
         try:
-            takes_meta = [
+            takes_meta: list[dict[str, Any]] = [
                 {"seed": seed, "files": {fmt: f"take{i + 1}.{fmt}" for fmt in writers}} for i, seed in enumerate(seeds)
             ]
             full_settings = {

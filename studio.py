@@ -96,9 +96,11 @@ class Studio:
         sampler = dataclasses.asdict(self.backend.spec.defaults)
         defaults = dataclasses.replace(request_type(), **sampler)
         if request_type is FlowEditRequest:
-            defaults = dataclasses.replace(defaults, **guidance_defaults(self.backend.variant))
+            # FlowEditRequest's guidance fields are floats; mypy checks the dict against every field.
+            defaults = dataclasses.replace(defaults, **guidance_defaults(self.backend.variant))  # type: ignore[arg-type]
         if self.planner is not None and hasattr(defaults, "think"):
-            defaults = dataclasses.replace(defaults, think=True)  # Think is on wherever a planner is at hand
+            # Think is on wherever a planner is at hand (hasattr: only the modes that have the field)
+            defaults = dataclasses.replace(defaults, think=True)  # type: ignore[call-arg]
         return defaults
 
     def vary(self, vary: VaryRequest, control: RunControl) -> Run:
@@ -152,7 +154,7 @@ class Studio:
         loras = self._resolve_loras(request, control)  # an unknown LoRA is refused before any model time
         rendered, planned = request, None
         if thinking:
-            rendered, planned = self._plan(request, control.part(0.0, 0.3))
+            rendered, planned = self._plan(request, control.part(0.0, 0.3))  # type: ignore[arg-type]  # Generate
         render_control = control.part(0.3, 1.0) if thinking else control
         planned_at = time.perf_counter()
         weights = [(entry.sha256, weight) for entry, (_, weight) in zip(loras, request.lora_items(), strict=True)]
@@ -160,9 +162,10 @@ class Studio:
             from lora_stack import prompt_with_triggers
 
             rendered = dataclasses.replace(rendered, prompt=prompt_with_triggers(rendered.prompt, loras))
-        set_loras = None if self._loras is None else (lambda pipe: self._loras.apply(weights))
+        set_loras = None if self._loras is None else (lambda pipe: self._loras.apply(weights))  # type: ignore[union-attr]
         if isinstance(request, FlowEditRequest):
-            raw = self._flow_edit(rendered, prepared.kwargs["src_audio"], seeds, render_control, set_loras)
+            # rendered is request (FlowEdit never plans), with LoRA trigger words at most
+            raw = self._flow_edit(rendered, prepared.kwargs["src_audio"], seeds, render_control, set_loras)  # type: ignore[arg-type]
         else:
             kwargs = {**rendered.pipeline_kwargs(), **prepared.kwargs}
             rng_seed = None
@@ -283,12 +286,12 @@ class Studio:
             lm_guidance_scale=request.lm_guidance_scale,
             lm_negative_prompt=request.lm_negative_prompt,
             infer=infer,
-            max_caption_tokens=self.planner.max_caption_tokens,
+            max_caption_tokens=self.planner.max_caption_tokens,  # type: ignore[union-attr]  # _check_planner
         )
         lyrics = INSTRUMENTAL_LYRICS if request.instrumental else request.lyrics
         stats: dict[str, Any] = {}
         try:
-            plan = self.planner.plan(
+            plan = self.planner.plan(  # type: ignore[union-attr]  # _check_planner made sure of it
                 request.prompt,
                 lyrics,
                 seed=request.seed,
@@ -338,7 +341,7 @@ class Studio:
         check_source = getattr(request, "check_source", None)
         if check_source is not None:
             # Lengths are checked from the header, before a long file is decoded.
-            header = probe(request.src_audio, label=AUDIO_FIELDS["src_audio"][1])
+            header = probe(request.src_audio, label=AUDIO_FIELDS["src_audio"][1])  # type: ignore[attr-defined]  # has check_source
             check_source(header.frames / header.samplerate)
         loaded = {
             field: load_audio(getattr(request, field), label=label)

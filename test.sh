@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs the whole test suite (ruff + pytest) on the CPU, in its own virtual environment.
+# Runs ruff, mypy and the test suite on the CPU, in its own virtual environment.
 # Usage: ./test.sh [pytest arguments]
+# By default the fast suite runs (-m "not slow": no load, soak, benchmark or heavy browser tests);
+# ACE_STUDIO_ALL=1 ./test.sh (what .ci/run does) or your own -m runs them too.
 # torch goes in first, from TORCH_SPEC (default torch==2.13.0), so that nothing else picks a build.
 # That pin is the CPU build only where a CPU wheel is pre-provided (the project's CI machines);
 # on an ordinary Linux machine PyPI's torch==2.13.0 is the multi-GB CUDA build, so name the CPU
@@ -29,6 +31,7 @@ fi
 
 "$VENV/bin/ruff" format --check .
 "$VENV/bin/ruff" check .
+"$VENV/bin/python" -m mypy  # the files listed in pyproject.toml's [tool.mypy]
 if [ "${ACE_STUDIO_BENCH:-0}" = 1 ]; then
   # The benchmark's CPU smoke run: prints stage timings on the tiny model (no assertions).
   "$VENV/bin/python" bench.py --model tiny --json "${TMPDIR:-/tmp}/ace-studio-bench.json"
@@ -40,4 +43,12 @@ if [ "${ACE_STUDIO_BENCH:-0}" = 1 ]; then
   "$VENV/bin/python" reliability.py load --clients 40 --queue 8
   "$VENV/bin/python" reliability.py soak --runs 200
 fi
-exec "$VENV/bin/python" -m pytest "$@"
+marker=(-m "not slow")
+if [ "${ACE_STUDIO_ALL:-0}" = 1 ]; then
+  marker=()
+else
+  for arg in "$@"; do
+    case "$arg" in -m | -m*) marker=() ;; esac
+  done
+fi
+exec "$VENV/bin/python" -m pytest "${marker[@]}" "$@"

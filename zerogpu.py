@@ -58,7 +58,7 @@ MARGIN = 1.25
 
 def song_minutes(request: SongRequest) -> float:
     """The length the model will render, in minutes (a source song's length is read from its header)."""
-    seconds = request.audio_duration or 0.0
+    seconds = getattr(request, "audio_duration", None) or 0.0  # Extend, Edit and FlowEdit have none
     if isinstance(request, ExtendRequest) or not seconds:
         source = getattr(request, "src_audio", "")
         if source:
@@ -222,7 +222,7 @@ def _retry_seconds(request: SongRequest, think: bool = False, lora_count: int = 
     return min(RETRY_FACTOR * estimate_gpu_seconds(request, think, lora_count), MAX_GPU_S)
 
 
-def _gpu(duration: Callable[..., int]) -> Callable[[Callable], Callable]:
+def _gpu(duration: int | Callable[..., int]) -> Callable[[Callable], Callable]:
     try:
         import spaces
     except ImportError:  # not installed off Linux; ZeroGPU is Linux-only anyway

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import bench
 import bench_levers
+
+pytestmark = pytest.mark.slow  # benchmark smoke runs; .ci/run runs them
 
 
 def test_bench_reports_every_stage(tmp_path, capsys, cache_dir):

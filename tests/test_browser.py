@@ -27,6 +27,7 @@ MIN_TAP_PX = 44
 MIN_CONTRAST = 4.5  # WCAG AA for body text
 
 pytestmark = [
+    pytest.mark.slow,  # a studio subprocess and chromium; .ci/run runs them
     pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)"),
     pytest.mark.timeout(300),
 ]

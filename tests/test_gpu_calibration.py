@@ -126,3 +126,17 @@ def test_calibrated_estimates_grow_with_the_song_and_stay_clamped(dit, vae, plan
     high = zerogpu.estimate_gpu_seconds(song(d2, s2), think=think)
     assert zerogpu.MIN_GPU_S <= low <= high <= zerogpu.MAX_GPU_S
     assert zerogpu.predict_seconds(song(d2, s2), think=think) >= zerogpu.predict_seconds(song(d1, s1), think=think)
+
+
+def test_source_modes_are_estimated_from_the_source_length(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from modes import EditRequest, ExtendRequest
+
+    src = tmp_path / "src.wav"
+    sf.write(src, np.zeros((48_000 * 30, 2), dtype="float32"), 48_000)
+    # Extend and Edit carry no audio_duration: the source's 30 s is what the model renders.
+    assert zerogpu.song_minutes(ExtendRequest(prompt="x", src_audio=str(src), extend_seconds=15)) == 0.75
+    assert zerogpu.song_minutes(EditRequest(prompt="x", src_audio=str(src))) == 0.5
+    assert zerogpu.estimate_gpu_seconds(EditRequest(prompt="x", src_audio=str(src))) >= zerogpu.MIN_GPU_S

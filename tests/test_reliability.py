@@ -48,6 +48,7 @@ def run_folders(root: Path) -> list[Path]:
     return sorted(root.iterdir()) if root.exists() else []
 
 
+@pytest.mark.slow
 def test_twenty_clients_at_once_each_get_their_own_song(tiny_backend, tmp_path, capfd):
     studio = Studio(backend=tiny_backend, store=OutputStore(tmp_path / "outputs"))
     url, demo = serve(studio)
@@ -62,6 +63,7 @@ def test_twenty_clients_at_once_each_get_their_own_song(tiny_backend, tmp_path, 
     assert "Traceback" not in capfd.readouterr().err
 
 
+@pytest.mark.slow
 def test_past_the_queue_limit_clients_hear_busy_and_the_rest_complete(tiny_backend, tmp_path):
     studio = Studio(backend=tiny_backend, store=OutputStore(tmp_path / "outputs"))
     url, demo = serve(studio, queue_size=2)
@@ -74,6 +76,7 @@ def test_past_the_queue_limit_clients_hear_busy_and_the_rest_complete(tiny_backe
     assert len(run_folders(tmp_path / "outputs")) == report.completed
 
 
+@pytest.mark.slow
 def test_soak_memory_stays_bounded(tiny_backend, tmp_path):
     studio = Studio(backend=tiny_backend, store=OutputStore(tmp_path / "outputs"))
     report = reliability.run_soak(studio, runs=60)
@@ -92,13 +95,20 @@ def live_tensors() -> int:
     return sum(1 for obj in gc.get_objects() if isinstance(obj, torch.Tensor))
 
 
-PHASES = ["Encoding prompt", "Denoising step 2", "Decoding audio", "Mastering", "Writing files"]
+# Each phase costs three renders; the fast suite cancels mid-denoising, .ci/run every phase.
+PHASES = [
+    pytest.param("Encoding prompt", marks=pytest.mark.slow),
+    "Denoising step 2",
+    pytest.param("Decoding audio", marks=pytest.mark.slow),
+    pytest.param("Mastering", marks=pytest.mark.slow),
+    pytest.param("Writing files", marks=pytest.mark.slow),
+]
 
 
 @pytest.mark.parametrize("phase", PHASES)
 def test_cancel_in_every_phase_saves_nothing_and_frees_everything(tiny_backend, tmp_path, phase):
     studio = Studio(backend=tiny_backend, store=OutputStore(tmp_path / "outputs"))
-    request = GenerateRequest(prompt="cancel me", seed=3, audio_duration=10, master=True)
+    request = GenerateRequest(prompt="cancel me", seed=3, audio_duration=10, num_inference_steps=4, master=True)
     studio.generate(request, RunControl())  # warm: the first run allocates caches
     baseline = live_tensors()
     folders_before = run_folders(tmp_path / "outputs")
@@ -139,6 +149,7 @@ def test_a_model_that_fails_to_load_is_explained_and_the_server_keeps_serving(tm
     assert run_folders(tmp_path / "outputs") == []
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_a_clear_error_and_leaves_no_half_written_run(cache_dir, tmp_path):
     """The file-size limit makes every write past 64 kB fail with EFBIG, as a full disk would."""
     script = textwrap.dedent(
@@ -179,6 +190,7 @@ def test_an_outputs_path_that_is_not_a_folder_is_a_clear_error(tiny_backend, tmp
     assert blocker.read_text().startswith("a file")
 
 
+@pytest.mark.slow
 def test_a_client_that_disconnects_mid_run_leaves_the_server_serving(tiny_backend, tmp_path):
     studio = Studio(backend=tiny_backend, store=OutputStore(tmp_path / "outputs"))
     url, demo = serve(studio)

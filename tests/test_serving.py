@@ -108,9 +108,9 @@ def test_batch_file_of_three_requests_writes_three_runs(studio, tmp_path):
     path.write_text(
         json.dumps(
             [
-                {"prompt": "one", "audio_duration": 10, "seed": 1},
+                {"prompt": "one", "audio_duration": 10, "seed": 1, "num_inference_steps": 2},
                 {"mode": "generate", "prompt": "two", "audio_duration": 10, "seed": 2, "instrumental": True},
-                {"prompt": "three", "audio_duration": 11, "seed": 3},
+                {"prompt": "three", "audio_duration": 11, "seed": 3, "num_inference_steps": 2},
             ]
         )
     )
@@ -123,7 +123,7 @@ def test_batch_file_of_three_requests_writes_three_runs(studio, tmp_path):
 
 def test_batch_cli_reads_csv_and_writes_runs(cache_dir, tmp_path, capsys):
     path = tmp_path / "requests.csv"
-    path.write_text("prompt,audio_duration,seed\nfirst,10,1\nsecond,10,2\nthird,10,3\n")
+    path.write_text("prompt,audio_duration,seed,num_inference_steps\nfirst,10,1,2\nsecond,10,2,2\nthird,10,3,2\n")
     outputs = tmp_path / "out"
     assert batch.main([str(path), "--model", "tiny", "--outputs", str(outputs), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out.split()

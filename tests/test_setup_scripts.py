@@ -59,7 +59,8 @@ def test_test_sh_splits_torch_spec_and_reinstalls_when_it_changes(tmp_path):
     _run("test.sh", env, "-k", "nothing")
     calls = _calls(log)
     assert ["python", "-m", "pip", "install", "--quiet", *CPU_SPEC.split()] in calls
-    assert calls[-1] == ["python", "-m", "pytest", "-k", "nothing"]
+    assert calls[-1] == ["python", "-m", "pytest", "-m", "not slow", "-k", "nothing"]
+    assert ["python", "-m", "mypy"] in calls  # the type check runs before the tests
     # Same spec again: nothing reinstalled. Another spec: torch is installed again.
     log.unlink()
     _run("test.sh", env, "-k", "nothing")
@@ -67,3 +68,22 @@ def test_test_sh_splits_torch_spec_and_reinstalls_when_it_changes(tmp_path):
     log.unlink()
     _run("test.sh", {**env, "TORCH_SPEC": "torch==2.13.0"}, "-k", "nothing")
     assert ["python", "-m", "pip", "install", "--quiet", "torch==2.13.0"] in _calls(log)
+
+
+def test_test_sh_skips_slow_tests_unless_asked_for_all_or_given_a_marker(tmp_path):
+    venv, log = _stand_in_venv(tmp_path)
+    env = {"ACE_STUDIO_TEST_VENV": str(venv), "TORCH_SPEC": "torch==2.13.0", "ACE_STUDIO_BENCH": "0"}
+    runs = [
+        ({}, ["-x"], ["-m", "not slow", "-x"]),
+        ({"ACE_STUDIO_ALL": "1"}, ["-x"], ["-x"]),
+        ({}, ["-m", "slow"], ["-m", "slow"]),
+        ({}, ["-mgpu", "-q"], ["-mgpu", "-q"]),
+    ]
+    for extra_env, args, pytest_args in runs:
+        _run("test.sh", {**env, **extra_env}, *args)
+        assert _calls(log)[-1] == ["python", "-m", "pytest", *pytest_args]
+
+
+def test_ci_runs_every_test_and_the_benchmarks():
+    text = (ROOT / ".ci" / "run").read_text()
+    assert "ACE_STUDIO_BENCH=1 ACE_STUDIO_ALL=1 ./test.sh" in text

@@ -19,32 +19,23 @@ from starlette.middleware import Middleware
 from starlette.responses import PlainTextResponse
 
 from backend import Cancelled, ModelUnavailableError, RunControl
-from controls import build_main_panel, build_panel, build_shared_panel
-from examples import EXAMPLE_FIELDS, EXAMPLES, example_rows
 from flow_edit import FlowEditRequest
-from history import RunOwners, add_to_history, history_choices
-from library_ui import build_library, build_stems, wire_library, wire_stems
-from lora_presets import load_presets
-from lyrics_fit import fit_line
+from lm.lyrics_fit import fit_line
+from lora.presets import load_presets
 from modes import MAX_BATCH, MAX_DURATION_S, MIN_DURATION_S, SongRequest
 from outputs import Run, servable
-from panels import build_lora_panel, build_lyrics_tab, wire_lyrics_and_lora
-from serving import (
-    LOCAL_HOSTS,
-    check_mcp,
-    lan_addresses,
-    make_studio,
-    network_access,
-    on_space,
-    on_zerogpu,
-    parse_args,
-    prepare_environment,
-)
-from song_form import SongForm, song_values, wire_settings_and_links
+from serving.cli import make_studio, parse_args
+from serving.env import LOCAL_HOSTS, check_mcp, lan_addresses, network_access, on_space, on_zerogpu, prepare_environment
+from serving.zerogpu import attach, calibration_for
 from studio import SONG_TYPES, STUDIO_NAME, Studio
 from theme import CSS, brutalist_mono
 from tooltips import TOOLTIPS
-from ui_runs import (
+from ui.controls import build_main_panel, build_panel, build_shared_panel
+from ui.examples import EXAMPLE_FIELDS, EXAMPLES, example_rows
+from ui.history import RunOwners, add_to_history, history_choices
+from ui.library import build_library, build_stems, wire_library, wire_stems
+from ui.panels import build_lora_panel, build_lyrics_tab, wire_lyrics_and_lora
+from ui.runs import (
     RUN_OPTIONS,
     ActiveRuns,
     ProgressRelay,
@@ -54,8 +45,8 @@ from ui_runs import (
     run_vary,
     session_key,
 )
+from ui.song_form import SongForm, song_values, wire_settings_and_links
 from variations import DEFAULT_VARIANCE
-from zerogpu import attach, calibration_for
 
 log = logging.getLogger("ace_studio")
 

@@ -74,7 +74,8 @@ def run_batch(studio: Studio, requests: list[SongRequest], control: RunControl |
 
 
 def main(argv: list[str] | None = None) -> int:
-    from serving import make_studio, parse_args, prepare_environment
+    from serving.cli import make_studio, parse_args
+    from serving.env import prepare_environment
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description="Run a JSON or CSV file of requests; other options as app.py.")

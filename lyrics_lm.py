@@ -22,9 +22,9 @@ from typing import Any
 from typing_extensions import Self
 
 from backend import MODEL_LOADS, ModelUnavailableError, RunControl, import_libraries, pick_device
-from lyrics_tidy import INSTRUMENTAL_SECTIONS, LyricsTidier, section_tag
+from lm.lyrics_tidy import INSTRUMENTAL_SECTIONS, LyricsTidier, section_tag
+from lm.planner import pick_lm_backend
 from modes import MAX_SEED, RANDOM_SEED, VOCAL_LANGUAGES, _check_length, _check_range, _coerce_into, _echo
-from planner import pick_lm_backend
 
 LYRICS_MODELS: dict[str, str] = {
     "Qwen2.5-7B-Instruct": "Qwen/Qwen2.5-7B-Instruct",  # ~15 GB in bf16

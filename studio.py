@@ -25,9 +25,9 @@ from stems import StemSplitter
 from variations import VaryPlan, VaryRequest, plan_variation
 
 if TYPE_CHECKING:
-    from lora_stack import LoraEntry, LoraStack
+    from lm.planner import Planner
+    from lora.stack import LoraEntry, LoraStack
     from lyrics_lm import LyricsLM
-    from planner import Planner
 
 STUDIO_NAME = "ACE Music Studio"
 STUDIO_VERSION = "0.1.0"
@@ -54,7 +54,7 @@ class Studio:
     def lora_stack(self, control: RunControl | None = None) -> LoraStack:
         """The LoRA stack on the loaded DiT (the model loads first when it has not yet)."""
         if self._loras is None:
-            from lora_stack import LoraStack
+            from lora.stack import LoraStack
 
             pipe = self.backend.load(control)
             with MODEL_LOADS, self.backend._run_lock:
@@ -68,7 +68,7 @@ class Studio:
         The untrusted file is checked before the model loads and without the run lock, so a bad
         file is refused at once and never holds up a run.
         """
-        from lora_check import read_safetensors_header
+        from lora.check import read_safetensors_header
 
         read_safetensors_header(Path(path))
         stack = self.lora_stack()
@@ -159,7 +159,7 @@ class Studio:
         planned_at = time.perf_counter()
         weights = [(entry.sha256, weight) for entry, (_, weight) in zip(loras, request.lora_items(), strict=True)]
         if loras and request.lora_triggers:
-            from lora_stack import prompt_with_triggers
+            from lora.stack import prompt_with_triggers
 
             rendered = dataclasses.replace(rendered, prompt=prompt_with_triggers(rendered.prompt, loras))
         set_loras = None if self._loras is None else (lambda pipe: self._loras.apply(weights))  # type: ignore[union-attr]
@@ -272,7 +272,7 @@ class Studio:
     def _plan(self, request: GenerateRequest, control: RunControl) -> tuple[GenerateRequest, dict[str, Any]]:
         """Run the planner; returns the request the DiT renders (the plan's metadata, caption and
         codes filled in) and the plan's record for settings.json."""
-        from plan import FIELDS, PlannerSettings
+        from lm.plan import FIELDS, PlannerSettings
 
         infer = (
             frozenset(FIELDS)
@@ -420,7 +420,7 @@ def kept_suffix(path: str | Path, cover: Cover | None = None) -> str:
 def replay_values(settings: dict[str, Any]) -> dict[str, Any]:
     """A saved run's request with its plan replayed ("reuse plan"): the planner's caption,
     metadata and audio codes in place, so the run renders again without planning, exactly."""
-    from plan import Plan
+    from lm.plan import Plan
 
     values = dict(settings["request"])
     saved = settings.get("plan")

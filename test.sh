@@ -34,14 +34,14 @@ fi
 "$VENV/bin/python" -m mypy  # the files listed in pyproject.toml's [tool.mypy]
 if [ "${ACE_STUDIO_BENCH:-0}" = 1 ]; then
   # The benchmark's CPU smoke run: prints stage timings on the tiny model (no assertions).
-  "$VENV/bin/python" bench.py --model tiny --json "${TMPDIR:-/tmp}/ace-studio-bench.json"
+  "$VENV/bin/python" -m tools.bench --model tiny --json "${TMPDIR:-/tmp}/ace-studio-bench.json"
   # Finishing speed, and the reliability figures at full size (20 clients, 200 runs).
-  "$VENV/bin/python" bench_finishing.py
+  "$VENV/bin/python" -m tools.bench_finishing
   # Tokens per second of the tiny planner and lyrics writer, on transformers and mlx.
-  "$VENV/bin/python" bench_lm.py --seconds 30 --json "${TMPDIR:-/tmp}/ace-studio-bench-lm.json"
-  "$VENV/bin/python" reliability.py load --clients 20
-  "$VENV/bin/python" reliability.py load --clients 40 --queue 8
-  "$VENV/bin/python" reliability.py soak --runs 200
+  "$VENV/bin/python" -m tools.bench_lm --seconds 30 --json "${TMPDIR:-/tmp}/ace-studio-bench-lm.json"
+  "$VENV/bin/python" -m tools.reliability load --clients 20
+  "$VENV/bin/python" -m tools.reliability load --clients 40 --queue 8
+  "$VENV/bin/python" -m tools.reliability soak --runs 200
 fi
 marker=(-m "not slow")
 if [ "${ACE_STUDIO_ALL:-0}" = 1 ]; then

@@ -18,12 +18,12 @@ from gradio_client.exceptions import AppError, AuthenticationError
 
 import app
 from backend import RunControl
-from controls import CONTROLS
-from history import add_to_history, history_choices
 from modes import GenerateRequest
 from outputs import OutputStore
-from serving import network_access
+from serving.env import network_access
 from studio import Studio
+from ui.controls import CONTROLS
+from ui.history import add_to_history, history_choices
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,7 +25,7 @@ def serve(studio: Studio):
 
 @pytest.fixture(scope="module")
 def server(tiny_backend, tiny_planner, tmp_path_factory):
-    from serving import make_lyrics_writer
+    from serving.cli import make_lyrics_writer
 
     store = OutputStore(tmp_path_factory.mktemp("outputs"))
     writer = make_lyrics_writer(None, tiny=True)

@@ -110,7 +110,7 @@ def test_the_header_shows_the_share_of_components_loaded(cache_dir):
 
 RACE = """
 import sys, threading
-from serving import make_studio, parse_args
+from serving.cli import make_studio, parse_args
 studio = make_studio(parse_args(["--model", "tiny"]))
 errors = []
 def run(load):

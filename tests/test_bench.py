@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-import bench
-import bench_levers
+from tools import bench, bench_levers
 
 pytestmark = pytest.mark.slow  # benchmark smoke runs; .ci/run runs them
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from full_size import bf16_peak_tflops, build_full_size_pipeline, dit_flops_per_step, parameter_counts
+from tools.full_size import bf16_peak_tflops, build_full_size_pipeline, dit_flops_per_step, parameter_counts
 
 
 @pytest.fixture(scope="module")

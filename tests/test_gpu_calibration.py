@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import zerogpu
 from backend import RunControl
 from modes import MAX_DURATION_S, MIN_DURATION_S, GenerateRequest
+from serving import zerogpu
 
 
 def song(seconds: float = 10.0, steps: int = 4, seed: int = 7, batch_size: int = 1) -> GenerateRequest:

@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import save_file
 
 from backend import ModelUnavailableError
-from lora_check import MAX_RANK, LoraError, inspect_lora, read_safetensors_header
-from lora_presets import fetch_preset, load_presets
-from lora_stack import LoraStack, prompt_with_triggers
+from lora.check import MAX_RANK, LoraError, inspect_lora, read_safetensors_header
+from lora.presets import fetch_preset, load_presets
+from lora.stack import LoraStack, prompt_with_triggers
 
 RANK = 4
 # A mix of attention (renamed between formats) and MLP layers (same name in both).

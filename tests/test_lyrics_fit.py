@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from lyrics_fit import count_syllables, fit_line, measure
+from lm.lyrics_fit import count_syllables, fit_line, measure
 
 VERSE = (
     "[verse]\nWalking down the morning street\nCounting every heartbeat\n[chorus]\nWe sing together all night long\n"

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from backend import Cancelled, ModelUnavailableError, RunControl
+from lm.lyrics_tidy import LyricsTidier, normalise_lyrics, section_tag
 from lyrics_lm import (
     DEFAULT_STRUCTURE,
     LYRICS_MODELS,
@@ -29,7 +30,6 @@ from lyrics_lm import (
     build_messages,
     resolve_lyrics_model,
 )
-from lyrics_tidy import LyricsTidier, normalise_lyrics, section_tag
 from modes import MAX_SEED, VOCAL_LANGUAGES
 from tiny_model import build_tiny_lyrics_lm
 

@@ -12,9 +12,9 @@ import threading
 import pytest
 
 from backend import Cancelled, ModelUnavailableError, RunControl
+from lm.plan import FIELDS, Plan, PlannerSettings, parse_codes, parse_think
+from lm.planner import LoadedLM, Planner, pick_lm_backend
 from modes import KEYSCALES, VOCAL_LANGUAGES
-from plan import FIELDS, Plan, PlannerSettings, parse_codes, parse_think
-from planner import LoadedLM, Planner, pick_lm_backend
 from tiny_model import NUM_CODES, build_tiny_planner_lm
 
 # A random LM rarely samples the newline that ends a caption: keep captions short.

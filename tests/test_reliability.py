@@ -24,13 +24,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import app
-import reliability
 from backend import Backend, Cancelled, DeviceInfo, RunControl
 from checkpoints import resolve_model
 from lyrics_lm import LyricsRequest
 from modes import GenerateRequest
 from outputs import OutputStore
 from studio import SONG_TYPES, Studio
+from tools import reliability
 from variations import VaryRequest
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,10 +20,10 @@ from test_app import free_port
 
 import app
 from backend import RunControl
-from history import RunOwners
 from modes import GenerateRequest
 from outputs import STAGING_PREFIX, STALE_STAGING_S, OutputStore, parse_settings_text
 from studio import Studio
+from ui.history import RunOwners
 
 SPACE_ENV = "SPACE_ID"  # what serving.on_space reads
 

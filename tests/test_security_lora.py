@@ -22,7 +22,7 @@ from test_lora_stack import lora_weights, write_lora
 import app
 import bounded_json
 from backend import RunControl
-from lora_check import (
+from lora.check import (
     HEADER_LIMITS,
     MAX_DIMS,
     MAX_HEADER_BYTES,
@@ -31,7 +31,7 @@ from lora_check import (
     LoraError,
     read_safetensors_header,
 )
-from lora_stack import LoraStack
+from lora.stack import LoraStack
 from modes import GenerateRequest
 from outputs import OutputStore
 from studio import Studio

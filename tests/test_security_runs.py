@@ -21,7 +21,7 @@ from backend import Backend, Cancelled, DeviceInfo, RunControl, load_pipeline
 from checkpoints import resolve_model
 from outputs import OutputStore
 from studio import Studio
-from ui_runs import BUSY_MESSAGE
+from ui.runs import BUSY_MESSAGE
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT_S = 120  # a bound on every wait below, never a timing assertion

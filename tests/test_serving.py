@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import batch
-import zerogpu
 from checkpoints import REGISTRY, default_model_name
 from modes import MAX_DURATION_S, MIN_DURATION_S, GenerateRequest
 from outputs import SETTINGS_FILE, load_settings
+from serving import zerogpu
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -125,8 +125,8 @@ def test_bad_planner_settings_are_refused(change, message):
 
 
 def test_a_planner_that_cannot_load_says_so_and_plain_generate_still_works(tiny_backend, tmp_path):
+    from lm.planner import Planner
     from outputs import OutputStore
-    from planner import Planner
     from studio import Studio
 
     broken = Planner(str(tmp_path / "missing"), backend="transformers", device="cpu")

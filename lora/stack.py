@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import bounded_json
-from lora_check import (
+from lora.check import (
     HASH_CHUNK_BYTES,
     LoraError,
     LoraInfo,

@@ -1,8 +1,8 @@
 """Speed levers, each timed on and off on the same inputs: where the studio's defaults come from.
 
-    python bench_levers.py --model tiny                                    # smoke run
-    python bench_levers.py --random-weights full-size --seconds 10 --vae-seconds 30 --repeats 3
-    python bench_levers.py --random-weights full-size --seconds 60 --compile   # on a GPU
+    python -m tools.bench_levers --model tiny                                    # smoke run
+    python -m tools.bench_levers --random-weights full-size --seconds 10 --vae-seconds 30 --repeats 3
+    python -m tools.bench_levers --random-weights full-size --seconds 60 --compile   # on a GPU
 
 One pipeline call captures what the DiT receives; each lever then times one DiT forward (one
 denoising step) or one VAE decode directly, so a row measures only what the lever touches.
@@ -32,8 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import add_model_arguments, bench_backend, bench_request, device_name, library_versions
 from modes import GenerateRequest
+from tools.bench import add_model_arguments, bench_backend, bench_request, device_name, library_versions
 
 VAE_TILES = (None, 256, 512, 1024)  # latent frames per decode tile; None: tiling off
 CUDA_ATTENTION = ("_native_flash", "_native_efficient", "_native_cudnn", "flash")

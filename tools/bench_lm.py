@@ -1,8 +1,8 @@
 """Benchmark: the language models' decoding speed (tokens per second), per backend.
 
-    python bench_lm.py                                   # tiny planner and writer, transformers and mlx
-    python bench_lm.py --planner 1.7B --seconds 180      # a real planner: 900 codes
-    python bench_lm.py --random-weights full-size --seconds 180 --backends transformers   # 1.7B shape, no download
+    python -m tools.bench_lm                                   # tiny planner and writer, transformers and mlx
+    python -m tools.bench_lm --planner 1.7B --seconds 180      # a real planner: 900 codes
+    python -m tools.bench_lm --random-weights full-size --seconds 180 --backends transformers   # 1.7B shape, no download
 
 The planner plans a song of ``--seconds`` (5 codes a second, with LM guidance, so two forward
 passes per token); the lyrics writer writes ``--lyrics-tokens`` tokens. Prints a table and
@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from backend import RunControl
+from lm.plan import PlannerSettings
+from lm.planner import Planner
 from lyrics_lm import LyricsLM, LyricsRequest
-from plan import PlannerSettings
-from planner import Planner
 from tiny_model import ensure_tiny_lyrics_lm, ensure_tiny_planner
 
 # The ACE-Step 5 Hz LM 1.7B (a Qwen3-1.7B fine-tune with the audio-code vocabulary added).

@@ -13,9 +13,8 @@ from typing import Any
 import gradio as gr
 
 from backend import Cancelled, ModelUnavailableError, RunControl
-from controls import LANGUAGE_NAMES
-from lora_presets import fetch_preset, load_presets
-from lyrics_fit import fit_line
+from lm.lyrics_fit import fit_line
+from lora.presets import fetch_preset, load_presets
 from lyrics_lm import (
     MAX_LINES_PER_SECTION,
     MAX_NEW_TOKENS,
@@ -26,11 +25,12 @@ from lyrics_lm import (
     LyricsRequest,
 )
 from modes import MAX_LORA_WEIGHT, VOCAL_LANGUAGES
-from serving import on_zerogpu
+from serving.env import on_zerogpu
+from serving.zerogpu import write_lyrics_on_zerogpu
 from studio import Studio
 from tooltips import TOOLTIPS
-from ui_runs import GPU_EVENT_TIME_LIMIT_S, RUN_OPTIONS, ActiveRuns, ProgressRelay, session_key
-from zerogpu import write_lyrics_on_zerogpu
+from ui.controls import LANGUAGE_NAMES
+from ui.runs import GPU_EVENT_TIME_LIMIT_S, RUN_OPTIONS, ActiveRuns, ProgressRelay, session_key
 
 CUSTOM_STRUCTURE = "Custom"
 LORA_FILE_CONCURRENCY_ID = "lora_file"

@@ -25,16 +25,16 @@ import gradio as gr
 from gradio.context import LocalContext
 
 from backend import Cancelled, ModelUnavailableError, RunControl
-from controls import build_panel
 from flow_edit import FlowEditRequest
-from history import RunOwners
 from modes import RANDOM_SEED
 from outputs import SETTINGS_FILE, Run, load_settings
-from serving import on_zerogpu
+from serving.env import on_zerogpu
+from serving.zerogpu import GpuAborted, run_on_zerogpu
 from studio import SONG_TYPES, Studio
 from tooltips import TOOLTIPS
+from ui.controls import build_panel
+from ui.history import RunOwners
 from variations import DEFAULT_VARIANCE, VaryRequest
-from zerogpu import GpuAborted, run_on_zerogpu
 
 log = logging.getLogger("ace_studio")
 

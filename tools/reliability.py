@@ -1,8 +1,8 @@
 """Reliability figures: many clients at once, and a long run of generations.
 
-    python reliability.py load --clients 20            # a real server on the tiny model
-    python reliability.py load --clients 40 --queue 8  # past the queue limit: "busy" answers
-    python reliability.py soak --runs 200              # memory growth over many runs
+    python -m tools.reliability load --clients 20            # a real server on the tiny model
+    python -m tools.reliability load --clients 40 --queue 8  # past the queue limit: "busy" answers
+    python -m tools.reliability soak --runs 200              # memory growth over many runs
 
 ``load`` starts the studio on the tiny model (or uses ``--url``), fires the clients at
 ``/generate`` at once with distinct prompts and seeds, and checks that every accepted

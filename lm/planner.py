@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from backend import MODEL_LOADS, ModelUnavailableError, RunControl, import_libraries
+from lm.plan import DEFAULT_NEGATIVE_PROMPT, FIELDS, MAX_CAPTION_TOKENS, Plan, PlannerSettings, check_field, parse_think
+from lm.think_constraint import ThinkConstraint, Vocab
 from modes import CODES_PER_SECOND
-from plan import DEFAULT_NEGATIVE_PROMPT, FIELDS, MAX_CAPTION_TOKENS, Plan, PlannerSettings, check_field, parse_think
-from think_constraint import ThinkConstraint, Vocab
 
 LM_MODELS: dict[str, str] = {
     "0.6B": "ACE-Step/acestep-5Hz-lm-0.6B",

@@ -1,8 +1,8 @@
 """Benchmark: where the time goes, stage by stage, and what the studio adds on top.
 
-    python bench.py --model tiny                   # CPU smoke run (what CI runs)
-    python bench.py --model ./xl-turbo --durations 30 60 180 600 --batch 1 4
-    python bench.py --random-weights full-size --variant sft --durations 60 180   # nothing downloaded
+    python -m tools.bench --model tiny                   # CPU smoke run (what CI runs)
+    python -m tools.bench --model ./xl-turbo --durations 30 60 180 600 --batch 1 4
+    python -m tools.bench --random-weights full-size --variant sft --durations 60 180   # nothing downloaded
 
 For each song length it times one bare pipeline call (split into text encoding, DiT
 steps and VAE decode by timing the pipeline's own components) and one full studio run
@@ -26,10 +26,10 @@ from pathlib import Path
 
 from backend import Backend, RunControl, pick_device, place_pipeline
 from checkpoints import resolve_model
-from full_size import bf16_peak_tflops, dit_flops_per_step, parameter_counts
 from modes import GenerateRequest
 from outputs import OutputStore
 from studio import Studio
+from tools.full_size import bf16_peak_tflops, dit_flops_per_step, parameter_counts
 
 TINY_DURATIONS_S = (30, 60)  # keeps the CI smoke run well under a minute
 FULL_DURATIONS_S = (30, 60, 180, 600)
@@ -185,7 +185,7 @@ def _random_weights(spec, device, offload: bool = False, compile_dit: bool = Fal
     """``Backend``'s loader for --random-weights: the full-size pipeline, placed like a real one."""
     import torch
 
-    from full_size import build_full_size_pipeline
+    from tools.full_size import build_full_size_pipeline
 
     return place_pipeline(build_full_size_pipeline(turbo, getattr(torch, device.dtype)), device, offload, compile_dit)
 

@@ -11,11 +11,11 @@ from typing import Any
 import gradio as gr
 
 from backend import Cancelled, RunControl
-from history import RunOwners, history_choices
 from modes import MAX_BATCH
 from stems import DEFAULT_STEM_MODEL, STEM_MODELS, StemModelUnavailableError
 from studio import Studio
-from ui_runs import RUN_OPTIONS, ActiveRuns, session_key
+from ui.history import RunOwners, history_choices
+from ui.runs import RUN_OPTIONS, ActiveRuns, session_key
 
 STEMS_EXTRACT_HINT = (
     "This base checkpoint can also pull one instrument out itself: Edit → task `extract` and a "

@@ -13,12 +13,12 @@ from typing import Any
 import gradio as gr
 
 from flow_edit import FlowEditRequest
-from history import RunOwners
 from modes import SongRequest
 from outputs import SETTINGS_FILE, load_settings
-from share import LINK_AUDIO_STAND_IN, MODE_PARAM, request_from_query, share_query
 from studio import INPUT_FILES, SONG_TYPES, Studio, replay_values
-from ui_runs import session_key
+from ui.history import RunOwners
+from ui.runs import session_key
+from ui.share import LINK_AUDIO_STAND_IN, MODE_PARAM, request_from_query, share_query
 
 SHARE_LINK_JS = "(q) => q && q.startsWith('?') ? window.location.origin + window.location.pathname + q : q"
 LINK_FIELDS = frozenset(name for cls in SONG_TYPES.values() for name in cls.field_names())

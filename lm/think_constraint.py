@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from lm.plan import CODE_TOKEN, FIELDS, PLAN_TIME_SIGNATURES
 from modes import KEYSCALES, MAX_AUDIO_CODE, MAX_BPM, MAX_DURATION_S, MIN_BPM, MIN_DURATION_S, VOCAL_LANGUAGES
-from plan import CODE_TOKEN, FIELDS, PLAN_TIME_SIGNATURES
 
 
 def _byte_decoder() -> dict[str, int]:

@@ -1,6 +1,6 @@
 """Benchmark: mastering and export speed as a multiple of real time.
 
-    python bench_finishing.py [--seconds 240]
+    python -m tools.bench_finishing [--seconds 240]
 
 Prints figures for a synthetic stereo track at 48 kHz; run it pinned to one core
 (``taskset -c 0``) to compare with the one-core target.

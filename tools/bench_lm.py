@@ -1,8 +1,8 @@
 """Benchmark: the language models' decoding speed (tokens per second), per backend.
 
-    python -m tools.bench_lm                                   # tiny planner and writer, transformers and mlx
-    python -m tools.bench_lm --planner 1.7B --seconds 180      # a real planner: 900 codes
-    python -m tools.bench_lm --random-weights full-size --seconds 180 --backends transformers   # 1.7B shape, no download
+    python -m tools.bench_lm                                # tiny planner and writer, transformers and mlx
+    python -m tools.bench_lm --planner 1.7B --seconds 180     # a real planner: 900 codes
+    python -m tools.bench_lm --random-weights full-size --seconds 180 --backends transformers  # 1.7B shape, no download
 
 The planner plans a song of ``--seconds`` (5 codes a second, with LM guidance, so two forward
 passes per token); the lyrics writer writes ``--lyrics-tokens`` tokens. Prints a table and

@@ -168,7 +168,7 @@ CONTROLS: tuple[Control, ...] = (
 )  # fmt: skip
 
 
-def _pass_through(component: gr.components.Component) -> gr.components.Component:
+def pass_through(component: gr.components.Component) -> gr.components.Component:
     """Turn off Gradio's own conversion of this input.
 
     The raw value reaches the handler, where the request dataclass validates it and
@@ -215,7 +215,7 @@ def build_control(control: Control, value: Any, elem_id: str, visible: bool = Tr
             kwargs["allow_custom_value"] = True  # a plan may spell a key with ♯ or ♭, as the model allows
         if control.widget == "multiselect":
             kwargs["value"] = list(value)
-    return _pass_through(_WIDGETS[control.widget](visible=visible, **kwargs))
+    return pass_through(_WIDGETS[control.widget](visible=visible, **kwargs))
 
 
 def build_main_panel(mode: str, defaults: SongRequest, base: bool = False) -> dict[str, gr.components.Component]:

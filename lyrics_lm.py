@@ -25,7 +25,16 @@ from typing_extensions import Self
 
 from backend import MODEL_LOADS, ModelUnavailableError, RunControl, import_libraries, pick_device
 from lyrics_tidy import INSTRUMENTAL_SECTIONS, LyricsTidier, section_tag
-from modes import MAX_SEED, RANDOM_SEED, VOCAL_LANGUAGES, _check_range, check_text_fields, coerce_into, echo
+from modes import (
+    LANGUAGE_CHOICE_HINT,
+    MAX_SEED,
+    RANDOM_SEED,
+    VOCAL_LANGUAGES,
+    _check_range,
+    check_text_fields,
+    coerce_into,
+    echo,
+)
 from planner import pick_lm_backend
 
 LYRICS_MODELS: dict[str, str] = {
@@ -121,8 +130,7 @@ class LyricsRequest:
             raise ValueError("brief: describe the song (its story, mood or theme)")
         if self.language not in VOCAL_LANGUAGES:
             raise ValueError(
-                f"language: {echo(self.language)} is not a language ACE-Step sings; "
-                f"choose one of {', '.join(VOCAL_LANGUAGES)}"
+                f"language: {echo(self.language)} is not a language ACE-Step sings; {LANGUAGE_CHOICE_HINT}"
             )
         sections = _structure_items(self.structure)
         if not sections:

@@ -43,6 +43,7 @@ VOCAL_LANGUAGES: tuple[str, ...] = (
     "nl", "no", "pa", "pl", "pt", "ro", "ru", "sa", "sk", "sr", "sv", "sw", "ta", "te",
     "th", "tl", "tr", "uk", "ur", "vi", "yue", "zh", "unknown",
 )  # fmt: skip
+LANGUAGE_CHOICE_HINT = f"use one of its {len(VOCAL_LANGUAGES)} language codes, like en, es, fr, ja, zh, or unknown"
 TIME_SIGNATURES: tuple[str, ...] = (
     "2",
     "3",
@@ -97,7 +98,7 @@ LM_NEGATIVE_PROMPT = "NO USER INPUT"
 MAX_LM_GUIDANCE = 10.0
 CODES_PER_SECOND = 5  # the planner's audio codes run at 5 Hz
 MAX_AUDIO_CODE = 63_999  # the audio tokenizer's codebook holds 64,000 codes
-_AUDIO_CODE = re.compile(r"<\|audio_code_(\d+)\|>")
+_AUDIO_CODE = re.compile(r"<\|audio_code_(\d{1,6})\|>")  # longer numbers are no code token
 # "<|audio_code_63999|>" is 20 characters; room for a separator after each.
 MAX_AUDIO_CODES_CHARS = MAX_DURATION_S * CODES_PER_SECOND * 24
 MAX_LORAS_CHARS = MAX_LORAS * (MAX_LORA_KEY_CHARS + 16)  # "key:weight, " per LoRA
@@ -183,8 +184,7 @@ class SongRequest:
         check_text_fields(self)
         if self.vocal_language not in VOCAL_LANGUAGES:
             raise ValueError(
-                f"vocal_language: {echo(self.vocal_language)} is not a language ACE-Step sings; "
-                f"choose one of {', '.join(VOCAL_LANGUAGES)}"
+                f"vocal_language: {echo(self.vocal_language)} is not a language ACE-Step sings; {LANGUAGE_CHOICE_HINT}"
             )
         _check_range("num_inference_steps", self.num_inference_steps, MIN_STEPS, MAX_STEPS)
         _check_range("guidance_scale", self.guidance_scale, 0.0, MAX_GUIDANCE)
@@ -324,7 +324,9 @@ class GenerateRequest(SongRequest):
         text = self.audio_codes.strip()
         codes = tuple(int(n) for n in _AUDIO_CODE.findall(text))
         if _AUDIO_CODE.sub("", text).strip():
-            raise ValueError("audio_codes: holds something other than <|audio_code_N|> tokens; clear it to plan again")
+            raise ValueError(
+                "audio_codes: holds something other than audio code tokens (audio_code_N); clear it to plan again"
+            )
         expected = round(self.audio_duration) * CODES_PER_SECOND
         if len(codes) != expected:
             raise ValueError(
@@ -359,20 +361,23 @@ _ECHO_REPR.maxlong = _ECHO_DIGITS
 
 def echo(value: Any, bare: bool = False) -> str:
     """A bad value as every error message shows it: its repr (``bare``: a name as it is),
-    shortened, with markup escaped.
+    with markup escaped, cut to ``ECHO_CHARS``.
 
     Gradio renders an error's text as HTML, so an echoed ``<form ...>`` would become a form
     on the page; and a 1 MB value must not come back whole.
     """
+    size = ""
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _ECHO_DIGITS * 3.33:
         text = f"a {value.bit_length() * 0.30103:.0f}-digit number"
     elif isinstance(value, str):
-        text = (value[:ECHO_CHARS] if bare else repr(value[:ECHO_CHARS])) + (
-            f"… ({len(value):,} characters)" if len(value) > ECHO_CHARS else ""
-        )
+        text = value[: 2 * ECHO_CHARS] if bare else repr(value[: 2 * ECHO_CHARS])
+        size = f" ({len(value):,} characters)" if len(value) > ECHO_CHARS else ""
     else:
         text = _ECHO_REPR.repr(value)
-    return html.escape(text, quote=False)
+    escaped = html.escape(text, quote=False)
+    if len(escaped) <= ECHO_CHARS:
+        return escaped + size
+    return re.sub(r"&[a-z]*$", "", escaped[:ECHO_CHARS]) + "…" + size  # never half an entity
 
 
 def safe_message(text: str) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import gradio as gr
 
 from flow_edit import FlowEditRequest
-from modes import SongRequest
+from modes import SongRequest, safe_message
 from outputs import SETTINGS_FILE, load_settings
 from share import LINK_AUDIO_STAND_IN, MODE_PARAM, request_from_query, share_query
 from studio import INPUT_FILES, SONG_TYPES, Studio, replay_values
@@ -96,7 +96,7 @@ class SongForm:
                 raise ValueError(f"settings: unknown mode {mode!r}")
             restored = SONG_TYPES[mode].from_values(with_saved_inputs(studio, data))
         except ValueError as error:
-            raise gr.Error(str(error), title="Could not apply settings") from error
+            raise gr.Error(safe_message(str(error)), title="Could not apply settings") from error
         return self.updates(restored)
 
 
@@ -125,7 +125,7 @@ def wire_settings_and_links(
         try:
             data = _pasted_settings(text, upload)
         except ValueError as error:
-            raise gr.Error(str(error), title="Could not apply settings") from error
+            raise gr.Error(safe_message(str(error)), title="Could not apply settings") from error
         return form.from_settings(studio, data)
 
     def restore_handler(run_id: str | None) -> list:
@@ -134,14 +134,14 @@ def wire_settings_and_links(
         try:
             data = load_settings(studio.store.run_folder(run_id) / SETTINGS_FILE)
         except ValueError as error:
-            raise gr.Error(f"{error} (it may have been deleted)", title="Could not restore") from error
+            raise gr.Error(safe_message(f"{error} (it may have been deleted)"), title="Could not restore") from error
         return form.from_settings(studio, data)
 
     def reuse_handler(text: str, upload: str | None) -> list:
         try:
             restored = SONG_TYPES["generate"].from_values(replay_values(_pasted_settings(text, upload)))
         except (ValueError, KeyError) as error:
-            raise gr.Error(str(error), title="Could not reuse the plan") from error
+            raise gr.Error(safe_message(str(error)), title="Could not reuse the plan") from error
         gr.Info("The plan's codes are in Planner → Plan to replay: Generate renders them without planning.")
         return form.updates(restored)
 
@@ -157,7 +157,7 @@ def wire_settings_and_links(
         try:
             return share_query(SONG_TYPES[mode].from_values(values))
         except ValueError as error:
-            raise gr.Error(str(error), title="Check the settings") from error
+            raise gr.Error(safe_message(str(error)), title="Check the settings") from error
 
     share_btn.click(
         share_handler,
@@ -178,7 +178,7 @@ def wire_settings_and_links(
         try:
             restored = request_from_query(params, SONG_TYPES)
         except ValueError as error:
-            gr.Warning(f"This link's settings could not be used: {error}")
+            gr.Warning(safe_message(f"This link's settings could not be used: {error}"))
             return skip
         return skip if restored is None else form.updates(restored)
 

@@ -15,7 +15,7 @@ import gradio as gr
 from backend import Cancelled, ModelUnavailableError, RunControl
 from controls import build_panel
 from flow_edit import FlowEditRequest
-from modes import RANDOM_SEED
+from modes import RANDOM_SEED, safe_message
 from outputs import SETTINGS_FILE, Run, load_settings
 from serving import on_zerogpu
 from studio import SONG_TYPES, Studio
@@ -94,7 +94,7 @@ def run_generate(
     try:
         request = SONG_TYPES[mode].from_values(values)
     except ValueError as error:
-        raise gr.Error(str(error), title="Check the settings") from error
+        raise gr.Error(safe_message(str(error)), title="Check the settings") from error
     if new_seed:
         request = request.with_seed(-1)
     thinking = bool(getattr(request, "think", False)) and not getattr(request, "audio_codes", "")
@@ -119,7 +119,7 @@ def run_vary(
         request = VaryRequest.from_values(values).validate()
         settings = load_settings(studio.store.run_folder(request.parent_run_id) / SETTINGS_FILE)
     except ValueError as error:
-        raise gr.Error(str(error), title="Check the settings") from error
+        raise gr.Error(safe_message(str(error)), title="Check the settings") from error
 
     def on_gpu() -> Run:
         try:  # the parent's request sizes the GPU time
@@ -150,16 +150,16 @@ def guarded_run(
     except Cancelled:
         return None
     except ModelUnavailableError as error:
-        raise gr.Error(str(error), title="Model unavailable", duration=None) from error
+        raise gr.Error(safe_message(str(error)), title="Model unavailable", duration=None) from error
     except ValueError as error:
-        raise gr.Error(str(error), title="Could not generate") from error
+        raise gr.Error(safe_message(str(error)), title="Could not generate") from error
     except OSError as error:
-        raise gr.Error(f"Could not write the output files: {error}", title="Disk problem") from error
+        raise gr.Error(safe_message(f"Could not write the output files: {error}"), title="Disk problem") from error
     except GpuAborted as error:
-        raise gr.Error(str(error), title="GPU time ran out", duration=None) from error
+        raise gr.Error(safe_message(str(error)), title="GPU time ran out", duration=None) from error
     except RuntimeError as error:  # the model itself failed, e.g. out of GPU memory
         log.exception("generation failed")
-        raise gr.Error(f"Generation failed: {error}", title="Model error") from error
+        raise gr.Error(safe_message(f"Generation failed: {error}"), title="Model error") from error
     finally:
         runs.finish(session, control)
 

@@ -183,11 +183,7 @@ def stems_handler(studio: Studio, runs: ActiveRuns) -> Callable[..., list[str]]:
         except (ValueError, StemModelUnavailableError) as error:
             raise gr.Error(safe_message(str(error)), title="Could not split into stems") from error
         except OSError as error:  # nothing half-written is left: add_to_run removes its staging folder
-            reason = error.strerror or str(error)
-            raise gr.Error(
-                safe_message(f"Could not write the stems: {reason}. Is the outputs disk full or read-only?"),
-                title="Disk problem",
-            ) from error
+            raise gr.Error(safe_message(f"Could not write the stems: {error}"), title="Disk problem") from error
         finally:
             runs.finish(session, control)
 

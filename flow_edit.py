@@ -50,8 +50,9 @@ from __future__ import annotations
 import logging
 import math
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from typing_extensions import Self
@@ -62,12 +63,9 @@ from modes import (
     LATENT_FRAME_S,
     MAX_DURATION_S,
     MAX_GUIDANCE,
-    MAX_LYRICS_CHARS,
-    MAX_PROMPT_CHARS,
     MIN_SEGMENT_S,
     RANDOM_SEED,
     SongRequest,
-    _check_length,
     _check_range,
     _require_audio,
 )
@@ -94,8 +92,9 @@ class FlowEditRequest(SongRequest):
     """Re-describe a song: ``prompt``/``lyrics`` say what it should become, ``source_*`` what it is.
 
     ``guidance_scale`` guides the target, ``source_guidance_scale`` the source.
-    ``repainting_end`` None edits the whole song; otherwise only
-    ``[repainting_start, repainting_end]`` changes and the rest stays bit-identical.
+    ``repainting_end`` None (or -1, the official "to the end") edits the whole song, and then
+    ``repainting_start`` is 0; otherwise only ``[repainting_start, repainting_end]`` changes and
+    the rest stays bit-identical. Either way the saved settings name the segment that was used.
     """
 
     src_audio: str = ""
@@ -110,6 +109,13 @@ class FlowEditRequest(SongRequest):
 
     mode: typing.ClassVar[str] = "flow_edit"
 
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> Self:
+        values = dict(values)
+        if values.get("repainting_end") in (-1, "-1"):
+            values["repainting_end"] = None
+        return super().from_values(values)
+
     @property
     def edit_steps(self) -> int:
         """``n_max`` as given, or the paper's fraction of the steps (at least one)."""
@@ -122,15 +128,19 @@ class FlowEditRequest(SongRequest):
         if not self.prompt.strip() and not self.lyrics.strip():
             raise ValueError("prompt: describe what the song should become (style, instruments, mood) or give lyrics")
         super().validate()
-        _check_length("source_prompt", self.source_prompt, MAX_PROMPT_CHARS)
-        _check_length("source_lyrics", self.source_lyrics, MAX_LYRICS_CHARS)
         _check_range("source_guidance_scale", self.source_guidance_scale, 0.0, MAX_GUIDANCE)
         _check_range("n_avg", self.n_avg, 1, MAX_N_AVG)
         if self.n_max is not None:
             _check_range("n_max", self.n_max, 1, self.num_inference_steps, note="at most num_inference_steps")
         _check_range("n_min", self.n_min, 0, self.edit_steps, note=f"at most n_max, {self.edit_steps}")
+        _check_range("repainting_start", self.repainting_start, 0.0, MAX_DURATION_S, "s")
+        if self.repainting_end is None and self.repainting_start != 0:
+            # The whole song is edited then: a start saved beside it would describe an edit that never happened.
+            raise ValueError(
+                f"repainting_start: {self.repainting_start:g} s needs a repainting_end to make a segment; "
+                "set the end, or the start to 0 to edit the whole song"
+            )
         if self.repainting_end is not None:
-            _check_range("repainting_start", self.repainting_start, 0.0, MAX_DURATION_S, "s")
             _check_range("repainting_end", self.repainting_end, 0.0, MAX_DURATION_S, "s")
             if self.repainting_end - self.repainting_start < MIN_SEGMENT_S:
                 raise ValueError(

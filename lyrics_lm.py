@@ -14,6 +14,8 @@ import dataclasses
 import random
 import re
 import threading
+import types
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,16 @@ from typing_extensions import Self
 from backend import MODEL_LOADS, ModelUnavailableError, RunControl, import_libraries, pick_device
 from lm.lyrics_tidy import INSTRUMENTAL_SECTIONS, LyricsTidier, section_tag
 from lm.planner import pick_lm_backend
-from modes import MAX_SEED, RANDOM_SEED, VOCAL_LANGUAGES, _check_length, _check_range, _coerce_into, _echo
+from modes import (
+    LANGUAGE_CHOICE_HINT,
+    MAX_SEED,
+    RANDOM_SEED,
+    VOCAL_LANGUAGES,
+    _check_range,
+    check_text_fields,
+    coerce_into,
+    echo,
+)
 
 LYRICS_MODELS: dict[str, str] = {
     "Qwen2.5-7B-Instruct": "Qwen/Qwen2.5-7B-Instruct",  # ~15 GB in bf16
@@ -104,41 +115,42 @@ class LyricsRequest:
     max_new_tokens: int = 700
     seed: int = RANDOM_SEED
 
+    TEXT_LIMITS: typing.ClassVar[Mapping[str, int]] = types.MappingProxyType(
+        {"brief": MAX_BRIEF_CHARS, "structure": MAX_STRUCTURE_CHARS, "tone": MAX_TONE_CHARS}
+    )
+
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> Self:
         """A validated request from loosely typed form, API or JSON values; unknown names are refused."""
-        return _coerce_into(cls, values)
+        return coerce_into(cls, values)
 
     def validate(self) -> Self:
+        check_text_fields(self)
         if not self.brief.strip():
             raise ValueError("brief: describe the song (its story, mood or theme)")
-        _check_length("brief", self.brief, MAX_BRIEF_CHARS)
         if self.language not in VOCAL_LANGUAGES:
             raise ValueError(
-                f"language: {_echo(self.language)} is not a language ACE-Step sings; "
-                f"choose one of {', '.join(VOCAL_LANGUAGES)}"
+                f"language: {echo(self.language)} is not a language ACE-Step sings; {LANGUAGE_CHOICE_HINT}"
             )
-        _check_length("structure", self.structure, MAX_STRUCTURE_CHARS)
         sections = _structure_items(self.structure)
         if not sections:
-            raise ValueError(f"structure: list the sections in order, like {DEFAULT_STRUCTURE!r}")
+            raise ValueError(f"structure: list the sections in order, like {echo(DEFAULT_STRUCTURE)}")
         if len(sections) > MAX_SECTIONS:
             raise ValueError(f"structure: {len(sections)} sections is over the limit of {MAX_SECTIONS}")
         long = next((name for name in sections if len(name) > MAX_SECTION_NAME_CHARS), None)
         if long is not None:
             raise ValueError(
-                f"structure: a section name is at most {MAX_SECTION_NAME_CHARS} characters, got {_echo(long)}"
+                f"structure: a section name is at most {MAX_SECTION_NAME_CHARS} characters, got {echo(long)}"
             )
-        _check_length("tone", self.tone, MAX_TONE_CHARS)
         _check_range("lines_per_section", self.lines_per_section, MIN_LINES_PER_SECTION, MAX_LINES_PER_SECTION)
         scheme = self.rhyme_scheme.strip()
         if scheme.lower() != FREE_RHYME and not _RHYME_PATTERN.fullmatch(scheme.upper()):
             raise ValueError(
-                f"rhyme_scheme: one letter A-H per line, 2 to 16 lines (like ABAB), or 'free'; got {_echo(scheme)}"
+                f"rhyme_scheme: one letter A-H per line, 2 to 16 lines (like ABAB), or 'free'; got {echo(scheme)}"
             )
         _check_range("temperature", self.temperature, 0.0, MAX_TEMPERATURE)
         if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p: must be above 0 and at most 1, got {_echo(self.top_p)}")
+            raise ValueError(f"top_p: must be above 0 and at most 1, got {echo(self.top_p)}")
         _check_range("max_new_tokens", self.max_new_tokens, MIN_NEW_TOKENS, MAX_NEW_TOKENS)
         if self.seed != RANDOM_SEED:
             _check_range("seed", self.seed, 0, MAX_SEED, note="or -1 for a random seed")

@@ -8,9 +8,11 @@ here once.
 from __future__ import annotations
 
 import dataclasses
+import html
 import math
 import random
 import re
+import reprlib
 import types
 import typing
 from collections.abc import Mapping
@@ -41,6 +43,7 @@ VOCAL_LANGUAGES: tuple[str, ...] = (
     "nl", "no", "pa", "pl", "pt", "ro", "ru", "sa", "sk", "sr", "sv", "sw", "ta", "te",
     "th", "tl", "tr", "uk", "ur", "vi", "yue", "zh", "unknown",
 )  # fmt: skip
+LANGUAGE_CHOICE_HINT = f"use one of its {len(VOCAL_LANGUAGES)} language codes, like en, es, fr, ja, zh, or unknown"
 TIME_SIGNATURES: tuple[str, ...] = (
     "2",
     "3",
@@ -77,6 +80,12 @@ MAX_LORAS = 16
 MAX_LORA_WEIGHT = 2.0
 MAX_LORA_KEY_CHARS = 100
 
+# Every text field has a length limit, checked before anything parses it. Fields not named in a
+# request's TEXT_LIMITS are short: a name, a key or a choice.
+MAX_SHORT_CHARS = 100
+MAX_PATH_CHARS = 4_096  # PATH_MAX on Linux: a file input's path
+MAX_LIST_ITEMS = 32  # a list field's items (the track names are 12)
+
 # ACE-Step's convention for a song without vocals: the lyric sheet says so.
 INSTRUMENTAL_LYRICS = "[Instrumental]"
 
@@ -89,7 +98,12 @@ LM_NEGATIVE_PROMPT = "NO USER INPUT"
 MAX_LM_GUIDANCE = 10.0
 CODES_PER_SECOND = 5  # the planner's audio codes run at 5 Hz
 MAX_AUDIO_CODE = 63_999  # the audio tokenizer's codebook holds 64,000 codes
-_AUDIO_CODE = re.compile(r"<\|audio_code_(\d+)\|>")
+_AUDIO_CODE = re.compile(r"<\|audio_code_(\d{1,6})\|>")  # longer numbers are no code token
+# "<|audio_code_63999|>" is 20 characters; room for a separator after each.
+MAX_AUDIO_CODES_CHARS = MAX_DURATION_S * CODES_PER_SECOND * 24
+MAX_LORAS_CHARS = MAX_LORAS * (MAX_LORA_KEY_CHARS + 16)  # "key:weight, " per LoRA
+# The file inputs: paths Gradio made from an upload (or a run folder's saved copy).
+FILE_FIELDS: tuple[str, ...] = ("src_audio", "reference_audio", "cover_image")
 
 
 @dataclass(frozen=True)
@@ -133,6 +147,19 @@ class SongRequest:
     lora_triggers: bool = False  # append the stack's trigger words to the prompt
 
     mode: typing.ClassVar[str] = ""
+    # Text fields longer than MAX_SHORT_CHARS, by name (every song mode's, in one table).
+    TEXT_LIMITS: typing.ClassVar[Mapping[str, int]] = types.MappingProxyType(
+        {
+            "prompt": MAX_PROMPT_CHARS,
+            "lyrics": MAX_LYRICS_CHARS,
+            "source_prompt": MAX_PROMPT_CHARS,
+            "source_lyrics": MAX_LYRICS_CHARS,
+            "lm_negative_prompt": MAX_PROMPT_CHARS,
+            "audio_codes": MAX_AUDIO_CODES_CHARS,
+            "loras": MAX_LORAS_CHARS,
+            **dict.fromkeys(FILE_FIELDS, MAX_PATH_CHARS),
+        }
+    )
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> Self:
@@ -147,19 +174,17 @@ class SongRequest:
                 # A cleared number field arrives as 0, and the pipeline itself reads a
                 # bpm of 0 as "not given": for a field that may be unset, 0 means unset.
                 values[name] = None
-        return _coerce_into(cls, values)
+        return coerce_into(cls, values)
 
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
 
     def validate(self) -> Self:
-        _check_length("prompt", self.prompt, MAX_PROMPT_CHARS)
-        _check_length("lyrics", self.lyrics, MAX_LYRICS_CHARS)
+        check_text_fields(self)
         if self.vocal_language not in VOCAL_LANGUAGES:
             raise ValueError(
-                f"vocal_language: {_echo(self.vocal_language)} is not a language ACE-Step sings; "
-                f"choose one of {', '.join(VOCAL_LANGUAGES)}"
+                f"vocal_language: {echo(self.vocal_language)} is not a language ACE-Step sings; {LANGUAGE_CHOICE_HINT}"
             )
         _check_range("num_inference_steps", self.num_inference_steps, MIN_STEPS, MAX_STEPS)
         _check_range("guidance_scale", self.guidance_scale, 0.0, MAX_GUIDANCE)
@@ -175,10 +200,10 @@ class SongRequest:
         if self.bpm is not None:
             _check_range("bpm", self.bpm, MIN_BPM, MAX_BPM, note="or empty to let the model choose")
         if self.keyscale and self.keyscale not in KEYSCALES:
-            raise ValueError(f"keyscale: {_echo(self.keyscale)} is not a key like 'C major' or 'F# minor'")
+            raise ValueError(f"keyscale: {echo(self.keyscale)} is not a key like 'C major' or 'F# minor'")
         if self.timesignature and self.timesignature not in TIME_SIGNATURES:
             raise ValueError(
-                f"timesignature: {_echo(self.timesignature)} is not one of {', '.join(TIME_SIGNATURES)} (beats per bar)"
+                f"timesignature: {echo(self.timesignature)} is not one of {', '.join(TIME_SIGNATURES)} (beats per bar)"
             )
         _check_range("batch_size", self.batch_size, 1, MAX_BATCH)
         _check_range("target_lufs", self.target_lufs, *TARGET_LUFS_RANGE, " LUFS")
@@ -187,12 +212,12 @@ class SongRequest:
         _check_range("fade_out_s", self.fade_out_s, 0.0, MAX_FADE_S, "s")
         if self.wav_bit_depth not in WAV_BIT_DEPTHS:
             raise ValueError(
-                f"wav_bit_depth: must be one of {', '.join(WAV_BIT_DEPTHS)}, got {_echo(self.wav_bit_depth)}"
+                f"wav_bit_depth: must be one of {', '.join(WAV_BIT_DEPTHS)}, got {echo(self.wav_bit_depth)}"
             )
         self.lora_items()
         if self.mp3_bitrate_kbps not in MP3_BITRATES_KBPS:
             choices = ", ".join(map(str, MP3_BITRATES_KBPS))
-            raise ValueError(f"mp3_bitrate_kbps: must be one of {choices}, got {_echo(self.mp3_bitrate_kbps)}")
+            raise ValueError(f"mp3_bitrate_kbps: must be one of {choices}, got {echo(self.mp3_bitrate_kbps)}")
         return self
 
     def lora_items(self) -> list[tuple[str, float]]:
@@ -206,15 +231,17 @@ class SongRequest:
                 key, weight_text = weight_text, "1"
             key = key.strip()
             if not key or len(key) > MAX_LORA_KEY_CHARS:
-                raise ValueError(f"loras: {_echo(raw.strip())} needs a LoRA name or sha256 before the ':'")
+                raise ValueError(f"loras: {echo(raw.strip())} needs a LoRA name or sha256 before the ':'")
             try:
                 weight = float(weight_text)
             except ValueError:
-                raise ValueError(f"loras: the weight in {_echo(raw.strip())} is not a number") from None
+                raise ValueError(f"loras: the weight in {echo(raw.strip())} is not a number") from None
             if not math.isfinite(weight) or not 0.0 <= weight <= MAX_LORA_WEIGHT:
-                raise ValueError(f"loras: {key}'s weight must be between 0 and {MAX_LORA_WEIGHT:g}, got {weight_text}")
+                raise ValueError(
+                    f"loras: {echo(key)}'s weight must be between 0 and {MAX_LORA_WEIGHT:g}, got {echo(weight_text)}"
+                )
             if any(key == seen for seen, _ in items):
-                raise ValueError(f"loras: {key} is listed twice")
+                raise ValueError(f"loras: {echo(key)} is listed twice")
             items.append((key, weight))
         if len(items) > MAX_LORAS:
             raise ValueError(f"loras: at most {MAX_LORAS} LoRAs at once, got {len(items)}")
@@ -285,10 +312,9 @@ class GenerateRequest(SongRequest):
         _check_range("audio_duration", self.audio_duration, MIN_DURATION_S, MAX_DURATION_S, "s")
         _check_range("lm_temperature", self.lm_temperature, 0.0, 2.0, note="0 picks the likeliest token")
         if not 0.0 < self.lm_top_p <= 1.0:
-            raise ValueError(f"lm_top_p: must be above 0 and at most 1, got {_echo(self.lm_top_p)}")
+            raise ValueError(f"lm_top_p: must be above 0 and at most 1, got {echo(self.lm_top_p)}")
         _check_range("lm_top_k", self.lm_top_k, 0, 1_000_000, note="0 turns it off")
         _check_range("lm_guidance_scale", self.lm_guidance_scale, 1.0, MAX_LM_GUIDANCE, note="1 turns it off")
-        _check_length("lm_negative_prompt", self.lm_negative_prompt, MAX_PROMPT_CHARS)
         if self.audio_codes.strip():
             self.codes()
         return self
@@ -298,7 +324,9 @@ class GenerateRequest(SongRequest):
         text = self.audio_codes.strip()
         codes = tuple(int(n) for n in _AUDIO_CODE.findall(text))
         if _AUDIO_CODE.sub("", text).strip():
-            raise ValueError("audio_codes: holds something other than <|audio_code_N|> tokens; clear it to plan again")
+            raise ValueError(
+                "audio_codes: holds something other than audio code tokens (audio_code_N); clear it to plan again"
+            )
         expected = round(self.audio_duration) * CODES_PER_SECOND
         if len(codes) != expected:
             raise ValueError(
@@ -322,12 +350,65 @@ class GenerateRequest(SongRequest):
 
 
 ECHO_CHARS = 80  # an error repeats at most this much of a bad value (lyrics can be 100k characters)
+MAX_MESSAGE_CHARS = 1_000  # an error message as the page shows it
+_ECHO_DIGITS = 40  # a longer integer is described by its size (repr of a huge int is slow, then refused)
 
 
-def _echo(value: Any) -> str:
-    """A bad value as an error message shows it: its repr, shortened when long."""
-    text = repr(value)
-    return text if len(text) <= ECHO_CHARS else f"{text[: ECHO_CHARS - 20]}… ({len(text)} characters)"
+_ECHO_REPR = reprlib.Repr()
+_ECHO_REPR.maxstring = _ECHO_REPR.maxother = ECHO_CHARS
+_ECHO_REPR.maxlong = _ECHO_DIGITS
+
+
+def echo(value: Any, bare: bool = False) -> str:
+    """A bad value as every error message shows it: its repr (``bare``: a name as it is),
+    with markup escaped, cut to ``ECHO_CHARS``.
+
+    Gradio renders an error's text as HTML, so an echoed ``<form ...>`` would become a form
+    on the page; and a 1 MB value must not come back whole.
+    """
+    size = ""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _ECHO_DIGITS * 3.33:
+        text = f"a {value.bit_length() * 0.30103:.0f}-digit number"
+    elif isinstance(value, str):
+        text = value[: 2 * ECHO_CHARS] if bare else repr(value[: 2 * ECHO_CHARS])
+        size = f" ({len(value):,} characters)" if len(value) > ECHO_CHARS else ""
+    else:
+        text = _ECHO_REPR.repr(value)
+    escaped = html.escape(text, quote=False)
+    if len(escaped) <= ECHO_CHARS:
+        return escaped + size
+    return re.sub(r"&[a-z]*$", "", escaped[:ECHO_CHARS]) + "…" + size  # never half an entity
+
+
+def safe_message(text: str) -> str:
+    """An error's text as the page may show it: no markup (Gradio renders it as HTML), bounded.
+
+    Idempotent, so a message whose values ``echo`` already escaped is shown as it reads.
+    """
+    plain = html.escape(html.unescape(text), quote=False)
+    return plain if len(plain) <= MAX_MESSAGE_CHARS else f"{plain[:MAX_MESSAGE_CHARS]}…"
+
+
+def check_text_fields(request: Any) -> None:
+    """Every text (and list-of-text) field of a request: no NUL character, within its length
+    limit (``TEXT_LIMITS``, else ``MAX_SHORT_CHARS``). Checked first, before anything parses them."""
+    limits = getattr(type(request), "TEXT_LIMITS", {})
+    for field in dataclasses.fields(request):
+        value = getattr(request, field.name)
+        limit = limits.get(field.name, MAX_SHORT_CHARS)
+        if isinstance(value, str):
+            _check_text(field.name, value, limit)
+        elif isinstance(value, tuple):
+            if len(value) > MAX_LIST_ITEMS:
+                raise ValueError(f"{field.name}: {len(value):,} items is over the limit of {MAX_LIST_ITEMS}")
+            for item in value:
+                _check_text(field.name, item, limit)
+
+
+def _check_text(name: str, value: str, limit: int) -> None:
+    _check_length(name, value, limit)
+    if "\x00" in value:
+        raise ValueError(f"{name}: holds a null character (\\x00), which no text or file name may contain")
 
 
 def _check_length(name: str, value: str, limit: int) -> None:
@@ -337,10 +418,10 @@ def _check_length(name: str, value: str, limit: int) -> None:
 
 def _check_range(name: str, value: float, low: float, high: float, unit: str = "", note: str = "") -> None:
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{name}: must be a number between {low} and {high}{unit}, got {_echo(value)}")
+        raise ValueError(f"{name}: must be a number between {low:g} and {high:g}{unit}, got {echo(value)}")
     if not low <= value <= high:
         extra = f" ({note})" if note else ""
-        raise ValueError(f"{name}: must be between {low:g} and {high:g}{unit}{extra}, got {_echo(value)}")
+        raise ValueError(f"{name}: must be between {low:g} and {high:g}{unit}{extra}, got {echo(value)}")
 
 
 def _optional_fields(cls: type) -> list[str]:
@@ -348,18 +429,21 @@ def _optional_fields(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if type(None) in typing.get_args(hints[f.name])]
 
 
-def _coerce_into(cls: type, values: Mapping[str, Any]):
+def coerce_into(cls: type, values: Mapping[str, Any]):
+    """``cls`` built from loosely typed values and validated; unknown names are refused."""
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - fields)
+    unknown = sorted(str(name) for name in set(values) - fields)
     if unknown:
-        raise ValueError(f"{unknown[0]}: not a setting of {cls.__name__} (known: {', '.join(sorted(fields))})")
-    coerced = {name: _coerce(name, hints[name], value) for name, value in values.items()}
+        raise ValueError(
+            f"{echo(unknown[0], bare=True)}: not a setting of {cls.__name__} (known: {', '.join(sorted(fields))})"
+        )
+    coerced = {name: coerce_value(name, hints[name], value) for name, value in values.items()}
     return cls(**coerced).validate()
 
 
-def _coerce(name: str, hint: Any, value: Any) -> Any:
-    """Turn a form or JSON value into the field's type, naming the field when it can't."""
+def coerce_value(name: str, hint: Any, value: Any) -> Any:
+    """Turn a form or JSON value into the type ``hint``, naming the field when it can't."""
     optional = False
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -374,25 +458,32 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
             return value.strip().lower() == "true"
         if isinstance(value, (int, float)) and value in (0, 1):
             return bool(value)
-        raise ValueError(f"{name}: must be true or false, got {_echo(value)}")
+        raise ValueError(f"{name}: must be true or false, got {echo(value)}")
     if hint is str:
         if value is None:
             return ""
+        if name in FILE_FIELDS and not isinstance(value, str):
+            raise ValueError(f"{name}: not an uploaded file; upload it (API clients: gradio_client.handle_file)")
         if not isinstance(value, str):
-            raise ValueError(f"{name}: must be text, got {_echo(value)}")
+            raise ValueError(f"{name}: must be text, got {echo(value)}")
         return value
     if typing.get_origin(hint) is tuple:
         if value is None:
             return ()
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
-            raise ValueError(f"{name}: must be a list of names, got {_echo(value)}")
+            raise ValueError(f"{name}: must be a list of names, got {echo(value)}")
         return tuple(item.strip() for item in items if item.strip())
     if hint in (int, float):
-        number = _number(name, value)
+        if hint is int and isinstance(value, int) and not isinstance(value, bool):
+            return value  # exact, however large: the range check words what is wrong with it
+        try:
+            number = _number(name, value)
+        except ValueError:
+            raise ValueError(f"{name}: must be a {'whole ' if hint is int else ''}number, got {echo(value)}") from None
         if hint is int:
             if not math.isfinite(number) or number != int(number):
-                raise ValueError(f"{name}: must be a whole number, got {_echo(value)}")
+                raise ValueError(f"{name}: must be a whole number, got {echo(value)}")
             return int(number)
         return number
     raise TypeError(f"{name}: no coercion for {hint!r}")
@@ -400,15 +491,15 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
 
 def _number(name: str, value: Any) -> float:
     if isinstance(value, bool) or value is None:
-        raise ValueError(f"{name}: must be a number, got {_echo(value)}")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
+        raise ValueError(f"{name}: must be a number, got {echo(value)}")
+    try:
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str) and len(value) <= MAX_SHORT_CHARS:
             return float(value.strip())
-        except ValueError:
-            pass
-    raise ValueError(f"{name}: must be a number, got {_echo(value)}")
+    except (ValueError, OverflowError):
+        pass
+    raise ValueError(f"{name}: must be a number, got {echo(value)}")
 
 
 # Cover, Extend and Edit rework a source song. Their audio arrives as file paths; the
@@ -461,7 +552,7 @@ class ExtendRequest(SongRequest):
         super().validate()
         _check_range("extend_seconds", self.extend_seconds, MIN_EXTEND_S, MAX_EXTEND_S, "s")
         if self.extend_where not in EXTEND_WHERE:
-            raise ValueError(f"extend_where: must be 'after' or 'before', got {_echo(self.extend_where)}")
+            raise ValueError(f"extend_where: must be 'after' or 'before', got {echo(self.extend_where)}")
         return self
 
     def check_source(self, source_s: float) -> None:
@@ -507,14 +598,14 @@ class EditRequest(SongRequest):
         _require_audio("src_audio", self.src_audio, "upload the song to edit")
         super().validate()
         if self.task_type not in EDIT_TASKS:
-            raise ValueError(f"task_type: must be one of {', '.join(EDIT_TASKS)}, got {_echo(self.task_type)}")
+            raise ValueError(f"task_type: must be one of {', '.join(EDIT_TASKS)}, got {echo(self.task_type)}")
         if self.task_type in ("extract", "lego") and self.track_name not in TRACK_NAMES:
             raise ValueError(
-                f"track_name: choose one of {', '.join(TRACK_NAMES)} for {self.task_type}, got {_echo(self.track_name)}"
+                f"track_name: choose one of {', '.join(TRACK_NAMES)} for {self.task_type}, got {echo(self.track_name)}"
             )
         for name in self.complete_track_classes:
             if name not in TRACK_NAMES:
-                raise ValueError(f"complete_track_classes: {_echo(name)} is not one of {', '.join(TRACK_NAMES)}")
+                raise ValueError(f"complete_track_classes: {echo(name)} is not one of {', '.join(TRACK_NAMES)}")
         if self.task_type not in SEGMENT_TASKS:
             return self
         _check_range("repainting_start", self.repainting_start, 0.0, MAX_DURATION_S, "s")

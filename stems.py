@@ -13,6 +13,8 @@ from math import gcd
 
 import numpy as np
 
+from modes import echo
+
 SAMPLE_RATE = 48_000  # Hz
 # name -> what the UI says about it. demucs_unittest is a tiny bundled model for tests.
 STEM_MODELS: dict[str, str] = {
@@ -37,7 +39,7 @@ class StemSplitter:
 
     def _separator(self, model: str):
         if model not in STEM_MODELS:
-            raise ValueError(f"stem_model: must be one of {', '.join(STEM_MODELS)}, got {model!r}")
+            raise ValueError(f"stem_model: must be one of {', '.join(STEM_MODELS)}, got {echo(model)}")
         with self._lock:
             if model not in self._separators:
                 import demucs.api
@@ -48,7 +50,7 @@ class StemSplitter:
                     self._separators[model] = demucs.api.Separator(model=model, device=device, progress=False)
                 except OSError as error:  # urllib's URLError is an OSError
                     raise StemModelUnavailableError(
-                        f"Could not load the stem model {model!r}: its weights are downloaded on first use "
+                        f"Could not load the stem model {echo(model)}: its weights are downloaded on first use "
                         f"(Hugging Face / Meta's file server) and that failed ({error}). Run once with a network, "
                         "or copy the Torch hub cache (~/.cache/torch/hub/checkpoints) from a machine that has it."
                     ) from error

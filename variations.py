@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Self
 
-from modes import MAX_BATCH, MAX_SEED, _coerce_into, _echo
+from modes import MAX_BATCH, MAX_SEED, check_text_fields, coerce_into, echo
 
 if TYPE_CHECKING:
     import torch
@@ -55,19 +55,22 @@ class VaryRequest:
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> Self:
         """Build a validated request from form, API or JSON values; unknown names are refused."""
-        return _coerce_into(cls, values)
+        return coerce_into(cls, values)
 
     def validate(self) -> Self:
+        check_text_fields(self)
         if not self.parent_run_id.strip():
-            raise ValueError(f"parent_run_id: choose the run to vary, got {_echo(self.parent_run_id)}")
+            raise ValueError(f"parent_run_id: choose the run to vary, got {echo(self.parent_run_id)}")
         if isinstance(self.variance, bool) or not isinstance(self.variance, (int, float)):
-            raise ValueError(f"variance: must be a number between 0 and 1, got {_echo(self.variance)}")
+            raise ValueError(f"variance: must be a number between 0 and 1, got {echo(self.variance)}")
         if not math.isfinite(self.variance) or not 0.0 <= self.variance <= 1.0:
             raise ValueError(
-                f"variance: must be between 0 (the same take) and 1 (a fresh take), got {_echo(self.variance)}"
+                f"variance: must be between 0 (the same take) and 1 (a fresh take), got {echo(self.variance)}"
             )
         if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
-            raise ValueError(f"seed: must be between 0 and {MAX_SEED} (or empty for a random seed), got {self.seed}")
+            raise ValueError(
+                f"seed: must be between 0 and {MAX_SEED} (or empty for a random seed), got {echo(self.seed)}"
+            )
         return self
 
     def resolve_seed(self) -> Self:

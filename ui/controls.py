@@ -168,7 +168,7 @@ CONTROLS: tuple[Control, ...] = (
 )  # fmt: skip
 
 
-def _pass_through(component: gr.components.Component) -> gr.components.Component:
+def pass_through(component: gr.components.Component) -> gr.components.Component:
     """Turn off Gradio's own conversion of this input.
 
     The raw value reaches the handler, where the request dataclass validates it and
@@ -177,6 +177,40 @@ def _pass_through(component: gr.components.Component) -> gr.components.Component
     because subclassing a component makes Gradio write a .pyi stub beside this file.
     """
     component.preprocess = lambda payload: payload
+    return component
+
+
+NOT_UPLOADED = {"not": "an uploaded file"}  # what a file input hands on when a client sent no file
+
+
+class _FileOrRefusal:
+    """A file input's data model that lets a value which is no uploaded file through as
+    ``NOT_UPLOADED``, so that the request's validation names the field ("src_audio: not an
+    uploaded file") instead of Gradio failing with no words. Everything else is the model's own."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def model_validate(self, value: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._model.model_validate(value, *args, **kwargs)
+        except ValueError:  # pydantic's ValidationError is a ValueError
+            return NOT_UPLOADED
+
+
+def file_input(component: gr.components.Component) -> gr.components.Component:
+    """A file input that refuses a plain string (a server path, a name) in words.
+
+    Gradio checks a file input's value against its data model before any handler runs, so a
+    client that sends ``src_audio="/etc/passwd"`` learns nothing but "an exception". The path
+    is never opened either way: an uploaded file must lie in Gradio's upload folder.
+    """
+    convert = component.preprocess
+    component.data_model = _FileOrRefusal(component.data_model)
+    component.preprocess = lambda payload: NOT_UPLOADED if payload is NOT_UPLOADED else convert(payload)
     return component
 
 
@@ -194,12 +228,13 @@ def build_control(control: Control, value: Any, elem_id: str, visible: bool = Tr
     if control.widget == "image":
         # A file, not gr.Image: the image is embedded byte for byte, never re-encoded.
         image = gr.File(label=control.label, file_types=[".png", ".jpg", ".jpeg"], type="filepath", elem_id=elem_id)
+        file_input(image)
         gr.Markdown(TOOLTIPS.get(control.name, ""), elem_classes="control-help")
         return image
     if control.widget == "audio":
         # Audio keeps Gradio's conversion (it turns the upload into a file path) and has
         # no ``info``, so its help goes in a line of text under it.
-        audio = gr.Audio(type="filepath", sources=["upload"], label=control.label, elem_id=elem_id)
+        audio = file_input(gr.Audio(type="filepath", sources=["upload"], label=control.label, elem_id=elem_id))
         gr.Markdown(TOOLTIPS.get(control.name, ""), elem_classes="control-help")
         return audio
     kwargs: dict[str, Any] = dict(value=value, label=control.label, info=TOOLTIPS.get(control.name), elem_id=elem_id)
@@ -215,7 +250,7 @@ def build_control(control: Control, value: Any, elem_id: str, visible: bool = Tr
             kwargs["allow_custom_value"] = True  # a plan may spell a key with ♯ or ♭, as the model allows
         if control.widget == "multiselect":
             kwargs["value"] = list(value)
-    return _pass_through(_WIDGETS[control.widget](visible=visible, **kwargs))
+    return pass_through(_WIDGETS[control.widget](visible=visible, **kwargs))
 
 
 def build_main_panel(mode: str, defaults: SongRequest, base: bool = False) -> dict[str, gr.components.Component]:

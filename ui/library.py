@@ -11,9 +11,10 @@ from typing import Any
 import gradio as gr
 
 from backend import Cancelled, RunControl
-from modes import MAX_BATCH
+from modes import MAX_BATCH, coerce_value, safe_message
 from stems import DEFAULT_STEM_MODEL, STEM_MODELS, StemModelUnavailableError
 from studio import Studio
+from ui.controls import pass_through
 from ui.history import RunOwners, history_choices
 from ui.runs import RUN_OPTIONS, ActiveRuns, session_key
 
@@ -177,34 +178,47 @@ def build_stems(base_checkpoint: bool) -> Stems:
     return Stems(take, model, button, files)
 
 
-def wire_stems(studio: Studio, runs: ActiveRuns, stems: Stems, last_run: gr.State) -> None:
-    """Split a take of this session's latest run (the button) or of a named run (the ``stems`` endpoint)."""
+def stems_handler(studio: Studio, runs: ActiveRuns) -> Callable[..., list[str]]:
+    """The Stems button's and the ``stems`` endpoint's handler: every failure in words."""
 
-    def stems_handler(
+    def handler(
         run_id: str,
-        take: int,
-        stem_model: str,
+        take: Any,
+        stem_model: Any,
         progress: gr.Progress = gr.Progress(),
         request: gr.Request = None,
     ) -> list[str]:
         if not run_id:
             raise gr.Error("Generate something first (or pass the run_id of a saved run).")
+        try:
+            take_number = 1 if take in (None, "") else coerce_value("take", int, take)
+            model = coerce_value("stem_model", str, stem_model)
+        except ValueError as error:
+            raise gr.Error(safe_message(str(error)), title="Check the settings") from error
         control = RunControl(lambda fraction, message: progress(fraction, desc=message))
         session = session_key(request)
         runs.start(session, control)
         try:
             runs.check_owner(session, run_id)
-            return [str(path) for path in studio.stems(run_id, int(take or 1), stem_model, control)]
+            return [str(path) for path in studio.stems(run_id, take_number, model, control)]
         except Cancelled:
             raise gr.Error("Cancelled: no stems were saved.") from None
         except (ValueError, StemModelUnavailableError) as error:
-            raise gr.Error(str(error), title="Could not split into stems") from error
+            raise gr.Error(safe_message(str(error)), title="Could not split into stems") from error
+        except OSError as error:  # nothing half-written is left: add_to_run removes its staging folder
+            raise gr.Error(safe_message(f"Could not write the stems: {error}"), title="Disk problem") from error
         finally:
             runs.finish(session, control)
 
-    inputs: dict[str, Any] = {"take": stems.take, "stem_model": stems.model}
+    return handler
+
+
+def wire_stems(studio: Studio, runs: ActiveRuns, stems: Stems, last_run: gr.State) -> None:
+    """Split a take of this session's latest run (the button) or of a named run (the ``stems`` endpoint)."""
+    handler = stems_handler(studio, runs)
+    inputs: dict[str, Any] = {"take": pass_through(stems.take), "stem_model": pass_through(stems.model)}
     stems.button.click(
-        stems_handler,
+        handler,
         inputs_kwargs={"run_id": last_run, **inputs},
         outputs=stems.files,
         api_visibility="private",
@@ -212,7 +226,7 @@ def wire_stems(studio: Studio, runs: ActiveRuns, stems: Stems, last_run: gr.Stat
     )
     # The named endpoint takes the run by name (settings["run_id"]).
     gr.Button(visible=False).click(
-        stems_handler,
+        handler,
         inputs_kwargs={"run_id": gr.Textbox(visible=False), **inputs},
         outputs=stems.files,
         api_name="stems",

@@ -24,12 +24,12 @@ from lyrics_lm import (
     STRUCTURE_PRESETS,
     LyricsRequest,
 )
-from modes import MAX_LORA_WEIGHT, VOCAL_LANGUAGES
+from modes import MAX_LORA_WEIGHT, VOCAL_LANGUAGES, safe_message
 from serving.env import on_zerogpu
 from serving.zerogpu import write_lyrics_on_zerogpu
 from studio import Studio
 from tooltips import TOOLTIPS
-from ui.controls import LANGUAGE_NAMES
+from ui.controls import LANGUAGE_NAMES, pass_through
 from ui.runs import GPU_EVENT_TIME_LIMIT_S, RUN_OPTIONS, ActiveRuns, ProgressRelay, session_key
 
 CUSTOM_STRUCTURE = "Custom"
@@ -127,6 +127,8 @@ def build_lyrics_tab(available: bool) -> LyricsTab:
     note = gr.Markdown("", elem_classes="control-help")
     meter = gr.Markdown("", elem_classes="fit-meter")
     use = gr.Button("Use in Generate", elem_id="lyrics-use")
+    for component in inputs.values():
+        pass_through(component)  # LyricsRequest.from_values words a bad value, naming its field
     return LyricsTab(inputs, preset, write, stop, text, note, meter, use)
 
 
@@ -221,7 +223,7 @@ def wire_lyrics_and_lora(
         try:
             lyrics_request = LyricsRequest.from_values(values).validate().resolve_seed()
         except ValueError as error:
-            raise gr.Error(str(error), title="Check the lyrics settings") from error
+            raise gr.Error(safe_message(str(error)), title="Check the lyrics settings") from error
         note = f"Seed {lyrics_request.seed} · {html.escape(Path(studio.lyrics.model).name)}"
         control = RunControl(ProgressRelay(progress))
         session = session_key(request)
@@ -237,9 +239,9 @@ def wire_lyrics_and_lora(
         except Cancelled:
             gr.Info("Stopped: the lines written so far are kept.")
         except ModelUnavailableError as error:
-            raise gr.Error(str(error), title="Lyrics model unavailable", duration=None) from error
+            raise gr.Error(safe_message(str(error)), title="Lyrics model unavailable", duration=None) from error
         except ValueError as error:
-            raise gr.Error(str(error), title="Could not write lyrics") from error
+            raise gr.Error(safe_message(str(error)), title="Could not write lyrics") from error
         finally:
             runs.finish(session, control)
 

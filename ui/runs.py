@@ -26,7 +26,7 @@ from gradio.context import LocalContext
 
 from backend import Cancelled, ModelUnavailableError, RunControl
 from flow_edit import FlowEditRequest
-from modes import RANDOM_SEED
+from modes import RANDOM_SEED, safe_message
 from outputs import SETTINGS_FILE, Run, load_settings
 from serving.env import on_zerogpu
 from serving.zerogpu import GpuAborted, run_on_zerogpu
@@ -165,7 +165,7 @@ def run_generate(
     try:
         request = SONG_TYPES[mode].from_values(values)
     except ValueError as error:
-        raise gr.Error(str(error), title="Check the settings") from error
+        raise gr.Error(safe_message(str(error)), title="Check the settings") from error
     if new_seed:
         request = request.with_seed(-1)
     thinking = bool(getattr(request, "think", False)) and not getattr(request, "audio_codes", "")
@@ -193,7 +193,7 @@ def run_vary(
         runs.check_owner(session, request.parent_run_id, "parent_run_id")
         settings = load_settings(studio.store.run_folder(request.parent_run_id) / SETTINGS_FILE)
     except ValueError as error:
-        raise gr.Error(str(error), title="Check the settings") from error
+        raise gr.Error(safe_message(str(error)), title="Check the settings") from error
 
     def on_gpu() -> Run:
         try:  # the parent's request sizes the GPU time
@@ -228,16 +228,16 @@ def guarded_run(
     except Cancelled:
         return None
     except ModelUnavailableError as error:
-        raise gr.Error(str(error), title="Model unavailable", duration=None) from error
+        raise gr.Error(safe_message(str(error)), title="Model unavailable", duration=None) from error
     except ValueError as error:
-        raise gr.Error(str(error), title="Could not generate") from error
+        raise gr.Error(safe_message(str(error)), title="Could not generate") from error
     except OSError as error:
-        raise gr.Error(f"Could not write the output files: {error}", title="Disk problem") from error
+        raise gr.Error(safe_message(f"Could not write the output files: {error}"), title="Disk problem") from error
     except GpuAborted as error:
-        raise gr.Error(str(error), title="GPU time ran out", duration=None) from error
+        raise gr.Error(safe_message(str(error)), title="GPU time ran out", duration=None) from error
     except RuntimeError as error:  # the model itself failed, e.g. out of GPU memory
         log.exception("generation failed")
-        raise gr.Error(f"Generation failed: {error}", title="Model error") from error
+        raise gr.Error(safe_message(f"Generation failed: {error}"), title="Model error") from error
     finally:
         runs.finish(session, control)
 

@@ -13,7 +13,7 @@ from typing import Any
 import gradio as gr
 
 from flow_edit import FlowEditRequest
-from modes import SongRequest
+from modes import SongRequest, safe_message
 from outputs import SETTINGS_FILE, load_settings
 from studio import INPUT_FILES, SONG_TYPES, Studio, replay_values
 from ui.history import RunOwners
@@ -133,9 +133,9 @@ class SongForm:
             values, notes = with_saved_inputs(studio, data, may_read)
             restored = restorable(SONG_TYPES[mode], values)
         except ValueError as error:
-            raise gr.Error(str(error), title="Could not apply settings") from error
+            raise gr.Error(safe_message(str(error)), title="Could not apply settings") from error
         for note in notes:
-            gr.Warning(note, title="A file was left out")
+            gr.Warning(safe_message(note), title="A file was left out")
         return self.updates(restored)
 
 
@@ -177,7 +177,7 @@ def wire_settings_and_links(
         try:
             data = pasted_settings(text, upload)
         except ValueError as error:
-            raise gr.Error(str(error), title="Could not apply settings") from error
+            raise gr.Error(safe_message(str(error)), title="Could not apply settings") from error
         return form.from_settings(studio, data, reader(request))
 
     def restore_handler(run_id: str | None, request: gr.Request = None) -> list:
@@ -189,7 +189,7 @@ def wire_settings_and_links(
                 raise ValueError(f"run_id: no run called {str(run_id)[:80]!r} was made in this browser")
             data = load_settings(studio.store.run_folder(run_id) / SETTINGS_FILE)
         except ValueError as error:
-            raise gr.Error(f"{error} (it may have been deleted)", title="Could not restore") from error
+            raise gr.Error(safe_message(f"{error} (it may have been deleted)"), title="Could not restore") from error
         # The files are those kept in the folder it was read from, whatever its record says.
         return form.from_settings(studio, {**data, "run_id": run_id}, may_read)
 
@@ -199,9 +199,9 @@ def wire_settings_and_links(
             values, notes = with_saved_inputs(studio, {**data, "request": replay_values(data)}, reader(request))
             restored = restorable(SONG_TYPES["generate"], values)
         except (ValueError, KeyError) as error:
-            raise gr.Error(str(error), title="Could not reuse the plan") from error
+            raise gr.Error(safe_message(str(error)), title="Could not reuse the plan") from error
         for note in notes:
-            gr.Warning(note, title="A file was left out")
+            gr.Warning(safe_message(note), title="A file was left out")
         gr.Info("The plan's codes are in Planner → Plan to replay: Generate renders them without planning.")
         return form.updates(restored)
 
@@ -217,7 +217,7 @@ def wire_settings_and_links(
         try:
             return share_query(SONG_TYPES[mode].from_values(values))
         except ValueError as error:
-            raise gr.Error(str(error), title="Check the settings") from error
+            raise gr.Error(safe_message(str(error)), title="Check the settings") from error
 
     share_btn.click(
         share_handler,
@@ -238,7 +238,7 @@ def wire_settings_and_links(
         try:
             restored = request_from_query(params, SONG_TYPES)
         except ValueError as error:
-            gr.Warning(f"This link's settings could not be used: {error}")
+            gr.Warning(safe_message(f"This link's settings could not be used: {error}"))
             return skip
         return skip if restored is None else form.updates(restored)
 

@@ -3,9 +3,9 @@
 Audio is float ``[channels, samples]``. Loudness follows ITU-R BS.1770 exactly as
 pyloudnorm computes it (its K-weighting filters, its block bounds and gates), vectorised:
 pyloudnorm itself takes about 3 s per measurement of a 10-minute song, and mastering
-measures several times. True peak is measured by 4x oversampling (BS.1770-4 Annex 2).
-Normalising a quiet song to -14 LUFS clips badly (pyloudnorm only warns), so every gain
-goes through the look-ahead limiter below.
+measures several times. True peak is read by the 8x meter in ``true_peak`` (the BS.1770-4
+4x meter under-reads content near Nyquist). Normalising a quiet song to -14 LUFS clips
+badly (pyloudnorm only warns), so every gain goes through the look-ahead limiter below.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 from modes import DEFAULT_TARGET_LUFS, DEFAULT_TRUE_PEAK_DBTP, TARGET_LUFS_RANGE, TRUE_PEAK_RANGE_DBTP
 from true_peak import (
     BLOCK_SAMPLES,
+    BlockPeaks,
     around,
     band_limit,
     lipschitz,
@@ -217,12 +218,13 @@ def _expand(control: np.ndarray, total: int) -> np.ndarray:
     return (control[:, None] + steps[:, None] * fraction).reshape(-1)[:total]
 
 
-def _peak_beside(audio: np.ndarray, band: np.ndarray, band_peaks: np.ndarray) -> float:
+def _peak_beside(audio: np.ndarray, band: np.ndarray, band_peaks: BlockPeaks) -> float:
     """The input's own true peak, metered only where its band-limited copy says it may be:
     the two readings differ by at most lipschitz() times the largest difference nearby."""
     removed = around(per_block(np.abs(audio - band).max(axis=0), np.maximum), np.maximum) * lipschitz()
-    lower = np.maximum(per_block(np.abs(audio).max(axis=0), np.maximum), band_peaks - removed)
-    return true_peak_max(audio, (band_peaks + removed) * BOUND_SLACK, lower)
+    metered = np.where(band_peaks.metered(), band_peaks.values, 0.0) - removed
+    lower = np.maximum(per_block(np.abs(audio).max(axis=0), np.maximum), metered)
+    return true_peak_max(audio, (band_peaks.values + removed) * BOUND_SLACK, lower)
 
 
 def _apply(band: np.ndarray, band_peaks: np.ndarray, gain: np.ndarray, ceiling: float) -> tuple[np.ndarray, float]:
@@ -243,7 +245,7 @@ def _apply(band: np.ndarray, band_peaks: np.ndarray, gain: np.ndarray, ceiling: 
 
 
 def _drive(
-    peaks: np.ndarray, power: np.ndarray, lufs: float, target_lufs: float, ceiling: float, sample_rate: int
+    peaks: BlockPeaks, power: np.ndarray, lufs: float, target_lufs: float, ceiling: float, sample_rate: int
 ) -> tuple[np.ndarray, float]:
     """The limiter's control curve and make-up gain (dB) that reach ``target_lufs`` from
     the input's loudness ``lufs``, given the peaks and K-weighted power of what is limited.
@@ -259,7 +261,7 @@ def _drive(
     tried: list[tuple[float, float]] = []  # (gain dB, estimated loudness after limiting)
     for _ in range(MAX_PASSES):
         gain = 10.0 ** (gain_db / 20.0)
-        control = gain * _control(peaks * gain, ceiling, sample_rate)
+        control = gain * _control(peaks.meter_above(ceiling / gain) * gain, ceiling, sample_rate)
         if not math.isfinite(lufs):
             break
         estimate = _integrated_lufs(block_power * np.square(control), sample_rate / CONTROL_SAMPLES)
@@ -294,13 +296,13 @@ def master(
         before = measure(audio, sample_rate)
         return MasteringResult(audio=audio, before=before, after=before, gain_db=0.0)
     band = band_limit(audio, sample_rate)
-    band_peaks = per_block(true_peak_envelope(band), np.maximum)
-    _finite(float(band_peaks.max()))
+    band_peaks = BlockPeaks(band)
+    _finite(float(band_peaks.upper.max()))
     before = measure(audio, sample_rate, true_peak=_peak_beside(audio, band, band_peaks))
     ceiling = 10.0 ** ((settings.true_peak_dbtp - METER_MARGIN_DB) / 20.0)
     power = _weighted_power(band, sample_rate)
     control, gain_db = _drive(band_peaks, power, before.lufs, settings.target_lufs, ceiling, sample_rate)
-    out, peak = _apply(band, band_peaks, _expand(control, band.shape[-1]), ceiling)
+    out, peak = _apply(band, band_peaks.values, _expand(control, band.shape[-1]), ceiling)
     return MasteringResult(audio=out, before=before, after=measure(out, sample_rate, true_peak=peak), gain_db=gain_db)
 
 

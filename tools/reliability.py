@@ -2,14 +2,16 @@
 
     python -m tools.reliability load --clients 20            # a real server on the tiny model
     python -m tools.reliability load --clients 40 --queue 8  # past the queue limit: "busy" answers
-    python -m tools.reliability soak --runs 200              # memory growth over many runs
+    python -m tools.reliability soak --runs 200              # memory growth over many Generate runs
+    python -m tools.reliability soak --runs 12 --seconds 10 --mode generate cover extend edit flow_edit vary
 
 ``load`` starts the studio on the tiny model (or uses ``--url``), fires the clients at
 ``/generate`` at once with distinct prompts and seeds, and checks that every accepted
 request came back with its own settings (no cross-talk) and that refusals say the studio
-is busy. ``soak`` runs the engine many times in one process and prints resident memory
-at the start, after warm-up and at the end. Both print their figures and return them,
-so the tests assert on the same numbers.
+is busy. ``soak`` runs the engine many times in one process per mode and prints resident
+memory with the model loaded, after the first run and after the last, and the kernel's
+peak over the runs. Both print their figures and return them, so the tests assert on the
+same numbers.
 """
 
 from __future__ import annotations
@@ -130,56 +132,170 @@ def resident_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def reset_peak() -> bool:
+    """Start a new peak-RSS window (Linux: ``5`` into ``clear_refs`` resets VmHWM); False where unsupported."""
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_mb() -> float:
+    """The kernel's own high-water mark of resident memory (VmHWM) since ``reset_peak``, in MB:
+    exact, unlike sampling, which misses a VAE tile's short-lived buffers."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB, since the process began
+
+
+SOAK_MODES = ("generate", "cover", "extend", "edit", "flow_edit", "vary")
+SOAK_SAMPLES = 10  # memory samples per soak, spread evenly over its runs
+EXTEND_S = 5.0  # what each Extend run adds (the shortest extension)
+
+
 @dataclass
 class SoakReport:
     runs: int
     loaded_mb: float  # resident memory with the model loaded, before the first run
-    samples_mb: list[float]  # resident memory after every ``SAMPLE_EVERY`` runs
+    samples_mb: list[float]  # resident memory at ``SOAK_SAMPLES`` points spread over the runs
     seconds: float
+    mode: str = "generate"
+    duration_s: float = 10.0  # the song (or source) length of every run
+    first_mb: float = 0.0  # resident memory after the first run
+    peak_mb: float = 0.0  # the high-water mark of resident memory over all the runs
+    threads: int = 1  # worker threads the runs rotate over, as a server's do
 
     @property
     def growth_mb(self) -> float:
         """Mean of the last third of the samples minus mean of the first third: the trend,
-        not the allocator's run-to-run swing (which is about 200 MB on the tiny model)."""
+        not the run-to-run swing."""
         third = max(1, len(self.samples_mb) // 3)
         return statistics.fmean(self.samples_mb[-third:]) - statistics.fmean(self.samples_mb[:third])
 
     @property
-    def peak_mb(self) -> float:
-        return max(self.samples_mb, default=self.loaded_mb)
+    def last_mb(self) -> float:
+        return self.samples_mb[-1] if self.samples_mb else self.first_mb
 
     def summary(self) -> str:
         return (
-            f"{self.runs} runs in {self.seconds:.0f} s ({self.runs / self.seconds:.1f} runs/s): resident "
-            f"{self.loaded_mb:.0f} MB loaded, peak {self.peak_mb:.0f} MB, trend {self.growth_mb:+.1f} MB "
-            f"(first vs last third of {len(self.samples_mb)} samples)"
+            f"{self.mode}, {self.runs} runs of {self.duration_s:g} s on {self.threads} thread(s) in "
+            f"{self.seconds:.0f} s: resident {self.loaded_mb:.0f} MB loaded, {self.first_mb:.0f} MB after the "
+            f"first run, {self.last_mb:.0f} MB after {self.runs}, peak {self.peak_mb:.0f} MB, trend "
+            f"{self.growth_mb:+.1f} MB (first vs last third of {len(self.samples_mb)} samples)"
         )
 
 
-SAMPLE_EVERY = 10  # runs between memory samples
+def write_source(path: Path, duration_s: float) -> Path:
+    """A synthetic stereo song at 48 kHz (chords and a little noise) for the modes that take a source."""
+    import numpy as np
+    import soundfile as sf
+
+    rate = 48_000
+    t = np.arange(round(duration_s * rate)) / rate
+    tone = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6)) / 6
+    noise = np.random.default_rng(0).normal(0.0, 0.02, (2, t.size))
+    sf.write(path, (tone + noise).T.astype(np.float32), rate, subtype="PCM_16")
+    return path
 
 
-def run_soak(studio, runs: int, duration_s: float = 10.0) -> SoakReport:
-    """``runs`` generations in a row on ``studio``; each run folder is deleted once written,
-    so disk space is not what is measured."""
+def soak_request(mode: str, index: int, duration_s: float, source: Path | None, parent: str | None):
+    """Run ``index`` of a ``mode`` soak: a fresh prompt and seed on the same source each time."""
+    from flow_edit import FlowEditRequest
+    from modes import CoverRequest, EditRequest, ExtendRequest, GenerateRequest
+    from variations import VaryRequest
+
+    text = {"prompt": f"soak {mode} {index}", "seed": index}
+    song = {**text, "src_audio": str(source)}
+    quarter = duration_s / 4
+    if mode == "generate":
+        return GenerateRequest(**text, audio_duration=duration_s)
+    if mode == "cover":
+        return CoverRequest(**song)
+    if mode == "extend":
+        return ExtendRequest(**song, extend_seconds=EXTEND_S)
+    if mode == "edit":
+        return EditRequest(**song, repainting_start=quarter, repainting_end=3 * quarter)
+    if mode == "flow_edit":
+        return FlowEditRequest(
+            **song, source_prompt="soak source", repainting_start=quarter, repainting_end=3 * quarter
+        )
+    if mode == "vary":
+        return VaryRequest(parent_run_id=parent, seed=index, variance=0.5)
+    raise ValueError(f"mode: one of {', '.join(SOAK_MODES)}, got {mode!r}")
+
+
+def run_soak(
+    studio, runs: int, duration_s: float = 10.0, mode: str = "generate", threads: int = 1, scratch: Path | None = None
+) -> SoakReport:
+    """``runs`` runs of ``mode`` in a row on ``studio``, rotating over ``threads`` worker threads
+    (a server hands each request to whichever worker is free, and glibc gives each thread its own
+    malloc arena). Each run folder is deleted once written, so disk space is not what is measured;
+    Vary varies one Generate run kept for the purpose. ``scratch`` holds the source song."""
     import shutil
 
     from backend import RunControl
-    from modes import GenerateRequest
 
-    studio.backend.load()
-    gc.collect()
-    loaded = resident_mb()
-    samples = []
-    began = time.perf_counter()
-    for index in range(runs):
-        request = GenerateRequest(prompt=f"soak {index}", seed=index, audio_duration=duration_s)
-        run = studio.generate(request, RunControl())
-        shutil.rmtree(studio.store.root / run.run_id)
-        if (index + 1) % SAMPLE_EVERY == 0:
-            gc.collect()
-            samples.append(resident_mb())
-    return SoakReport(runs, loaded, samples, time.perf_counter() - began)
+    if mode not in SOAK_MODES:
+        raise ValueError(f"mode: one of {', '.join(SOAK_MODES)}, got {mode!r}")
+    owned = scratch is None
+    scratch = Path(tempfile.mkdtemp()) if owned else scratch
+    source = write_source(scratch / "soak-source.wav", duration_s)
+    workers = [ThreadPoolExecutor(1, thread_name_prefix=f"soak-{i}") for i in range(max(1, threads))]
+    parent = None
+    try:
+        studio.backend.load()
+        gc.collect()
+        loaded = resident_mb()
+        if mode == "vary":
+            parent = studio.generate(soak_request("generate", 0, duration_s, None, None), RunControl()).run_id
+        reset_peak()
+        every = max(1, runs // SOAK_SAMPLES)
+        samples, first = [], 0.0
+        began = time.perf_counter()
+        for index in range(runs):
+            request = soak_request(mode, index + 1, duration_s, source, parent)
+            call = studio.vary if mode == "vary" else studio.generate
+            run = workers[index % len(workers)].submit(call, request, RunControl()).result()
+            shutil.rmtree(studio.store.root / run.run_id)
+            if index == 0:
+                gc.collect()
+                first = resident_mb()
+            if (index + 1) % every == 0:
+                gc.collect()
+                samples.append(resident_mb())
+        seconds = time.perf_counter() - began
+        peak = peak_mb()
+    finally:
+        for worker in workers:
+            worker.shutdown()
+        if parent is not None:
+            shutil.rmtree(studio.store.root / parent, ignore_errors=True)
+        if owned:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return SoakReport(runs, loaded, samples, seconds, mode, duration_s, first, peak, len(workers))
+
+
+def _soak_alone(mode: str, args: argparse.Namespace, scratch: Path) -> dict:
+    """One mode's soak in a fresh process, so that no mode inherits another's allocator state."""
+    import subprocess
+    import sys
+
+    figures = scratch / f"soak-{mode}.json"
+    command = [sys.executable, __file__, "--json", str(figures), "soak", "--mode", mode, "--runs", str(args.runs)]
+    command += ["--seconds", str(args.seconds), "--threads", str(args.threads)]
+    subprocess.run(command, check=True)
+    return json.loads(figures.read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,8 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--clients", type=int, default=20)
     load.add_argument("--queue", type=int, default=None, help="queue size of the tiny server (default: the studio's)")
     load.add_argument("--url", default=None, help="an already running studio instead of a tiny one")
-    soak = sub.add_parser("soak", help="many generations in a row, memory printed")
+    soak = sub.add_parser("soak", help="many runs of one mode in a row, memory printed")
     soak.add_argument("--runs", type=int, default=200)
+    soak.add_argument(
+        "--mode", choices=SOAK_MODES, nargs="+", default=["generate"], help="one soak per mode, each in its own process"
+    )
+    soak.add_argument("--seconds", type=float, default=10.0, help="song (and source) length of every run")
+    soak.add_argument("--threads", type=int, default=1, help="worker threads the runs rotate over (a server has many)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -212,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
                 print("  ", line)
             figures = asdict(report) | {"throughput": report.throughput}
             ok = not report.failed and not report.crossed
+        elif len(args.mode) > 1:
+            figures = {mode: _soak_alone(mode, args, Path(scratch)) for mode in args.mode}
+            ok = True
         else:
             from backend import Backend, DeviceInfo
             from checkpoints import resolve_model
@@ -220,9 +344,9 @@ def main(argv: list[str] | None = None) -> int:
 
             backend = Backend(resolve_model("tiny"), device=DeviceInfo("cpu", "float32"))
             studio = Studio(backend=backend, store=OutputStore(Path(scratch) / "outputs"))
-            report = run_soak(studio, args.runs)
-            print(report.summary())
-            figures = asdict(report) | {"growth_mb": report.growth_mb, "peak_mb": report.peak_mb}
+            report = run_soak(studio, args.runs, args.seconds, args.mode[0], args.threads, Path(scratch))
+            print(report.summary(), flush=True)
+            figures = asdict(report) | {"growth_mb": report.growth_mb}
             ok = True
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

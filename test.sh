@@ -42,6 +42,8 @@ if [ "${ACE_STUDIO_BENCH:-0}" = 1 ]; then
   "$VENV/bin/python" -m tools.reliability load --clients 20
   "$VENV/bin/python" -m tools.reliability load --clients 40 --queue 8
   "$VENV/bin/python" -m tools.reliability soak --runs 200
+  # Resident memory per mode (each in its own process): the README's per-mode figures.
+  "$VENV/bin/python" -m tools.reliability soak --runs 12 --seconds 10 --mode generate cover extend edit flow_edit vary
 fi
 marker=(-m "not slow")
 if [ "${ACE_STUDIO_ALL:-0}" = 1 ]; then

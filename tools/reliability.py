@@ -292,9 +292,9 @@ def _soak_alone(mode: str, args: argparse.Namespace, scratch: Path) -> dict:
     import sys
 
     figures = scratch / f"soak-{mode}.json"
-    command = [sys.executable, __file__, "--json", str(figures), "soak", "--mode", mode, "--runs", str(args.runs)]
-    command += ["--seconds", str(args.seconds), "--threads", str(args.threads)]
-    subprocess.run(command, check=True)
+    command = [sys.executable, "-m", "tools.reliability", "--json", str(figures), "soak", "--mode", mode]
+    command += ["--runs", str(args.runs), "--seconds", str(args.seconds), "--threads", str(args.threads)]
+    subprocess.run(command, check=True, cwd=Path(__file__).resolve().parent.parent)
     return json.loads(figures.read_text())
 
 

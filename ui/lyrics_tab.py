@@ -1,20 +1,19 @@
-"""The Lyrics tab and the LoRA panel: their components (built from the request types' own
-defaults) and their events. ``app.py`` places them on the page and calls ``wire_lyrics_and_lora``.
+"""The Lyrics tab: its components (built from ``LyricsRequest``'s own defaults) and its events,
+with "Write lyrics for me" on Generate. The writer runs through the one run guard
+(``ui.runs.guarded_stream``), on its ZeroGPU entry point on a Space.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from backend import Cancelled, ModelUnavailableError, RunControl
 from lm.lyrics_fit import fit_line
-from lora.presets import fetch_preset, load_presets
 from lyrics_lm import (
     MAX_LINES_PER_SECTION,
     MAX_NEW_TOKENS,
@@ -24,17 +23,33 @@ from lyrics_lm import (
     STRUCTURE_PRESETS,
     LyricsRequest,
 )
-from modes import MAX_LORA_WEIGHT, VOCAL_LANGUAGES, safe_message
-from serving.env import on_zerogpu
+from modes import VOCAL_LANGUAGES, safe_message
 from serving.zerogpu import write_lyrics_on_zerogpu
 from studio import Studio
 from tooltips import TOOLTIPS
 from ui.controls import LANGUAGE_NAMES, pass_through
-from ui.runs import GPU_EVENT_TIME_LIMIT_S, RUN_OPTIONS, ActiveRuns, ProgressRelay, session_key
+from ui.runs import (
+    GPU_EVENT_TIME_LIMIT_S,
+    ActiveRuns,
+    Canceller,
+    Job,
+    ProgressRelay,
+    Words,
+    guarded_stream,
+    session_key,
+)
+
+if TYPE_CHECKING:
+    from ui.page import Page
 
 CUSTOM_STRUCTURE = "Custom"
-LORA_FILE_CONCURRENCY_ID = "lora_file"
-LORA_FILE_CONCURRENCY = 2  # files checked at once; each check is bounded by lora_check's limits
+LYRICS_OPTIONS: dict[str, Any] = dict(concurrency_id="lyrics", concurrency_limit=1, time_limit=GPU_EVENT_TIME_LIMIT_S)
+LYRICS_WORDS = Words(
+    failed="Could not write lyrics",
+    unavailable="Lyrics model unavailable",
+    crashed="Writing the lyrics failed",
+    stopped="Stopped: the lines written so far are kept.",
+)
 
 
 @dataclass
@@ -104,6 +119,22 @@ def build_lyrics_tab(available: bool) -> LyricsTab:
             info=TOOLTIPS["lyrics_rhyme_scheme"],
             min_width=200,
         )
+    inputs |= _sampling_inputs(defaults)
+    with gr.Row(elem_classes="studio-actions"):
+        write = gr.Button("Write lyrics", variant="primary", interactive=available, elem_id="lyrics-write")
+        stop = gr.Button("Stop", variant="stop")
+    text = gr.Textbox(label="Lyrics", lines=16, buttons=["copy"], elem_id="lyrics-text")
+    note = gr.Markdown("", elem_classes="control-help")
+    meter = gr.Markdown("", elem_classes="fit-meter")
+    use = gr.Button("Use in Generate", elem_id="lyrics-use")
+    for component in inputs.values():
+        pass_through(component)  # LyricsRequest.from_values words a bad value, naming its field
+    return LyricsTab(inputs, preset, write, stop, text, note, meter, use)
+
+
+def _sampling_inputs(defaults: LyricsRequest) -> dict[str, Any]:
+    """The writer's sampling, under Advanced."""
+    inputs: dict[str, Any] = {}
     with gr.Accordion("Advanced", open=False):
         inputs["temperature"] = gr.Slider(
             0, 2, value=defaults.temperature, step=0.05, label="Temperature", info=TOOLTIPS["lyrics_temperature"]
@@ -120,63 +151,12 @@ def build_lyrics_tab(available: bool) -> LyricsTab:
             info=TOOLTIPS["lyrics_max_new_tokens"],
         )
         inputs["seed"] = gr.Number(value=defaults.seed, precision=0, label="Seed (-1 = random)", info=TOOLTIPS["seed"])
-    with gr.Row(elem_classes="studio-actions"):
-        write = gr.Button("Write lyrics", variant="primary", interactive=available, elem_id="lyrics-write")
-        stop = gr.Button("Stop", variant="stop")
-    text = gr.Textbox(label="Lyrics", lines=16, buttons=["copy"], elem_id="lyrics-text")
-    note = gr.Markdown("", elem_classes="control-help")
-    meter = gr.Markdown("", elem_classes="fit-meter")
-    use = gr.Button("Use in Generate", elem_id="lyrics-use")
-    for component in inputs.values():
-        pass_through(component)  # LyricsRequest.from_values words a bad value, naming its field
-    return LyricsTab(inputs, preset, write, stop, text, note, meter, use)
+    return inputs
 
 
 def structure_of(preset: str, current: str) -> str:
     """The structure text for a chosen preset (Custom keeps what is typed)."""
     return STRUCTURE_PRESETS.get(preset, current)
-
-
-@dataclass
-class LoraPanel:
-    pick: gr.Dropdown
-    weight: gr.Slider
-    add_to_stack: gr.Button
-    refresh: gr.Button
-    upload: gr.File
-    name: gr.Textbox
-    add_file: gr.Button
-    preset: gr.Dropdown
-    fetch: gr.Button
-    note: gr.Markdown
-
-
-def build_lora_panel(preset_names: list[str]) -> LoraPanel:
-    """The helpers around the ``loras`` field: pick a known LoRA, add a file, fetch a preset."""
-    with gr.Row():
-        pick = gr.Dropdown(choices=[], label="Your LoRAs", info=TOOLTIPS["lora_pick"], scale=3, min_width=220)
-        weight = gr.Slider(0, MAX_LORA_WEIGHT, value=1.0, step=0.05, label="Weight", scale=2, min_width=220)
-    with gr.Row():
-        add_to_stack = gr.Button("Add to the stack", variant="secondary")
-        refresh = gr.Button("Show my LoRAs", variant="secondary")
-    upload = gr.File(label="Add a LoRA file (.safetensors only)", file_types=[".safetensors"], type="filepath")
-    with gr.Row():
-        name = gr.Textbox(label="Its name (optional)", scale=3)
-        add_file = gr.Button("Check and add", scale=1)
-    with gr.Row():
-        preset = gr.Dropdown(choices=preset_names, value=None, label="Presets", info=TOOLTIPS["lora_preset"], scale=3)
-        fetch = gr.Button("Download", scale=1)
-    note = gr.Markdown("", elem_classes="control-help")
-    return LoraPanel(pick, weight, add_to_stack, refresh, upload, name, add_file, preset, fetch, note)
-
-
-def with_lora(stack: str, key: str | None, weight: float) -> str:
-    """``stack`` with ``key`` at ``weight`` (replacing its earlier weight, else appended)."""
-    if not key:
-        raise ValueError("Pick one of your LoRAs first (Show my LoRAs lists them).")
-    items = [item.strip() for item in (stack or "").split(",") if item.strip()]
-    items = [item for item in items if item.rpartition(":")[0].strip() != key and item != key]
-    return ", ".join([*items, f"{key}:{weight:g}"])
 
 
 LYRICS_API_DOC = """Write song lyrics ACE-Step can sing, with section tags, streamed as they are written.
@@ -198,184 +178,100 @@ Returns:
 """
 
 
-def wire_lyrics_and_lora(
-    studio: Studio,
-    runs: ActiveRuns,
-    *,
-    lyrics_tab: LyricsTab,
-    lora_panel: LoraPanel,
-    generate: dict[str, gr.components.Component],
-    advanced: dict[str, gr.components.Component],
-    mode_nav: gr.Radio,
-    write_for_me: gr.Button,
-    idea: gr.Textbox,
-    idea_event: Any,
-    cancel_handler: Callable[..., str],
-) -> None:
-    """The events of the Lyrics tab, "Write lyrics for me", the idea's lyrics and the LoRA panel."""
-    run_options = RUN_OPTIONS
+class LyricsWriter:
+    """The lyrics writer's handlers: the Lyrics tab's ``lyrics`` endpoint, and the lyrics that
+    "Write lyrics for me" and the idea put on Generate."""
 
-    # ---- the lyrics writer: its tab, "Write lyrics for me" on Generate, and the idea's lyrics
-    def stream_lyrics(values: dict[str, Any], progress: gr.Progress, request: gr.Request | None):
+    def __init__(self, studio: Studio, runs: ActiveRuns) -> None:
+        self.studio = studio
+        self.runs = runs
+
+    def stream(
+        self, values: dict[str, Any], progress: gr.Progress, request: gr.Request | None
+    ) -> Iterator[tuple[str, str]]:
         """The growing text and a note (seed, model); keeps what was written when stopped."""
-        if studio.lyrics is None:
+        writer = self.studio.lyrics
+        if writer is None:
             raise gr.Error("This studio was started without a lyrics writer (--lyrics-model none).")
         try:
             lyrics_request = LyricsRequest.from_values(values).validate().resolve_seed()
         except ValueError as error:
             raise gr.Error(safe_message(str(error)), title="Check the lyrics settings") from error
-        note = f"Seed {lyrics_request.seed} · {html.escape(Path(studio.lyrics.model).name)}"
-        control = RunControl(ProgressRelay(progress))
-        session = session_key(request)
-        runs.start(session, control)
-        try:
-            texts = (
-                write_lyrics_on_zerogpu(lyrics_request, ProgressRelay(progress))
-                if on_zerogpu()
-                else studio.lyrics.write(lyrics_request, control)
-            )
-            for text in texts:
-                yield text, note
-        except Cancelled:
-            gr.Info("Stopped: the lines written so far are kept.")
-        except ModelUnavailableError as error:
-            raise gr.Error(safe_message(str(error)), title="Lyrics model unavailable", duration=None) from error
-        except ValueError as error:
-            raise gr.Error(safe_message(str(error)), title="Could not write lyrics") from error
-        finally:
-            runs.finish(session, control)
+        note = f"Seed {lyrics_request.seed} · {html.escape(Path(writer.model).name)}"
+        relay = ProgressRelay(progress)
+        job = Job(
+            lambda control: writer.write(lyrics_request, control),
+            lambda: write_lyrics_on_zerogpu(lyrics_request, relay),
+            words=LYRICS_WORDS,
+        )
+        for text in guarded_stream(self.runs, session_key(request), relay, job):
+            yield text, note
 
     def lyrics_handler(
-        progress: gr.Progress = gr.Progress(), request: gr.Request = None, **values: Any
+        self, progress: gr.Progress = gr.Progress(), request: gr.Request = None, **values: Any
     ) -> Iterator[tuple[str, str]]:
-        yield from stream_lyrics(values, progress, request)
+        yield from self.stream(values, progress, request)
 
-    lyrics_handler.__doc__ = LYRICS_API_DOC
-    lyrics_options = dict(concurrency_id="lyrics", concurrency_limit=1, time_limit=GPU_EVENT_TIME_LIMIT_S)
-    lyrics_tab.write.click(
-        lyrics_handler,
-        inputs_kwargs=lyrics_tab.inputs,
-        outputs=[lyrics_tab.text, lyrics_tab.note],
+    def lyrics_for_generate(
+        self, brief: str, language: str, progress: gr.Progress = gr.Progress(), request: gr.Request = None
+    ) -> Iterator[str]:
+        if not (brief or "").strip():
+            raise gr.Error("Describe the song in Style first: it is the brief the writer works from.")
+        for text, _ in self.stream({"brief": brief, "language": language}, progress, request):
+            yield text
+
+
+LyricsWriter.lyrics_handler.__doc__ = LYRICS_API_DOC  # what the API page and MCP clients show
+
+
+def lyrics_tab_meter(text: str, duration: Any, language: str) -> str:
+    return fit_line("generate", {"lyrics": text, "audio_duration": duration, "vocal_language": language})
+
+
+def use_in_generate(text: str, language: str) -> tuple[str, str, str]:
+    return text, language, "generate"
+
+
+def wire_lyrics(studio: Studio, runs: ActiveRuns, page: Page) -> None:
+    """The Lyrics tab's events and "Write lyrics for me" on Generate."""
+    tab, generate = page.lyrics, page.songs.panels["generate"]
+    writer = LyricsWriter(studio, runs)
+    tab.write.click(
+        writer.lyrics_handler,
+        inputs_kwargs=tab.inputs,
+        outputs=[tab.text, tab.note],
         api_name="lyrics",
-        **lyrics_options,
+        **LYRICS_OPTIONS,
     )
-    lyrics_tab.stop.click(cancel_handler, outputs=lyrics_tab.note, queue=False, api_visibility="private")
-    lyrics_tab.preset.change(
+    stop = Canceller(runs).cancel_handler
+    tab.stop.click(stop, outputs=tab.note, queue=False, api_visibility="private")
+    tab.preset.change(
         structure_of,
-        inputs=[lyrics_tab.preset, lyrics_tab.inputs["structure"]],
-        outputs=lyrics_tab.inputs["structure"],
+        inputs=[tab.preset, tab.inputs["structure"]],
+        outputs=tab.inputs["structure"],
         api_visibility="private",
         queue=False,
     )
     gr.on(
-        [lyrics_tab.text.change, generate["audio_duration"].change],
-        lambda text, duration, language: fit_line(
-            "generate", {"lyrics": text, "audio_duration": duration, "vocal_language": language}
-        ),
-        inputs=[lyrics_tab.text, generate["audio_duration"], lyrics_tab.inputs["language"]],
-        outputs=lyrics_tab.meter,
+        [tab.text.change, generate["audio_duration"].change],
+        lyrics_tab_meter,
+        inputs=[tab.text, generate["audio_duration"], tab.inputs["language"]],
+        outputs=tab.meter,
         api_visibility="private",
         queue=False,
         show_progress="hidden",
     )
-    lyrics_tab.use.click(
-        lambda text, language: (text, language, "generate"),
-        inputs=[lyrics_tab.text, lyrics_tab.inputs["language"]],
-        outputs=[generate["lyrics"], generate["vocal_language"], mode_nav],
+    tab.use.click(
+        use_in_generate,
+        inputs=[tab.text, tab.inputs["language"]],
+        outputs=[generate["lyrics"], generate["vocal_language"], page.mode_nav],
         api_visibility="private",
         queue=False,
     )
-
-    def lyrics_for_generate(
-        brief: str, language: str, progress: gr.Progress = gr.Progress(), request: gr.Request = None
-    ) -> Iterator[str]:
-        if not (brief or "").strip():
-            raise gr.Error("Describe the song in Style first: it is the brief the writer works from.")
-        for text, _ in stream_lyrics({"brief": brief, "language": language}, progress, request):
-            yield text
-
-    write_for_me.click(
-        lyrics_for_generate,
+    page.songs.write_for_me.click(
+        writer.lyrics_for_generate,
         inputs=[generate["prompt"], generate["vocal_language"]],
         outputs=generate["lyrics"],
         api_visibility="private",
-        **lyrics_options,
-    )
-    if studio.lyrics is not None:
-        idea_event.success(
-            lyrics_for_generate,
-            inputs=[idea, generate["vocal_language"]],
-            outputs=generate["lyrics"],
-            api_visibility="private",
-            **lyrics_options,
-        )
-
-    # ---- the LoRA panel: pick, add a file, fetch a preset; the stack itself is the "loras" field
-    def lora_choices(selected: str | None = None) -> gr.Dropdown:
-        try:
-            entries = studio.known_loras()
-        except ModelUnavailableError as error:
-            raise gr.Error(str(error), title="Model unavailable") from error
-        return gr.Dropdown(
-            choices=[(f"{entry.name} · {entry.sha256[:8]}", entry.sha256[:16]) for entry in entries],
-            value=selected,
-        )
-
-    lora_panel.refresh.click(lora_choices, outputs=lora_panel.pick, api_visibility="private", **run_options)
-
-    def add_to_stack(stack: str, key: str | None, weight: float) -> str:
-        try:
-            return with_lora(stack, key, weight)
-        except ValueError as error:
-            raise gr.Error(str(error)) from error
-
-    lora_panel.add_to_stack.click(
-        add_to_stack,
-        inputs=[advanced["loras"], lora_panel.pick, lora_panel.weight],
-        outputs=advanced["loras"],
-        api_visibility="private",
-        queue=False,
-    )
-
-    def add_lora_file(path: str | None, name: str) -> tuple:
-        # A plain function: Gradio runs it in its thread pool, so checking a file never blocks
-        # the event loop; the file is checked before the run lock is taken (Studio.add_lora).
-        if not path:
-            raise gr.Error("Choose a .safetensors file first.")
-        try:
-            entry = studio.add_lora(path, name=name.strip() or None)
-        except (ValueError, ModelUnavailableError) as error:
-            raise gr.Error(str(error), title="LoRA refused") from error
-        note = f"Added **{html.escape(entry.name)}** (rank {entry.info.rank}, {entry.info.modules} layers)."
-        return lora_choices(entry.sha256[:16]), note
-
-    lora_panel.add_file.click(
-        add_lora_file,
-        inputs=[lora_panel.upload, lora_panel.name],
-        outputs=[lora_panel.pick, lora_panel.note],
-        api_visibility="private",
-        # Not the GPU slot: an upload being checked must not queue behind a song, nor a song behind it.
-        concurrency_id=LORA_FILE_CONCURRENCY_ID,
-        concurrency_limit=LORA_FILE_CONCURRENCY,
-        time_limit=GPU_EVENT_TIME_LIMIT_S,  # loading the adapter waits for the run in progress
-    )
-
-    def fetch_lora_preset(name: str | None, progress: gr.Progress = gr.Progress()) -> tuple:
-        if not name:
-            raise gr.Error("Pick a preset first.")
-        try:
-            preset = next(preset for preset in load_presets() if preset.name == name)
-            path = fetch_preset(name, ProgressRelay(progress))
-            entry = studio.add_lora(path, name=preset.name, trigger_words=preset.trigger_words)
-        except (ValueError, ModelUnavailableError, StopIteration) as error:
-            raise gr.Error(str(error), title="Could not add the preset") from error
-        note = f"Added **{html.escape(entry.name)}**; suggested weight {preset.weight:g}."
-        return lora_choices(entry.sha256[:16]), note
-
-    lora_panel.fetch.click(
-        fetch_lora_preset,
-        inputs=lora_panel.preset,
-        outputs=[lora_panel.pick, lora_panel.note],
-        api_visibility="private",
-        **run_options,
+        **LYRICS_OPTIONS,
     )

@@ -30,7 +30,6 @@ LORA_FILE_OPTIONS: dict[str, Any] = dict(
     time_limit=GPU_EVENT_TIME_LIMIT_S,  # loading the adapter waits for the run in progress
 )
 LIST_WORDS = Words(failed="Could not list the LoRAs", crashed="Listing the LoRAs failed")
-# Beside a song on its own slot: not registered for Cancel, which stays with the song.
 FILE_WORDS = Words(failed="LoRA refused", unavailable="LoRA refused", crashed="Adding the LoRA failed")
 PRESET_WORDS = Words(
     failed="Could not add the preset",
@@ -114,6 +113,7 @@ class LoraHandlers:
             note = f"Added **{html.escape(entry.name)}** (rank {entry.info.rank}, {entry.info.modules} layers)."
             return self._choices(entry.sha256[:16]), note
 
+        # Beside a song on its own slot: not registered for Cancel, which stays with the song.
         return self._guarded(request, Job(work, words=FILE_WORDS, cancellable=False))
 
     def fetch_lora_preset(

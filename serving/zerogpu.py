@@ -278,6 +278,36 @@ def _write_lyrics(request: Any, progress: Any = None) -> Any:
 write_lyrics_on_zerogpu = _gpu(LYRICS_GPU_S)(_write_lyrics)
 
 
+IDEA_GPU_S = 60  # the planner's metadata and caption (~150 tokens at ~25 tokens/s), with loading and margin
+
+
+def _plan_idea(idea: str, seed: int, progress: Any = None) -> Any:
+    """Start from an idea on a GPU worker: the planner's caption and metadata (a ``Plan``)."""
+    from backend import RunControl
+
+    if _attached is None or _attached.planner is None:
+        raise RuntimeError("zerogpu.attach(studio) was not called, or the studio has no planner")
+    return _attached.planner.plan_from_idea(idea, seed=seed, control=RunControl(progress))
+
+
+plan_idea_on_zerogpu = _gpu(IDEA_GPU_S)(_plan_idea)
+
+
+STEMS_GPU_S = 120  # Demucs over a 10-minute take with loading, writing and margin
+
+
+def _split_stems(run_id: str, take: int, stem_model: str, progress: Any = None) -> Any:
+    """Split a saved take into stems on a GPU worker; the files are written into its run folder."""
+    from backend import RunControl
+
+    if _attached is None:
+        raise RuntimeError("zerogpu.attach(studio) was not called before the first GPU task")
+    return _attached.stems(run_id, take, stem_model, RunControl(progress))
+
+
+stems_on_zerogpu = _gpu(STEMS_GPU_S)(_split_stems)
+
+
 class GpuAborted(RuntimeError):
     """ZeroGPU aborted the task twice (usually: the song took longer than the GPU time granted)."""
 

@@ -24,6 +24,7 @@ from serving.env import network_access
 from studio import Studio
 from ui.controls import CONTROLS
 from ui.history import add_to_history, history_choices
+from ui.runs import SongRun
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,8 +145,9 @@ def test_other_sessions_cannot_cancel_a_run(tiny_backend, tmp_path):
 def test_retake_draws_a_new_seed(tiny_backend, tmp_path):
     studio = Studio(backend=tiny_backend, store=OutputStore(tmp_path))
     runs = app.ActiveRuns()
-    first = app.run_generate(studio, runs, {"prompt": "x", "seed": 1, "audio_duration": 10}, "s", None)
-    retake = app.run_generate(studio, runs, {"prompt": "x", "seed": 1, "audio_duration": 10}, "s", None, new_seed=True)
+    values = {"prompt": "x", "seed": 1, "audio_duration": 10}
+    first = app.run_generate(studio, runs, values, "s", None)
+    retake = app.run_generate(studio, runs, values, "s", None, SongRun(new_seed=True))
     assert first.settings["request"]["seed"] == 1
     assert retake.settings["request"]["seed"] != 1
     assert {k: v for k, v in retake.settings["request"].items() if k != "seed"} == {

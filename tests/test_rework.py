@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import app
 from audio_io import load_audio
 from backend import RunControl
 from export import WAV_SUBTYPE
 from modes import CoverRequest, EditRequest, ExtendRequest
 from rework import SPLICE_FADE_S
+from ui.takes import run_summary
 
 SR = 48_000
 FADE = round(SPLICE_FADE_S * SR)
@@ -54,7 +54,7 @@ def test_cover_keeps_the_source_length(studio, tmp_path):
     run = studio.generate(CoverRequest(prompt="jazz", src_audio=str(src), seed=1), RunControl())
     assert read_take(run).shape == (2, round(10.3 * SR))
     assert run.settings["output"]["duration_s"] == pytest.approx(10.3, abs=1e-3)
-    assert "cover, 1 take(s), 10.3 s" in app._run_summary(run)
+    assert "cover, 1 take(s), 10.3 s" in run_summary(run)
     assert run.settings["inputs"] == {"src_audio": "source.wav"}
     assert (run.folder / "source.wav").read_bytes() == src.read_bytes()
 

@@ -1,22 +1,26 @@
 """What the page keeps of finished runs: this browser's History, the outputs folder's Library,
-and Stems of a take. ``app.py`` places them beside the takes and wires them with its form.
+and Stems of a take (through the one run guard). ``ui.layout`` places them beside the takes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from backend import Cancelled, RunControl
 from modes import MAX_BATCH, coerce_value, safe_message
+from serving.zerogpu import stems_on_zerogpu
 from stems import DEFAULT_STEM_MODEL, STEM_MODELS, StemModelUnavailableError
 from studio import Studio
 from ui.controls import pass_through
 from ui.history import RunOwners, history_choices
-from ui.runs import RUN_OPTIONS, ActiveRuns, session_key
+from ui.runs import RUN_OPTIONS, ActiveRuns, Job, ProgressRelay, Words, guarded_run, session_key
+from ui.song_form import SettingsHandlers
+
+if TYPE_CHECKING:
+    from ui.page import Page
 
 STEMS_EXTRACT_HINT = (
     "This base checkpoint can also pull one instrument out itself: Edit → task `extract` and a "
@@ -58,96 +62,89 @@ def build_library(shared: bool = False) -> Library:
     return Library(history_pick, history_player, history_restore, pick, player, refresh, restore, delete, confirm)
 
 
-def wire_library(
-    studio: Studio,
-    demo: gr.Blocks,
-    library: Library,
-    history: gr.BrowserState,
-    restore_handler: Callable[..., list],
-    form_targets: list[gr.components.Component],
-    owners: RunOwners | None = None,
-) -> None:
-    """Pick a run to hear its first take, restore its settings into the form, or delete it.
-    With ``owners`` (a shared studio) History offers, plays and restores only this browser's runs."""
-    library.history_restore.click(
-        restore_handler, inputs=library.history_pick, outputs=form_targets, api_visibility="private"
-    )
+class LibraryHandlers:
+    """Pick a run to hear its first take, list this browser's History and the outputs folder's
+    runs, delete one. With ``owners`` (a shared studio) History offers and plays only this
+    browser's runs."""
 
-    def pick_handler(run_id: str | None, request: gr.Request = None) -> dict:
+    def __init__(self, studio: Studio, owners: RunOwners | None = None) -> None:
+        self.studio = studio
+        self.owners = owners
+
+    def pick_handler(self, run_id: str | None, request: gr.Request = None) -> dict:
         try:
-            if owners is not None and not owners.owns(session_key(request), run_id or ""):
+            if self.owners is not None and not self.owners.owns(session_key(request), run_id or ""):
                 raise ValueError("not this browser's run")
-            folder = studio.store.run_folder(run_id or "")
+            folder = self.studio.store.run_folder(run_id or "")
             take = folder / "take1.mp3"
             return gr.update(value=str(take) if take.is_file() and not take.is_symlink() else None, visible=True)
         except ValueError:
             return gr.update(value=None, visible=False)
 
-    library.history_pick.change(
-        pick_handler, inputs=library.history_pick, outputs=library.history_player, api_visibility="private"
-    )
-
-    def history_list(history: list | None, request: gr.Request = None) -> gr.Dropdown:
-        if owners is not None:  # only entries this server made for this browser, now claimed by this session
-            history = owners.adopt(session_key(request), history)
+    def history_list(self, history: list | None, request: gr.Request = None) -> gr.Dropdown:
+        if self.owners is not None:  # only entries this server made for this browser, now claimed by this session
+            history = self.owners.adopt(session_key(request), history)
         return gr.Dropdown(choices=history_choices(history))
 
+    def library_list(self, selected: str | None = None) -> gr.Dropdown:
+        choices = history_choices(self.studio.store.list_runs())
+        keep = selected if selected in {value for _, value in choices} else None
+        return gr.Dropdown(choices=choices, value=keep)
+
+    def delete_handler(self, run_id: str | None) -> tuple:
+        try:
+            self.studio.store.delete_run(run_id or "")
+        except (ValueError, OSError) as error:
+            raise gr.Error(str(error), title="Could not delete") from error
+        gr.Info(f"Deleted {run_id}.")
+        return self.library_list(), gr.Button(visible=False), gr.update(value=None, visible=False)
+
+
+def confirm_button(run_id: str | None) -> gr.Button:
+    return gr.Button(visible=bool(run_id))
+
+
+def wire_library(studio: Studio, runs: ActiveRuns, page: Page) -> None:
+    """Pick a run to hear its first take, restore its settings into the form, or delete it.
+    On a shared studio (``runs.owners``) History offers, plays and restores only this browser's runs."""
+    library, targets = page.library, page.form.targets
+    handlers = LibraryHandlers(studio, runs.owners)
+    restore = SettingsHandlers(studio, runs.owners, page.form).restore_handler
+    library.history_restore.click(restore, inputs=library.history_pick, outputs=targets, api_visibility="private")
+    library.history_pick.change(
+        handlers.pick_handler, inputs=library.history_pick, outputs=library.history_player, api_visibility="private"
+    )
     # The stored list arrives from the browser after the page loads: fill the list then.
     gr.on(
-        [demo.load, history.change],
-        history_list,
-        inputs=history,
+        [page.demo.load, page.history.change],
+        handlers.history_list,
+        inputs=page.history,
         outputs=library.history_pick,
         api_visibility="private",
         queue=False,
     )
     if library.pick is not None:
-        _wire_outputs_library(studio, demo, library, restore_handler, form_targets, pick_handler)
+        _wire_outputs_library(page, handlers, restore)
 
 
-def _wire_outputs_library(
-    studio: Studio,
-    demo: gr.Blocks,
-    library: Library,
-    restore_handler: Callable[..., list],
-    form_targets: list[gr.components.Component],
-    pick_handler: Callable[..., dict],
-) -> None:
+def _wire_outputs_library(page: Page, handlers: LibraryHandlers, restore: Callable[..., list]) -> None:
     """The Library: every run in the outputs folder, so it survives restarts and other browsers."""
-
-    def library_list(selected: str | None = None) -> gr.Dropdown:
-        choices = history_choices(studio.store.list_runs())
-        keep = selected if selected in {value for _, value in choices} else None
-        return gr.Dropdown(choices=choices, value=keep)
-
+    library = page.library
     gr.on(
-        [demo.load, library.refresh.click],
-        library_list,
+        [page.demo.load, library.refresh.click],
+        handlers.library_list,
         inputs=library.pick,
         outputs=library.pick,
         api_visibility="private",
         queue=False,
     )
-    library.pick.change(pick_handler, inputs=library.pick, outputs=library.player, api_visibility="private")
-    library.restore.click(restore_handler, inputs=library.pick, outputs=form_targets, api_visibility="private")
+    library.pick.change(handlers.pick_handler, inputs=library.pick, outputs=library.player, api_visibility="private")
+    library.restore.click(restore, inputs=library.pick, outputs=page.form.targets, api_visibility="private")
     library.delete.click(
-        lambda run_id: gr.Button(visible=bool(run_id)),
-        inputs=library.pick,
-        outputs=library.confirm,
-        api_visibility="private",
-        queue=False,
+        confirm_button, inputs=library.pick, outputs=library.confirm, api_visibility="private", queue=False
     )
-
-    def delete_handler(run_id: str | None) -> tuple:
-        try:
-            studio.store.delete_run(run_id or "")
-        except (ValueError, OSError) as error:
-            raise gr.Error(str(error), title="Could not delete") from error
-        gr.Info(f"Deleted {run_id}.")
-        return library_list(), gr.Button(visible=False), gr.update(value=None, visible=False)
-
     library.confirm.click(
-        delete_handler,
+        handlers.delete_handler,
         inputs=library.pick,
         outputs=[library.pick, library.confirm, library.player],
         api_visibility="private",
@@ -178,10 +175,26 @@ def build_stems(base_checkpoint: bool) -> Stems:
     return Stems(take, model, button, files)
 
 
-def stems_handler(studio: Studio, runs: ActiveRuns) -> Callable[..., list[str]]:
-    """The Stems button's and the ``stems`` endpoint's handler: every failure in words."""
+STEMS_WORDS = Words(
+    failed="Could not split into stems",
+    unavailable="Could not split into stems",
+    crashed="Stem separation failed",
+    disk="Could not write the stems",  # nothing half-written is left: add_to_run removes its staging folder
+    cancelled="Cancelled: no stems were saved.",
+    refused=(StemModelUnavailableError,),
+)
 
-    def handler(
+
+class StemSplitting:
+    """The Stems button's and the ``stems`` endpoint's handler: every failure in words, through
+    the one run guard, on its ZeroGPU entry point on a Space."""
+
+    def __init__(self, studio: Studio, runs: ActiveRuns) -> None:
+        self.studio = studio
+        self.runs = runs
+
+    def stems_handler(
+        self,
         run_id: str,
         take: Any,
         stem_model: Any,
@@ -190,36 +203,39 @@ def stems_handler(studio: Studio, runs: ActiveRuns) -> Callable[..., list[str]]:
     ) -> list[str]:
         if not run_id:
             raise gr.Error("Generate something first (or pass the run_id of a saved run).")
+        session = session_key(request)
         try:
             take_number = 1 if take in (None, "") else coerce_value("take", int, take)
             model = coerce_value("stem_model", str, stem_model)
         except ValueError as error:
             raise gr.Error(safe_message(str(error)), title="Check the settings") from error
-        control = RunControl(lambda fraction, message: progress(fraction, desc=message))
-        session = session_key(request)
-        runs.start(session, control)
         try:
-            runs.check_owner(session, run_id)
-            return [str(path) for path in studio.stems(run_id, take_number, model, control)]
-        except Cancelled:
-            raise gr.Error("Cancelled: no stems were saved.") from None
-        except (ValueError, StemModelUnavailableError) as error:
-            raise gr.Error(safe_message(str(error)), title="Could not split into stems") from error
-        except OSError as error:  # nothing half-written is left: add_to_run removes its staging folder
-            raise gr.Error(safe_message(f"Could not write the stems: {error}"), title="Disk problem") from error
-        finally:
-            runs.finish(session, control)
+            self.runs.check_owner(session, run_id)
+        except ValueError as error:
+            raise gr.Error(safe_message(str(error)), title=STEMS_WORDS.failed) from error
+        relay = ProgressRelay(progress)
+        job = Job(
+            lambda control: self.studio.stems(run_id, take_number, model, control),
+            lambda: stems_on_zerogpu(run_id, take_number, model, relay),
+            words=STEMS_WORDS,
+        )
+        paths = guarded_run(self.runs, session, relay, job)
+        return [str(path) for path in paths or []]
 
-    return handler
+
+def stems_handler(studio: Studio, runs: ActiveRuns) -> Callable[..., list[str]]:
+    """The Stems button's and the ``stems`` endpoint's handler."""
+    return StemSplitting(studio, runs).stems_handler
 
 
-def wire_stems(studio: Studio, runs: ActiveRuns, stems: Stems, last_run: gr.State) -> None:
+def wire_stems(studio: Studio, runs: ActiveRuns, page: Page) -> None:
     """Split a take of this session's latest run (the button) or of a named run (the ``stems`` endpoint)."""
+    stems = page.stems
     handler = stems_handler(studio, runs)
     inputs: dict[str, Any] = {"take": pass_through(stems.take), "stem_model": pass_through(stems.model)}
     stems.button.click(
         handler,
-        inputs_kwargs={"run_id": last_run, **inputs},
+        inputs_kwargs={"run_id": page.takes.last_run, **inputs},
         outputs=stems.files,
         api_visibility="private",
         **RUN_OPTIONS,

@@ -1,6 +1,7 @@
-"""Runs from the page and the named API: one cancellable run per browser session, the engine's
-plain exceptions turned into ``gr.Error`` messages, ZeroGPU when on a Space, and the per-mode
-API handlers with their docstrings (what the API page and MCP clients show).
+"""Runs from the page and the named API: the one guard every piece of model work goes through
+(``run_guard``: one cancellable run per browser session, the engine's plain exceptions turned
+into ``gr.Error`` messages, the work sent to its ZeroGPU entry point on a Space), and the
+per-mode API handlers with their docstrings (what the API page and MCP clients show).
 
 Cancel and disconnect: Gradio 6.31 never stops a running sync handler. Its ``/cancel`` route
 (``gradio_client``'s ``job.cancel()``, an event's ``cancels=``) cancels the queue's task, which
@@ -18,8 +19,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import gradio as gr
 from gradio.context import LocalContext
@@ -36,7 +39,11 @@ from ui.controls import build_panel
 from ui.history import RunOwners
 from variations import DEFAULT_VARIANCE, VaryRequest
 
+if TYPE_CHECKING:
+    from ui.page import Page
+
 log = logging.getLogger("ace_studio")
+T = TypeVar("T")
 
 GPU_CONCURRENCY_ID = "gpu"  # every event that runs the model shares one slot
 GPU_EVENT_TIME_LIMIT_S = 3600  # a 10-minute song at 50 steps on a laptop CPU fits; a hung run does not
@@ -147,36 +154,42 @@ def run_files(run: Run) -> list[str]:
     return [*files, str(run.settings_path)]
 
 
+@dataclass(frozen=True)
+class SongRun:
+    """How a song run starts: the mode that reads its values, a fresh seed (Retake), and
+    whether it finishes when its client goes away (``keep_on_disconnect``: see ``ActiveRuns.start``)."""
+
+    mode: str = "generate"
+    new_seed: bool = False
+    keep_on_disconnect: bool = False
+
+
 def run_generate(
     studio: Studio,
     runs: ActiveRuns,
     values: dict[str, Any],
     session: str,
     progress: Callable[[float, str], None] | None,
-    new_seed: bool = False,
-    mode: str = "generate",
-    keep_on_disconnect: bool = False,
+    how: SongRun = SongRun(),
 ) -> Run | None:
     """Validate, generate and save one request; ``None`` when the user cancelled.
 
     Turns the studio's plain exceptions into ``gr.Error`` messages; nothing is saved
-    on any failure. ``keep_on_disconnect``: see ``ActiveRuns.start``.
+    on any failure.
     """
     try:
-        request = SONG_TYPES[mode].from_values(values)
+        request = SONG_TYPES[how.mode].from_values(values)
     except ValueError as error:
         raise gr.Error(safe_message(str(error)), title="Check the settings") from error
-    if new_seed:
+    if how.new_seed:
         request = request.with_seed(-1)
     thinking = bool(getattr(request, "think", False)) and not getattr(request, "audio_codes", "")
-    return guarded_run(
-        runs,
-        session,
-        progress,
+    job = Job(
         lambda control: studio.generate(request, control),
         lambda: run_on_zerogpu(request, think=thinking, lora_count=len(request.lora_items()), progress=progress),
-        keep_on_disconnect,
+        keep_on_disconnect=how.keep_on_disconnect,
     )
+    return guarded_run(runs, session, progress, job)
 
 
 def run_vary(
@@ -202,44 +215,107 @@ def run_vary(
             parent = SONG_TYPES["generate"]()
         return run_on_zerogpu(parent, progress=progress, vary=request)
 
-    return guarded_run(
-        runs, session, progress, lambda control: studio.vary(request, control), on_gpu, keep_on_disconnect
-    )
+    job = Job(lambda control: studio.vary(request, control), on_gpu, keep_on_disconnect=keep_on_disconnect)
+    return guarded_run(runs, session, progress, job)
 
 
-def guarded_run(
-    runs: ActiveRuns,
-    session: str,
-    progress: Callable[[float, str], None] | None,
-    work: Callable[[RunControl], Run],
-    on_gpu: Callable[[], Run],
-    keep_on_disconnect: bool = False,
-) -> Run | None:
-    """Run ``work`` as this session's cancellable run, turning the engine's plain exceptions
-    into ``gr.Error`` messages; nothing is saved on any failure."""
-    control = RunControl(progress)
-    runs.start(session, control, keep_on_disconnect)
+@dataclass(frozen=True)
+class Words:
+    """How the guard words one kind of work's failures: titles, and the prefixes of messages."""
+
+    failed: str = "Could not generate"  # the title when the request is refused (ValueError)
+    unavailable: str = "Model unavailable"  # the title when its model cannot be loaded
+    crashed: str = "Generation failed"  # the message's start when the model itself fails
+    disk: str = "Could not write the output files"  # the message's start when a write fails
+    cancelled: str = ""  # said as an error when cancelled; "" answers None instead
+    stopped: str = ""  # said as a note when cancelled, keeping what streamed so far
+    refused: tuple[type[Exception], ...] = ()  # more exception types worded like a refused request
+
+
+SONG_WORDS = Words()
+
+
+@dataclass(frozen=True)
+class Job(Generic[T]):
+    """One piece of model work for the guard: ``work`` runs it here with the run's control;
+    ``on_gpu`` (when the work needs the GPU) runs it through a ZeroGPU entry point instead."""
+
+    work: Callable[[RunControl], T]
+    on_gpu: Callable[[], T] | None = None
+    words: Words = SONG_WORDS
+    keep_on_disconnect: bool = False  # see ``ActiveRuns.start``
+    # Registered with ActiveRuns so that Cancel reaches it; False for work beside a run (a LoRA
+    # file checked on its own slot), which must not take the session's Cancel from its song.
+    cancellable: bool = True
+
+
+@contextmanager
+def run_guard(runs: ActiveRuns, session: str, control: RunControl, job: Job) -> Iterator[None]:
+    """The one guard around model work: the session's cancellable run while it lasts, and the
+    engine's plain exceptions as ``gr.Error`` messages (escaped and bounded by ``safe_message``).
+    A cancel ends the block quietly unless ``job.words`` says something."""
+    words = job.words
+    if job.cancellable:
+        runs.start(session, control, job.keep_on_disconnect)
     try:
-        # ZeroGPU runs the engine in a forked worker, so Cancel there is Gradio's own.
-        run = on_gpu() if on_zerogpu() else work(control)
-        if run is not None and runs.owners is not None:
-            runs.owners.record(session, run.run_id)
-        return run
+        yield
     except Cancelled:
-        return None
+        if words.cancelled:
+            raise gr.Error(words.cancelled) from None
+        if words.stopped:
+            gr.Info(words.stopped)
     except ModelUnavailableError as error:
-        raise gr.Error(safe_message(str(error)), title="Model unavailable", duration=None) from error
-    except ValueError as error:
-        raise gr.Error(safe_message(str(error)), title="Could not generate") from error
+        raise gr.Error(safe_message(str(error)), title=words.unavailable, duration=None) from error
+    except (ValueError, *words.refused) as error:
+        raise gr.Error(safe_message(str(error)), title=words.failed) from error
     except OSError as error:
-        raise gr.Error(safe_message(f"Could not write the output files: {error}"), title="Disk problem") from error
+        raise gr.Error(safe_message(f"{words.disk}: {error}"), title="Disk problem") from error
     except GpuAborted as error:
         raise gr.Error(safe_message(str(error)), title="GPU time ran out", duration=None) from error
     except RuntimeError as error:  # the model itself failed, e.g. out of GPU memory
-        log.exception("generation failed")
-        raise gr.Error(safe_message(f"Generation failed: {error}"), title="Model error") from error
+        log.exception("%s", words.crashed)
+        raise gr.Error(safe_message(f"{words.crashed}: {error}"), title="Model error") from error
     finally:
-        runs.finish(session, control)
+        if job.cancellable:
+            runs.finish(session, control)
+
+
+def _start(job: Job[T], control: RunControl) -> T:
+    # ZeroGPU runs the work in a forked worker, so Cancel there is Gradio's own.
+    return job.on_gpu() if job.on_gpu is not None and on_zerogpu() else job.work(control)
+
+
+def guarded_run(runs: ActiveRuns, session: str, progress: Callable[[float, str], None] | None, job: Job[T]) -> T | None:
+    """Run ``job`` as this session's run through the guard; ``None`` when it was cancelled
+    quietly. A saved run is recorded as this session's; nothing is saved on any failure."""
+    control = RunControl(progress)
+    with run_guard(runs, session, control, job):
+        result = _start(job, control)
+        if isinstance(result, Run) and runs.owners is not None:
+            runs.owners.record(session, result.run_id)
+        return result
+    return None
+
+
+def guarded_stream(
+    runs: ActiveRuns, session: str, progress: Callable[[float, str], None] | None, job: Job[Iterable[T]]
+) -> Iterator[T]:
+    """``guarded_run`` for work that streams (each item passed on as it comes)."""
+    control = RunControl(progress)
+    with run_guard(runs, session, control, job):
+        yield from _start(job, control)
+
+
+class Canceller:
+    """The Cancel and Stop buttons: they reach the run of the session that clicked."""
+
+    def __init__(self, runs: ActiveRuns) -> None:
+        self.runs = runs
+
+    def cancel_handler(self, request: gr.Request = None) -> str:
+        if self.runs.cancel(session_key(request)):
+            return "Cancelling…"
+        return "Nothing is running."
 
 
 def api_handler(studio: Studio, runs: ActiveRuns, mode: str) -> Callable[..., tuple[list[str], dict]]:
@@ -268,7 +344,7 @@ def api_handler(studio: Studio, runs: ActiveRuns, mode: str) -> Callable[..., tu
             "repainting_end": repainting_end,
         }
         values.update({name: value for name, value in optional.items() if name in fields})
-        run = run_generate(studio, runs, values, session_key(request), ProgressRelay(progress), mode=mode)
+        run = run_generate(studio, runs, values, session_key(request), ProgressRelay(progress), SongRun(mode))
         if run is None:
             raise gr.Error("Cancelled: nothing was saved.")
         return run_files(run), run.settings
@@ -288,14 +364,10 @@ API_SUMMARIES = {
 }
 
 
-def add_api_endpoints(
-    studio: Studio,
-    runs: ActiveRuns,
-    panels: dict[str, dict[str, gr.components.Component]],
-    advanced: dict[str, gr.components.Component],
-) -> None:
+def add_api_endpoints(studio: Studio, runs: ActiveRuns, page: Page) -> None:
     """The named API endpoints, one per song mode plus ``vary``; call inside the page's Blocks.
     Keyword parameters carry the request's field names; each returns the run's files and settings."""
+    panels, advanced = page.songs.panels, page.shared.advanced
     api_files = gr.File(file_count="multiple", visible=False)
     api_settings = gr.JSON(visible=False)
     with gr.Column(visible=False):

@@ -1,6 +1,6 @@
 """The song form as one whole: every tab's fields and the shared panels, read back per mode
 for a run, and filled from a saved request (Apply settings, Restore, Reuse its plan, a share
-link). ``app.py`` builds the components; this module binds them.
+link). ``ui.layout`` builds the components; this module binds them.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
@@ -17,8 +17,11 @@ from modes import SongRequest, safe_message
 from outputs import SETTINGS_FILE, load_settings
 from studio import INPUT_FILES, SONG_TYPES, Studio, replay_values
 from ui.history import RunOwners
-from ui.runs import session_key
+from ui.runs import ActiveRuns, session_key
 from ui.share import LINK_AUDIO_STAND_IN, MODE_PARAM, request_from_query, share_query
+
+if TYPE_CHECKING:
+    from ui.page import Page
 
 SHARE_LINK_JS = "(q) => q && q.startsWith('?') ? window.location.origin + window.location.pathname + q : q"
 LINK_FIELDS = frozenset(name for cls in SONG_TYPES.values() for name in cls.field_names())
@@ -149,105 +152,104 @@ def pasted_settings(text: str | None, upload: str | None) -> dict[str, Any]:
     return load_settings(str(text))
 
 
-def wire_settings_and_links(
-    studio: Studio,
-    demo: gr.Blocks,
-    form: SongForm,
-    settings_text: gr.Code,
-    settings_upload: gr.File,
-    apply_btn: gr.Button,
-    reuse_btn: gr.Button,
-    share_btn: gr.Button,
-    share_box: gr.Textbox,
-    owners: RunOwners | None = None,
-) -> Callable[..., list]:
-    """Apply settings (the ``apply_settings`` endpoint), Reuse its plan, share links both ways.
-    Returns the handler that restores a saved run by id (for History and Library).
+class SettingsHandlers:
+    """Apply settings, Restore a saved run, Reuse its plan, share links both ways.
 
     With ``owners`` (a shared studio), a run's kept files and the run itself are opened only
     for the session that made it."""
 
-    def reader(request: gr.Request | None) -> Callable[[str], bool]:
+    def __init__(self, studio: Studio, owners: RunOwners | None, form: SongForm) -> None:
+        self.studio = studio
+        self.owners = owners
+        self.form = form
+
+    def reader(self, request: gr.Request | None) -> Callable[[str], bool]:
+        owners = self.owners
         if owners is None:
             return lambda run_id: True
         session = session_key(request)
         return lambda run_id: owners.owns(session, run_id)
 
-    def apply_handler(text: str, upload: str | None, request: gr.Request = None) -> list:
+    def apply_handler(self, text: str, upload: str | None, request: gr.Request = None) -> list:
         try:
             data = pasted_settings(text, upload)
         except ValueError as error:
             raise gr.Error(safe_message(str(error)), title="Could not apply settings") from error
-        return form.from_settings(studio, data, reader(request))
+        return self.form.from_settings(self.studio, data, self.reader(request))
 
-    def restore_handler(run_id: str | None, request: gr.Request = None) -> list:
+    def restore_handler(self, run_id: str | None, request: gr.Request = None) -> list:
         if not run_id:
             raise gr.Error("Pick a run from the history first.")
-        may_read = reader(request)
+        may_read = self.reader(request)
         try:
             if not may_read(run_id):
                 raise ValueError(f"run_id: no run called {str(run_id)[:80]!r} was made in this browser")
-            data = load_settings(studio.store.run_folder(run_id) / SETTINGS_FILE)
+            data = load_settings(self.studio.store.run_folder(run_id) / SETTINGS_FILE)
         except ValueError as error:
             raise gr.Error(safe_message(f"{error} (it may have been deleted)"), title="Could not restore") from error
         # The files are those kept in the folder it was read from, whatever its record says.
-        return form.from_settings(studio, {**data, "run_id": run_id}, may_read)
+        return self.form.from_settings(self.studio, {**data, "run_id": run_id}, may_read)
 
-    def reuse_handler(text: str, upload: str | None, request: gr.Request = None) -> list:
+    def reuse_handler(self, text: str, upload: str | None, request: gr.Request = None) -> list:
         try:
             data = pasted_settings(text, upload)
-            values, notes = with_saved_inputs(studio, {**data, "request": replay_values(data)}, reader(request))
+            values, notes = with_saved_inputs(
+                self.studio, {**data, "request": replay_values(data)}, self.reader(request)
+            )
             restored = restorable(SONG_TYPES["generate"], values)
         except (ValueError, KeyError) as error:
             raise gr.Error(safe_message(str(error)), title="Could not reuse the plan") from error
         for note in notes:
             gr.Warning(safe_message(note), title="A file was left out")
         gr.Info("The plan's codes are in Planner → Plan to replay: Generate renders them without planning.")
-        return form.updates(restored)
+        return self.form.updates(restored)
 
-    reuse_btn.click(
-        reuse_handler, inputs=[settings_text, settings_upload], outputs=form.targets, api_visibility="private"
-    )
-
-    # Share links: the form's settings (never audio) in the page's query string.
-    def share_handler(mode: str, edit_method: str = "edit", **inputs: Any) -> str:
-        mode, values = song_values(mode, edit_method, inputs)
-        if "src_audio" in values and not values["src_audio"]:
-            values["src_audio"] = LINK_AUDIO_STAND_IN  # a link is valid before the song is uploaded
-        try:
-            return share_query(SONG_TYPES[mode].from_values(values))
-        except ValueError as error:
-            raise gr.Error(safe_message(str(error)), title="Check the settings") from error
-
-    share_btn.click(
-        share_handler,
-        inputs_kwargs={"mode": form.mode_nav, "edit_method": form.edit_method, **form.shared, **form.forms},
-        outputs=share_box,
-        api_visibility="private",
-        queue=False,
-    ).then(
-        None,
-        inputs=share_box,
-        outputs=share_box,
-        js=SHARE_LINK_JS,
-    )
-
-    def open_link(request: gr.Request) -> list:
+    def open_link(self, request: gr.Request) -> list:
         params = [(k, v) for k, v in request.query_params.items() if k == MODE_PARAM or k in LINK_FIELDS]
-        skip = [gr.skip()] * len(form.targets)
+        skip = [gr.skip()] * len(self.form.targets)
         try:
             restored = request_from_query(params, SONG_TYPES)
         except ValueError as error:
             gr.Warning(safe_message(f"This link's settings could not be used: {error}"))
             return skip
-        return skip if restored is None else form.updates(restored)
+        return skip if restored is None else self.form.updates(restored)
 
-    demo.load(open_link, outputs=form.targets, api_visibility="private", queue=False)
 
-    apply_btn.click(
-        apply_handler,
-        inputs=[settings_text, settings_upload],
+def share_handler(mode: str, edit_method: str = "edit", **inputs: Any) -> str:
+    """The form's settings (never audio) as a share link's query string."""
+    mode, values = song_values(mode, edit_method, inputs)
+    if "src_audio" in values and not values["src_audio"]:
+        values["src_audio"] = LINK_AUDIO_STAND_IN  # a link is valid before the song is uploaded
+    try:
+        return share_query(SONG_TYPES[mode].from_values(values))
+    except ValueError as error:
+        raise gr.Error(safe_message(str(error)), title="Check the settings") from error
+
+
+def wire_settings_and_links(studio: Studio, runs: ActiveRuns, page: Page) -> None:
+    """Apply settings (the ``apply_settings`` endpoint), Reuse its plan, share links both ways."""
+    form, box = page.form, page.settings
+    handlers = SettingsHandlers(studio, runs.owners, form)
+    box.reuse.click(
+        handlers.reuse_handler, inputs=[box.text, box.upload], outputs=form.targets, api_visibility="private"
+    )
+    # Share links: the form's settings (never audio) in the page's query string.
+    page.takes.share.click(
+        share_handler,
+        inputs_kwargs={"mode": form.mode_nav, "edit_method": form.edit_method, **form.shared, **form.forms},
+        outputs=page.takes.share_box,
+        api_visibility="private",
+        queue=False,
+    ).then(
+        None,
+        inputs=page.takes.share_box,
+        outputs=page.takes.share_box,
+        js=SHARE_LINK_JS,
+    )
+    page.demo.load(handlers.open_link, outputs=form.targets, api_visibility="private", queue=False)
+    box.apply.click(
+        handlers.apply_handler,
+        inputs=[box.text, box.upload],
         outputs=form.targets,
         api_name="apply_settings",
     )
-    return restore_handler

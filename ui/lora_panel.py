@@ -1,0 +1,169 @@
+"""The LoRA panel: the helpers around the ``loras`` field (pick a known LoRA, add a file, fetch a
+preset) and their events. Loading adapters is model work and goes through the one run guard;
+a file is checked on its own slot (``LORA_FILE_CONCURRENCY_ID``), off the GPU slot and before
+the run lock is taken (``Studio.add_lora``), so an upload never queues behind a song.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+
+from lora.presets import fetch_preset, load_presets
+from modes import MAX_LORA_WEIGHT
+from studio import Studio
+from tooltips import TOOLTIPS
+from ui.runs import GPU_EVENT_TIME_LIMIT_S, RUN_OPTIONS, ActiveRuns, Job, ProgressRelay, Words, guarded_run, session_key
+
+if TYPE_CHECKING:
+    from ui.page import Page
+
+LORA_FILE_CONCURRENCY_ID = "lora_file"
+LORA_FILE_CONCURRENCY = 2  # files checked at once; each check is bounded by lora_check's limits
+# Not the GPU slot: an upload being checked must not queue behind a song, nor a song behind it.
+LORA_FILE_OPTIONS: dict[str, Any] = dict(
+    concurrency_id=LORA_FILE_CONCURRENCY_ID,
+    concurrency_limit=LORA_FILE_CONCURRENCY,
+    time_limit=GPU_EVENT_TIME_LIMIT_S,  # loading the adapter waits for the run in progress
+)
+LIST_WORDS = Words(failed="Could not list the LoRAs", crashed="Listing the LoRAs failed")
+FILE_WORDS = Words(failed="LoRA refused", unavailable="LoRA refused", crashed="Adding the LoRA failed")
+PRESET_WORDS = Words(
+    failed="Could not add the preset",
+    unavailable="Could not add the preset",
+    crashed="Adding the preset failed",
+    disk="Could not download or keep the preset",
+)
+
+
+@dataclass
+class LoraPanel:
+    pick: gr.Dropdown
+    weight: gr.Slider
+    add_to_stack: gr.Button
+    refresh: gr.Button
+    upload: gr.File
+    name: gr.Textbox
+    add_file: gr.Button
+    preset: gr.Dropdown
+    fetch: gr.Button
+    note: gr.Markdown
+
+
+def build_lora_panel(preset_names: list[str]) -> LoraPanel:
+    """The helpers around the ``loras`` field: pick a known LoRA, add a file, fetch a preset."""
+    with gr.Row():
+        pick = gr.Dropdown(choices=[], label="Your LoRAs", info=TOOLTIPS["lora_pick"], scale=3, min_width=220)
+        weight = gr.Slider(0, MAX_LORA_WEIGHT, value=1.0, step=0.05, label="Weight", scale=2, min_width=220)
+    with gr.Row():
+        add_to_stack = gr.Button("Add to the stack", variant="secondary")
+        refresh = gr.Button("Show my LoRAs", variant="secondary")
+    upload = gr.File(label="Add a LoRA file (.safetensors only)", file_types=[".safetensors"], type="filepath")
+    with gr.Row():
+        name = gr.Textbox(label="Its name (optional)", scale=3)
+        add_file = gr.Button("Check and add", scale=1)
+    with gr.Row():
+        preset = gr.Dropdown(choices=preset_names, value=None, label="Presets", info=TOOLTIPS["lora_preset"], scale=3)
+        fetch = gr.Button("Download", scale=1)
+    note = gr.Markdown("", elem_classes="control-help")
+    return LoraPanel(pick, weight, add_to_stack, refresh, upload, name, add_file, preset, fetch, note)
+
+
+def with_lora(stack: str, key: str | None, weight: float) -> str:
+    """``stack`` with ``key`` at ``weight`` (replacing its earlier weight, else appended)."""
+    if not key:
+        raise ValueError("Pick one of your LoRAs first (Show my LoRAs lists them).")
+    items = [item.strip() for item in (stack or "").split(",") if item.strip()]
+    items = [item for item in items if item.rpartition(":")[0].strip() != key and item != key]
+    return ", ".join([*items, f"{key}:{weight:g}"])
+
+
+class LoraHandlers:
+    """The LoRA panel's handlers; the studio loads adapters onto the DiT in this process (a ZeroGPU
+    worker reloads a run's LoRAs from the store by their sha256)."""
+
+    def __init__(self, studio: Studio, runs: ActiveRuns) -> None:
+        self.studio = studio
+        self.runs = runs
+
+    def _guarded(self, request: gr.Request | None, job: Job, progress: Any = None) -> Any:
+        return guarded_run(self.runs, session_key(request), progress, job)
+
+    def _choices(self, selected: str | None = None) -> gr.Dropdown:
+        entries = self.studio.known_loras()
+        return gr.Dropdown(
+            choices=[(f"{entry.name} · {entry.sha256[:8]}", entry.sha256[:16]) for entry in entries],
+            value=selected,
+        )
+
+    def lora_choices(self, request: gr.Request = None) -> gr.Dropdown:
+        return self._guarded(request, Job(lambda control: self._choices(), words=LIST_WORDS))
+
+    def add_lora_file(self, path: str | None, name: str, request: gr.Request = None) -> tuple:
+        # A plain function: Gradio runs it in its thread pool, so checking a file never blocks
+        # the event loop; the file is checked before the run lock is taken (Studio.add_lora).
+        if not path:
+            raise gr.Error("Choose a .safetensors file first.")
+
+        def work(control: Any) -> tuple:
+            entry = self.studio.add_lora(path, name=name.strip() or None)
+            note = f"Added **{html.escape(entry.name)}** (rank {entry.info.rank}, {entry.info.modules} layers)."
+            return self._choices(entry.sha256[:16]), note
+
+        # Beside a song on its own slot: not registered for Cancel, which stays with the song.
+        return self._guarded(request, Job(work, words=FILE_WORDS, cancellable=False))
+
+    def fetch_lora_preset(
+        self, name: str | None, progress: gr.Progress = gr.Progress(), request: gr.Request = None
+    ) -> tuple:
+        if not name:
+            raise gr.Error("Pick a preset first.")
+
+        def work(control: Any) -> tuple:
+            preset = next((preset for preset in load_presets() if preset.name == name), None)
+            if preset is None:
+                raise ValueError(f"preset: no preset called {name[:80]!r}")
+            path = fetch_preset(name, ProgressRelay(progress))
+            entry = self.studio.add_lora(path, name=preset.name, trigger_words=preset.trigger_words)
+            note = f"Added **{html.escape(entry.name)}**; suggested weight {preset.weight:g}."
+            return self._choices(entry.sha256[:16]), note
+
+        return self._guarded(request, Job(work, words=PRESET_WORDS), ProgressRelay(progress))
+
+
+def add_to_stack(stack: str, key: str | None, weight: float) -> str:
+    try:
+        return with_lora(stack, key, weight)
+    except ValueError as error:
+        raise gr.Error(str(error)) from error
+
+
+def wire_lora(studio: Studio, runs: ActiveRuns, page: Page) -> None:
+    """Pick a known LoRA into the stack, add a file, fetch a preset; the stack itself is the ``loras`` field."""
+    panel, loras = page.shared.lora, page.shared.advanced["loras"]
+    handlers = LoraHandlers(studio, runs)
+    panel.refresh.click(handlers.lora_choices, outputs=panel.pick, api_visibility="private", **RUN_OPTIONS)
+    panel.add_to_stack.click(
+        add_to_stack,
+        inputs=[loras, panel.pick, panel.weight],
+        outputs=loras,
+        api_visibility="private",
+        queue=False,
+    )
+    panel.add_file.click(
+        handlers.add_lora_file,
+        inputs=[panel.upload, panel.name],
+        outputs=[panel.pick, panel.note],
+        api_visibility="private",
+        **LORA_FILE_OPTIONS,
+    )
+    panel.fetch.click(
+        handlers.fetch_lora_preset,
+        inputs=panel.preset,
+        outputs=[panel.pick, panel.note],
+        api_visibility="private",
+        **RUN_OPTIONS,
+    )

@@ -77,9 +77,9 @@ def test_a_lora_from_an_earlier_session_is_reloaded_from_the_store(lora_studio, 
 @pytest.mark.parametrize(
     ("loras", "message"),
     [
-        ("abc:3", "loras: abc's weight must be between 0 and 2"),
+        ("abc:3", "loras: the weight of 'abc' must be between 0 and 2, got '3'"),
         ("abc:x", "loras: the weight in 'abc:x' is not a number"),
-        ("abc, abc", "loras: abc is listed twice"),
+        ("abc, abc", "loras: 'abc' is listed twice"),
         (":1", "needs a LoRA name or sha256"),
     ],
 )

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from checkpoints import ModelSpec
 from modes import BASE_ONLY_TASKS, SongRequest
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ModelUnavailableError(RuntimeError):
@@ -112,7 +113,7 @@ def import_libraries() -> None:
 def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's ``malloc_trim``, or None where the C library is another (macOS, musl, Windows)."""
     try:
-        if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
+        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
             return None
         return ctypes.CDLL("libc.so.6").malloc_trim
     except (AttributeError, OSError, ValueError):
@@ -136,6 +137,46 @@ def release_memory() -> bool:
         return False
     trim(0)
     return True
+
+
+class Lazy(Generic[T]):
+    """A model built on first use and kept: the one way the studio loads its models.
+
+    ``get()`` builds it once, under its own lock and ``MODEL_LOADS``; later calls return it at
+    once. A failed build raises its own exception and is tried again on the next ``get()``.
+    ``state`` ("not loaded", "loading", "ready", "load failed"), ``error``, ``started`` and
+    ``seconds`` are for status lines.
+    """
+
+    def __init__(self, build: Callable[[], T]) -> None:
+        self._build = build
+        self._value: T | None = None
+        self._lock = threading.Lock()
+        self.state = "not loaded"
+        self.error: str | None = None
+        self.started = 0.0  # time.perf_counter() when the last build began
+        self.seconds: float | None = None  # how long the successful build took
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._value is not None
+
+    def get(self) -> T:
+        value = self._value
+        if value is not None:
+            return value
+        with MODEL_LOADS, self._lock:
+            value = self._value
+            if value is None:
+                self.state, self.started = "loading", time.perf_counter()
+                try:
+                    value = self._build()
+                except Exception as error:
+                    self.state, self.error = "load failed", str(error)
+                    raise
+                self.seconds = time.perf_counter() - self.started
+                self._value, self.state, self.error = value, "ready", None
+            return value
 
 
 ProgressFn = Callable[[float, str], None]
@@ -295,15 +336,10 @@ class Backend:
         self.offload = offload
         self.compile_dit = compile_dit
         self._loader = loader or load_pipeline
-        self._pipe = None
-        self._load_lock = threading.Lock()
+        self._pipe: Lazy[Any] = Lazy(self._load)
         self._run_lock = threading.Lock()
-        self.state = "not loaded"
-        self.load_error: str | None = None
-        self.load_seconds: float | None = None
         # Of the pipeline's components loaded, once loading them has begun (not while downloading).
         self.load_fraction: float | None = None
-        self._load_started = 0.0
 
     def _loaded_part(self, fraction: float) -> None:
         self.load_fraction = fraction
@@ -316,12 +352,24 @@ class Backend:
 
     @property
     def is_loaded(self) -> bool:
-        return self._pipe is not None
+        return self._pipe.is_loaded
+
+    @property
+    def state(self) -> str:
+        return self._pipe.state
+
+    @property
+    def load_error(self) -> str | None:
+        return self._pipe.error
+
+    @property
+    def load_seconds(self) -> float | None:
+        return self._pipe.seconds
 
     @property
     def variant(self) -> str:
         """The loaded config is the authority on turbo; before loading, the registry guess."""
-        if self._pipe is not None and self._pipe.is_turbo:
+        if self._pipe.is_loaded and self._pipe.get().is_turbo:
             return "turbo"
         return self.spec.variant
 
@@ -337,7 +385,7 @@ class Backend:
         """One line for the header: state, device and model."""
         state = self.state
         if state == "loading":
-            elapsed = time.perf_counter() - self._load_started
+            elapsed = time.perf_counter() - self._pipe.started
             fraction = self.load_fraction
             state = f"loading {fraction:.0%}" if fraction is not None else f"loading ({elapsed:.0f} s)"
         parts = [state, self.device.label, self.spec.label]
@@ -347,39 +395,22 @@ class Backend:
 
     def load(self, control: RunControl | None = None):
         """Load the pipeline once; later calls return it at once."""
-        if self._pipe is not None:
-            return self._pipe
-        if control is not None:
+        if control is not None and not self._pipe.is_loaded:
             control.report(0.0, f"Loading {self.spec.label} on {self.device.label}…")
+        return self._pipe.get()
+
+    def _load(self):
         import_libraries()
-        with MODEL_LOADS, self._load_lock:
-            if self._pipe is not None:
-                return self._pipe
-            self.state = "loading"
-            self._load_started = time.perf_counter()
-            started = self._load_started
-            self.load_fraction = None
-            try:
-                with _component_progress(self._loaded_part):
-                    pipe = self._loader(
-                        self.spec,
-                        self.device,
-                        offload=self.offload,
-                        compile_dit=self.compile_dit,
-                    )
-            except Exception as error:
-                self.state = "load failed"
-                if not isinstance(error, ModelUnavailableError):
-                    # Any failure here is the model's (a damaged file, too little memory), never
-                    # the outputs': say so, so that the page does not blame the disk.
-                    error = ModelUnavailableError(f"The model {self.spec.label} could not be loaded: {error}")
-                self.load_error = str(error)
-                raise error from error.__cause__
-            self.load_seconds = time.perf_counter() - started
-            self._pipe = pipe
-            self.state = "ready"
-            self.load_error = None
-            return pipe
+        self.load_fraction = None
+        try:
+            with _component_progress(self._loaded_part):
+                return self._loader(self.spec, self.device, offload=self.offload, compile_dit=self.compile_dit)
+        except ModelUnavailableError:
+            raise
+        except Exception as error:
+            # Any failure here is the model's (a damaged file, too little memory), never
+            # the outputs': say so, so that the page does not blame the disk.
+            raise ModelUnavailableError(f"The model {self.spec.label} could not be loaded: {error}") from error
 
     def check_supports(self, request: SongRequest) -> None:
         """Refuse tasks the loaded checkpoint was not trained for, before any model time."""

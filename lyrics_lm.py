@@ -3,8 +3,9 @@
 ``LyricsLM.write`` streams the lyrics one finished line at a time, so the text it yields only
 ever grows. The reply is cut from the prompt at the token level (only newly generated ids are
 decoded), and ``normalise_lyrics`` keeps the lyric lines and section tags while dropping the
-markdown and chatter instruct models add. Two backends: transformers on CUDA/MPS/CPU, and
-mlx-lm (4-bit conversions) on Apple Silicon. Nothing here knows about Gradio.
+markdown and chatter instruct models add. The model runs through ``lm.session``: transformers on
+CUDA/MPS/CPU, and mlx-lm (4-bit conversions) on Apple Silicon, sampled by the session's one
+sampler, so a seed writes the same lyrics from the same logits on either. Nothing here knows about Gradio.
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ import re
 import threading
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from typing_extensions import Self
 
-from backend import MODEL_LOADS, ModelUnavailableError, RunControl, import_libraries, pick_device
+from backend import Lazy, ModelUnavailableError, RunControl, import_libraries
 from lm.lyrics_tidy import INSTRUMENTAL_SECTIONS, LyricsTidier, section_tag
-from lm.planner import pick_lm_backend
+from lm.session import LoadedLM, Sampling, load_lm, pick_lm_backend, sample
 from modes import (
     LANGUAGE_CHOICE_HINT,
     MAX_SEED,
@@ -208,16 +210,6 @@ def _describe_rhyme(scheme: str) -> str:
 # ---- the model: loaded once per process, streaming new token ids
 
 
-@dataclass
-class LoadedLyricsLM:
-    """A loaded chat model. ``generate(prompt_ids, request, control)`` yields only new token ids."""
-
-    tokenizer: Any  # the Hugging Face tokenizer: chat template and decoding
-    generate: Callable[[list[int], LyricsRequest, RunControl], Iterator[int]]
-    backend: str
-    device: str
-
-
 def resolve_lyrics_model(model: str, backend: str) -> str:
     """A ``LYRICS_MODELS`` name as the repo for ``backend``; anything else (a folder, a repo id) as given."""
     if model in LYRICS_MODELS:
@@ -225,92 +217,10 @@ def resolve_lyrics_model(model: str, backend: str) -> str:
     return model
 
 
-def load_lyrics_lm(source: str, backend: str, device: str | None = None) -> LoadedLyricsLM:
-    """Load ``source`` (a Hub repo id or a local folder) on ``backend`` ("transformers" or "mlx")."""
-    return _load_mlx(source) if backend == "mlx" else _load_transformers(source, device)
-
-
-def _stop_ids(tokenizer: Any, *more: Any) -> frozenset[int]:
+def _stop_ids(lm: LoadedLM) -> frozenset[int]:
     """End-of-turn ids: Qwen2.5 ends a reply with <|im_end|>, sometimes <|endoftext|>."""
-    ids: set[int] = set()
-    for value in (tokenizer.eos_token_id, *more):
-        ids.update(value if isinstance(value, (list, tuple, set, frozenset)) else [value])
-    vocab = tokenizer.get_vocab()
-    ids.update(vocab[token] for token in ("<|im_end|>", "<|endoftext|>") if token in vocab)
-    return frozenset(i for i in ids if isinstance(i, int))
-
-
-def _load_transformers(source: str, device: str | None) -> LoadedLyricsLM:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    info = pick_device(device)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, info.dtype))
-    model = model.to(info.device).eval()
-    stop = _stop_ids(tokenizer, model.generation_config.eos_token_id)
-
-    def step(ids: list[int], cache: Any) -> tuple[Any, Any]:
-        # Inference mode only around the forward pass: a generator must not leave it on between yields.
-        with torch.inference_mode():
-            inputs = torch.tensor([ids], device=model.device)
-            out = model(input_ids=inputs, past_key_values=cache, use_cache=True, logits_to_keep=1)
-            return out.logits[0, -1].float().cpu(), out.past_key_values
-
-    def generate(prompt: list[int], request: LyricsRequest, control: RunControl) -> Iterator[int]:
-        # A CPU generator: the same seed draws the same tokens whatever the device.
-        generator = torch.Generator("cpu").manual_seed(request.seed)
-        logits, cache = step(prompt, None)
-        for _ in range(request.max_new_tokens):
-            control.check()
-            token = _sample(logits, request.temperature, request.top_p, generator)
-            if token in stop:
-                return
-            yield token
-            logits, cache = step([token], cache)
-
-    return LoadedLyricsLM(tokenizer, generate, "transformers", info.device)
-
-
-def _sample(logits: Any, temperature: float, top_p: float, generator: Any) -> int:
-    """Temperature, then nucleus (top-p) sampling, as transformers' ``generate`` orders them."""
-    import torch
-
-    if temperature == 0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits / temperature, dim=-1)
-    if top_p < 1.0:
-        probs, order = torch.sort(probs, descending=True)
-        probs[(torch.cumsum(probs, dim=-1) - probs) >= top_p] = 0.0  # the first token always stays
-        return int(order[torch.multinomial(probs, 1, generator=generator)])
-    return int(torch.multinomial(probs, 1, generator=generator))
-
-
-def _load_mlx(source: str) -> LoadedLyricsLM:
-    import mlx.core as mx
-    from mlx_lm import load, stream_generate
-    from mlx_lm.sample_utils import make_sampler
-
-    model, wrapper = load(source)
-    tokenizer = getattr(wrapper, "_tokenizer", wrapper)
-    stop = _stop_ids(tokenizer, list(wrapper.eos_token_ids))
-
-    def generate(prompt: list[int], request: LyricsRequest, control: RunControl) -> Iterator[int]:
-        # mlx-lm samples from mlx's global key, so runs are serialised (LyricsLM's run lock).
-        # Its generation stream is thread-local (mlx >= 0.31.2 streams belong to their thread),
-        # so a Gradio worker thread can run this.
-        mx.random.seed(request.seed)
-        sampler = make_sampler(temp=request.temperature, top_p=request.top_p if request.top_p < 1.0 else 0.0)
-        responses = stream_generate(model, wrapper, prompt, max_tokens=request.max_new_tokens, sampler=sampler)
-        with contextlib.closing(responses):
-            for response in responses:
-                control.check()
-                # The last response repeats an end-of-turn token ("stop") or brings the last one ("length").
-                if response.finish_reason == "stop" or response.token in stop:
-                    return
-                yield int(response.token)
-
-    return LoadedLyricsLM(tokenizer, generate, "mlx", "mlx")
+    vocab = lm.tokenizer.get_vocab()
+    return lm.eos_ids | {vocab[token] for token in ("<|im_end|>", "<|endoftext|>") if token in vocab}
 
 
 class LyricsLM:
@@ -321,53 +231,35 @@ class LyricsLM:
         model: str = DEFAULT_LYRICS_MODEL,
         backend: str = "auto",
         device: str | None = None,
-        loader: Callable[[str, str, str | None], LoadedLyricsLM] | None = None,
+        loader: Callable[[str, str, str | None], LoadedLM] | None = None,
     ) -> None:
         self.backend = pick_lm_backend(backend)
         self.model = model
         self.source = resolve_lyrics_model(model, self.backend)
         self.device = device
-        self._loader = loader or load_lyrics_lm
-        self._lm: LoadedLyricsLM | None = None
-        self._load_lock = threading.Lock()
+        self._loader = loader or load_lm
+        self._lm = Lazy(self._load)
         self._run_lock = threading.Lock()
-        self.state = "not loaded"
-        self.load_error: str | None = None
 
     @property
     def is_loaded(self) -> bool:
-        return self._lm is not None
+        return self._lm.is_loaded
 
-    def status(self) -> str:
-        """One line: state, backend and model."""
-        return " · ".join([self.state, self._lm.device.upper() if self._lm else self.backend, self.model])
-
-    def load(self, control: RunControl | None = None) -> LoadedLyricsLM:
+    def load(self, control: RunControl | None = None) -> LoadedLM:
         """Load the model once; later calls return it at once."""
-        if self._lm is not None:
-            return self._lm
-        if control is not None:
+        if control is not None and not self._lm.is_loaded:
             control.report(0.0, f"Loading the lyrics model {self.model}…")
-        import_libraries()
-        with MODEL_LOADS, self._load_lock:
-            if self._lm is None:
-                self.state = "loading"
-                try:
-                    lm = self._loader(self.source, self.backend, self.device)
-                    if not getattr(lm.tokenizer, "chat_template", None):
-                        raise ValueError("its tokenizer has no chat template (choose an Instruct model)")
-                except Exception as error:
-                    self.state = "load failed"
-                    self.load_error = self._unavailable_message(error)
-                    raise ModelUnavailableError(self.load_error) from error
-                self._lm, self.state, self.load_error = lm, "ready", None
-            return self._lm
+        return self._lm.get()
 
-    def unload(self) -> None:
-        """Free the model's memory (the song model may need it); the next write loads it again."""
-        with self._load_lock:
-            self._lm = None
-            self.state = "not loaded"
+    def _load(self) -> LoadedLM:
+        import_libraries()
+        try:
+            lm = self._loader(self.source, self.backend, self.device)
+            if not getattr(lm.tokenizer, "chat_template", None):
+                raise ValueError("its tokenizer has no chat template (choose an Instruct model)")
+            return dataclasses.replace(lm, eos_ids=_stop_ids(lm))
+        except Exception as error:
+            raise ModelUnavailableError(self._unavailable_message(error)) from error
 
     def _unavailable_message(self, error: Exception) -> str:
         message = f"The lyrics model {self.source} could not be loaded with {self.backend}: {error}. "
@@ -384,18 +276,29 @@ class LyricsLM:
         text = tokenizer.apply_chat_template(build_messages(request), tokenize=False, add_generation_prompt=True)
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def tokens(self, request: LyricsRequest, control: RunControl | None = None) -> Iterator[int]:
+    def tokens(self, request: LyricsRequest, control: RunControl | None = None) -> Generator[int, None, None]:
         """The token ids the model writes for ``request``: new ids only, never the prompt's."""
         request = request.validate().resolve_seed()
         control = control or RunControl()
         lm = self.load(control)
         prompt = self.prompt_ids(request)
+        # Temperature before top-p, as transformers' ``generate`` orders them.
+        sampling = Sampling(request.temperature, request.top_p, temperature_first=True)
+        rng = np.random.default_rng(request.seed)
         with self._run_lock:
             control.check()
-            for count, token in enumerate(lm.generate(prompt, request, control), start=1):
+            session = lm.new_session()
+            logits = session.feed(prompt)
+            for count in range(1, request.max_new_tokens + 1):
+                control.check()
+                token = sample(logits, sampling, rng)
+                if token in lm.eos_ids:
+                    break
                 yield token
                 if count % _PROGRESS_EVERY == 0:
                     control.report(count / request.max_new_tokens, f"Writing lyrics: {count} tokens")
+                if count < request.max_new_tokens:
+                    logits = session.feed([token])
         control.report(1.0, "Lyrics written")
 
     def write(self, request: LyricsRequest, control: RunControl | None = None) -> Iterator[str]:

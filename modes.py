@@ -238,7 +238,8 @@ class SongRequest:
                 raise ValueError(f"loras: the weight in {echo(raw.strip())} is not a number") from None
             if not math.isfinite(weight) or not 0.0 <= weight <= MAX_LORA_WEIGHT:
                 raise ValueError(
-                    f"loras: the weight of {echo(key)} must be between 0 and {MAX_LORA_WEIGHT:g}, got {echo(weight_text)}"
+                    f"loras: the weight of {echo(key)} must be between 0 and {MAX_LORA_WEIGHT:g}, "
+                    f"got {echo(weight_text)}"
                 )
             if any(key == seen for seen, _ in items):
                 raise ValueError(f"loras: {echo(key)} is listed twice")

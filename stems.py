@@ -1,18 +1,19 @@
 """Stems: split a finished take into instrument tracks with Demucs.
 
-Separators load lazily, once per model, on the GPU when there is one. Demucs works at
-44.1 kHz; the studio's audio is 48 kHz, so stems are resampled back before they are
-written. Nothing here knows about Gradio.
+Separators load lazily, once per model (``backend.Lazy``: one model load at a time in the
+process), on the GPU when there is one. Demucs works at 44.1 kHz; the studio's audio is
+48 kHz, so stems are resampled back before they are written. Nothing here knows about Gradio.
 """
 
 from __future__ import annotations
 
-import threading
+import functools
 from collections.abc import Callable
 from math import gcd
 
 import numpy as np
 
+from backend import Lazy
 from modes import echo
 
 SAMPLE_RATE = 48_000  # Hz
@@ -34,27 +35,26 @@ class StemSplitter:
 
     def __init__(self, device: str | None = None) -> None:
         self._device = device
-        self._separators: dict[str, object] = {}
-        self._lock = threading.Lock()
+        self._separators = {model: Lazy(functools.partial(self._load, model)) for model in STEM_MODELS}
 
     def _separator(self, model: str):
         if model not in STEM_MODELS:
             raise ValueError(f"stem_model: must be one of {', '.join(STEM_MODELS)}, got {echo(model)}")
-        with self._lock:
-            if model not in self._separators:
-                import demucs.api
-                import torch
+        return self._separators[model].get()
 
-                device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
-                try:
-                    self._separators[model] = demucs.api.Separator(model=model, device=device, progress=False)
-                except OSError as error:  # urllib's URLError is an OSError
-                    raise StemModelUnavailableError(
-                        f"Could not load the stem model {echo(model)}: its weights are downloaded on first use "
-                        f"(Hugging Face / Meta's file server) and that failed ({error}). Run once with a network, "
-                        "or copy the Torch hub cache (~/.cache/torch/hub/checkpoints) from a machine that has it."
-                    ) from error
-            return self._separators[model]
+    def _load(self, model: str):
+        import demucs.api
+        import torch
+
+        device = self._device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            return demucs.api.Separator(model=model, device=device, progress=False)
+        except OSError as error:  # urllib's URLError is an OSError
+            raise StemModelUnavailableError(
+                f"Could not load the stem model {echo(model)}: its weights are downloaded on first use "
+                f"(Hugging Face / Meta's file server) and that failed ({error}). Run once with a network, "
+                "or copy the Torch hub cache (~/.cache/torch/hub/checkpoints) from a machine that has it."
+            ) from error
 
     def separate(
         self,

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 CACHE_ENV_VAR = "ACE_STUDIO_CACHE"
 TINY_FORMAT_VERSION = 1  # bump when the build below changes, so old caches are rebuilt
@@ -76,19 +77,9 @@ def build_tiny_pipeline(turbo: bool = True):
     turbo flag, so guidance runs and the base-only tasks are offered.
     """
     import torch
-    from diffusers import (
-        AceStepPipeline,
-        AutoencoderOobleck,
-        FlowMatchEulerDiscreteScheduler,
-    )
-    from diffusers.models.transformers.ace_step_transformer import (
-        AceStepTransformer1DModel,
-    )
-    from diffusers.pipelines.ace_step.modeling_ace_step import (
-        AceStepAudioTokenDetokenizer,
-        AceStepAudioTokenizer,
-        AceStepConditionEncoder,
-    )
+    from diffusers import AceStepPipeline, FlowMatchEulerDiscreteScheduler
+    from diffusers.models.transformers.ace_step_transformer import AceStepTransformer1DModel
+    from diffusers.pipelines.ace_step.modeling_ace_step import AceStepConditionEncoder
     from transformers import Qwen3Config, Qwen3Model
 
     attention = dict(num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=16)
@@ -128,26 +119,8 @@ def build_tiny_pipeline(turbo: bool = True):
         rope_theta=10_000.0,
         **attention,
     )
-    vae = AutoencoderOobleck(
-        # The encoder emits mean and scale, so its width is twice the latent size.
-        encoder_hidden_size=2 * ACOUSTIC_DIM,
-        downsampling_ratios=DOWNSAMPLING_RATIOS,
-        channel_multiples=[1, 1, 1, 1, 1],
-        decoder_channels=8,
-        decoder_input_channels=ACOUSTIC_DIM,
-        audio_channels=2,
-        sampling_rate=SAMPLE_RATE,
-    )
-    codec = dict(
-        hidden_size=HIDDEN,
-        intermediate_size=2 * HIDDEN,
-        audio_acoustic_hidden_dim=ACOUSTIC_DIM,
-        pool_window_size=5,  # 25 Hz latents -> 5 Hz codes
-        num_attention_pooler_hidden_layers=1,
-        **attention,
-    )
-    audio_tokenizer = AceStepAudioTokenizer(fsq_dim=HIDDEN, **codec)
-    audio_token_detokenizer = AceStepAudioTokenDetokenizer(**codec)
+    vae = _tiny_vae()
+    audio_tokenizer, audio_token_detokenizer = _tiny_codec(attention)
     # Sample silence through the VAE, as the real checkpoints do: literal zeros are
     # out of distribution for the timbre encoder.
     with torch.no_grad():
@@ -164,6 +137,36 @@ def build_tiny_pipeline(turbo: bool = True):
         audio_tokenizer=audio_tokenizer,
         audio_token_detokenizer=audio_token_detokenizer,
     )
+
+
+def _tiny_vae():
+    from diffusers import AutoencoderOobleck
+
+    return AutoencoderOobleck(
+        # The encoder emits mean and scale, so its width is twice the latent size.
+        encoder_hidden_size=2 * ACOUSTIC_DIM,
+        downsampling_ratios=DOWNSAMPLING_RATIOS,
+        channel_multiples=[1, 1, 1, 1, 1],
+        decoder_channels=8,
+        decoder_input_channels=ACOUSTIC_DIM,
+        audio_channels=2,
+        sampling_rate=SAMPLE_RATE,
+    )
+
+
+def _tiny_codec(attention: dict[str, Any]) -> tuple[Any, Any]:
+    """The audio tokenizer (25 Hz latents to 5 Hz codes) and its detokenizer."""
+    from diffusers.pipelines.ace_step.modeling_ace_step import AceStepAudioTokenDetokenizer, AceStepAudioTokenizer
+
+    codec = dict(
+        hidden_size=HIDDEN,
+        intermediate_size=2 * HIDDEN,
+        audio_acoustic_hidden_dim=ACOUSTIC_DIM,
+        pool_window_size=5,
+        num_attention_pooler_hidden_layers=1,
+        **attention,
+    )
+    return AceStepAudioTokenizer(fsq_dim=HIDDEN, **codec), AceStepAudioTokenDetokenizer(**codec)
 
 
 def ensure_tiny_model(cache_dir: Path | None = None, turbo: bool = True) -> Path:
@@ -264,6 +267,18 @@ def _chat_tokenizer(corpus: str, vocab_size: int, added: list[str] | tuple[str, 
     return tokenizer
 
 
+def _tiny_lm_config(config_class: Any, tokenizer: Any, **shape: Any) -> Any:
+    """The tiny LMs' common config (hidden 32, 2 layers, tied embeddings unless ``shape`` says otherwise)."""
+    values = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, tie_word_embeddings=True)
+    return config_class(
+        **{**values, **shape},
+        vocab_size=len(tokenizer),
+        max_position_embeddings=4096,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
 def build_tiny_planner_lm(target: Path) -> Path:
     """Build, seed and save the tiny LM and its tokenizer into ``target``; return it."""
     import torch
@@ -274,19 +289,7 @@ def build_tiny_planner_lm(target: Path) -> Path:
     extra = ["<think>", "</think>"] + [f"<|audio_code_{n}|>" for n in range(NUM_CODES)]
     tokenizer = _chat_tokenizer(_PLANNER_CORPUS, vocab_size=400, added=extra)
     torch.manual_seed(TINY_SEED)
-    config = Qwen3Config(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = _tiny_lm_config(Qwen3Config, tokenizer, num_attention_heads=2, num_key_value_heads=1, head_dim=16)
     Qwen3ForCausalLM(config).save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target
@@ -323,17 +326,8 @@ def build_tiny_lyrics_lm(target: Path) -> Path:
 
     tokenizer = _chat_tokenizer(_LYRICS_CORPUS, vocab_size=320)
     torch.manual_seed(TINY_SEED)
-    config = Qwen2Config(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=4096,
-        tie_word_embeddings=False,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+    config = _tiny_lm_config(
+        Qwen2Config, tokenizer, num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False
     )
     model = Qwen2ForCausalLM(config)
     with torch.no_grad():

@@ -74,7 +74,7 @@ class PlannerSettings:
 
 @dataclass(frozen=True)
 class Plan:
-    """What the LM decided. ``codes`` is empty for a metadata-only plan (``Planner.think``)."""
+    """What the LM decided. ``codes`` is empty for a metadata-only plan (``Planner.plan_from_idea``)."""
 
     bpm: int
     keyscale: str

@@ -12,8 +12,9 @@ from pathlib import Path
 import backend as backend_module
 from backend import Backend
 from checkpoints import REGISTRY, TINY_MODELS, default_model_name, resolve_model
-from lm.planner import BACKENDS, DEFAULT_LM, LM_MODELS, Planner, load_lm
-from lyrics_lm import DEFAULT_LYRICS_MODEL, LYRICS_MODELS, SMALL_LYRICS_MODEL, LyricsLM, load_lyrics_lm
+from lm.planner import DEFAULT_LM, LM_MODELS, Planner
+from lm.session import BACKENDS, load_lm
+from lyrics_lm import DEFAULT_LYRICS_MODEL, LYRICS_MODELS, SMALL_LYRICS_MODEL, LyricsLM
 from outputs import OutputStore, default_outputs_dir
 from serving.env import DEFAULT_HOST, DEFAULT_PORT
 from studio import STUDIO_NAME, Studio
@@ -105,7 +106,7 @@ def make_lyrics_writer(name: str | None, tiny: bool, backend: str = "auto", on_c
 def _load_tiny_lyrics(source: str, backend: str, device: str | None):
     """Build the tiny test writer on first use (a second), then load it like any LM."""
     ensure_tiny_lyrics_lm(Path(source).parent)
-    return load_lyrics_lm(source, backend, device)
+    return load_lm(source, backend, device)
 
 
 TINY_PLANNER_CAPTION_TOKENS = 24  # a random-weight LM rarely ends its caption by itself

@@ -140,3 +140,36 @@ def test_the_three_models_load_at_once_in_a_fresh_process(tmp_path):
         [sys.executable, "-c", RACE], cwd=root, env=env, capture_output=True, text=True, timeout=300
     )
     assert "errors: []" in result.stdout, result.stdout + result.stderr[-2000:]
+
+
+def test_lazy_builds_once_for_many_threads_and_retries_after_a_failure():
+    import threading
+
+    from backend import Lazy
+
+    builds: list[int] = []
+    release = threading.Event()
+
+    def build() -> list[int]:
+        release.wait(5)
+        builds.append(1)
+        if len(builds) == 1:
+            raise OSError("disk full")
+        return builds
+
+    lazy = Lazy(build)
+    assert (lazy.state, lazy.is_loaded) == ("not loaded", False)
+    release.set()
+    with pytest.raises(OSError, match="disk full"):
+        lazy.get()
+    assert (lazy.state, lazy.error, lazy.is_loaded) == ("load failed", "disk full", False)
+    release.clear()
+    results: list[object] = []
+    threads = [threading.Thread(target=lambda: results.append(lazy.get())) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert len(builds) == 2 and all(result is builds for result in results) and len(results) == 4
+    assert (lazy.state, lazy.error) == ("ready", None) and lazy.seconds is not None

@@ -9,11 +9,13 @@ import json
 import re
 import threading
 
+import numpy as np
 import pytest
 
 from backend import Cancelled, ModelUnavailableError, RunControl
 from lm.plan import FIELDS, Plan, PlannerSettings, parse_codes, parse_think
-from lm.planner import LoadedLM, Planner, pick_lm_backend
+from lm.planner import Planner
+from lm.session import LoadedLM, Sampling, pick_lm_backend, sample
 from modes import KEYSCALES, VOCAL_LANGUAGES
 from tiny_model import NUM_CODES, build_tiny_planner_lm
 
@@ -161,6 +163,39 @@ def test_backend_choice():
         pick_lm_backend("jax")
 
 
+# ---- the one sampler (lm.session.sample), shared with the lyrics writer
+
+
+def draws(logits, sampling: Sampling, count: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.array([sample(np.asarray(logits, dtype=np.float32), sampling, rng) for _ in range(count)])
+
+
+def test_sampling_follows_the_softmax_and_a_seed_repeats_its_draws():
+    logits = np.log([0.5, 0.25, 0.15, 0.1])
+    picks = draws(logits, Sampling(temperature=0.7), 20_000)
+    expected = np.exp(logits / 0.7) / np.exp(logits / 0.7).sum()
+    np.testing.assert_allclose(np.bincount(picks, minlength=4) / picks.size, expected, atol=0.015)
+    np.testing.assert_array_equal(
+        draws(logits, Sampling(0.7, 0.9), 50, seed=3), draws(logits, Sampling(0.7, 0.9), 50, 3)
+    )
+    assert set(draws(logits, Sampling(temperature=0), 20)) == {0}
+
+
+def test_top_p_cuts_before_or_after_the_temperature():
+    logits = np.log([0.5, 0.25, 0.15, 0.1])
+    # On the raw logits 0.5 + 0.25 reach top_p 0.7; sharpened by temperature 0.5 the best alone does.
+    assert set(draws(logits, Sampling(temperature=0.5, top_p=0.7), 300)) == {0, 1}
+    assert set(draws(logits, Sampling(temperature=0.5, top_p=0.7, temperature_first=True), 300)) == {0}
+    assert set(draws(logits, Sampling(top_k=3), 300)) == {0, 1, 2}
+
+
+def test_top_p_off_samples_the_whole_vocabulary():
+    # Nearly uniform, best first: a sampler that only looked at a sorted head would never pass index 1,023.
+    picks = draws(-1e-6 * np.arange(4_096), Sampling(top_p=1.0), 1_000)
+    assert (picks >= 1_024).mean() > 0.6
+
+
 def test_code_vocabulary_comes_from_the_tokenizer(torch_planner):
     vocab = torch_planner.load().vocab
     assert vocab.code_ids.size == NUM_CODES
@@ -263,4 +298,4 @@ def test_mlx_backend_plans_from_a_worker_thread(lm_dir):
     assert isinstance(plan, Plan)
     assert_valid(plan)
     assert plan.bpm == 80
-    assert planner.load().backend == "mlx"
+    assert planner.load().lm.backend == "mlx"

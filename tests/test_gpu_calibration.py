@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from backend import RunControl
 from modes import MAX_DURATION_S, MIN_DURATION_S, GenerateRequest
-from serving.cli import zerogpu
+from serving import zerogpu
 
 
 def song(seconds: float = 10.0, steps: int = 4, seed: int = 7, batch_size: int = 1) -> GenerateRequest:

@@ -19,15 +19,14 @@ from starlette.middleware import Middleware
 from starlette.responses import PlainTextResponse
 
 from backend import Cancelled, ModelUnavailableError, RunControl
-from flow_edit import FlowEditRequest
 from lm.lyrics_fit import fit_line
 from lora.presets import load_presets
-from modes import MAX_BATCH, MAX_DURATION_S, MIN_DURATION_S, SongRequest
+from modes import REQUEST_TYPES, FlowEditRequest, SongRequest
 from outputs import Run, servable
 from serving.cli import make_studio, parse_args
 from serving.env import LOCAL_HOSTS, check_mcp, lan_addresses, network_access, on_space, on_zerogpu, prepare_environment
 from serving.zerogpu import attach, calibration_for
-from studio import SONG_TYPES, STUDIO_NAME, Studio
+from studio import STUDIO_NAME, Studio
 from theme import CSS, brutalist_mono
 from tooltips import TOOLTIPS
 from ui.controls import build_main_panel, build_panel, build_shared_panel
@@ -46,6 +45,7 @@ from ui.runs import (
     session_key,
 )
 from ui.song_form import SongForm, song_values, wire_settings_and_links
+from validation import MAX_BATCH, MAX_DURATION_S, MIN_DURATION_S
 from variations import DEFAULT_VARIANCE
 
 log = logging.getLogger("ace_studio")
@@ -158,7 +158,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                                 elem_id="edit-method",
                             )
                         panels[mode] = build_main_panel(
-                            mode, studio.defaults(SONG_TYPES[mode]), base=studio.backend.variant == "base"
+                            mode, studio.defaults(REQUEST_TYPES[mode]), base=studio.backend.variant == "base"
                         )
                         meters[mode] = gr.Markdown("", elem_classes="fit-meter")
                         if mode == "generate":
@@ -170,7 +170,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
                             )
                             panels[mode]["think"].visible = studio.planner is not None
                             with gr.Accordion("Planner", open=False, visible=studio.planner is not None):
-                                panels[mode] |= build_panel("planner", mode, studio.defaults(SONG_TYPES[mode]))
+                                panels[mode] |= build_panel("planner", mode, studio.defaults(REQUEST_TYPES[mode]))
                         if mode == "edit":
                             with gr.Column(visible=False, elem_classes="flow-edit") as flow_column:
                                 flow_panel = build_panel("flow", "flow_edit", studio.defaults(FlowEditRequest))

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from checkpoints import ModelSpec
-from modes import BASE_ONLY_TASKS, SongRequest
+from modes import SongRequest
+from validation import BASE_ONLY_TASKS
 
 log = logging.getLogger(__name__)
 

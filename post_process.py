@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modes import DEFAULT_TARGET_LUFS, DEFAULT_TRUE_PEAK_DBTP, TARGET_LUFS_RANGE, TRUE_PEAK_RANGE_DBTP
+from modes import DEFAULT_TARGET_LUFS, DEFAULT_TRUE_PEAK_DBTP
+from validation import TARGET_LUFS_RANGE, TRUE_PEAK_RANGE_DBTP
 
 SAMPLE_RATE = 48_000  # Hz
 OVERSAMPLING = 4  # BS.1770-4 true-peak meter

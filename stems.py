@@ -13,7 +13,7 @@ from math import gcd
 
 import numpy as np
 
-from modes import echo
+from validation import echo
 
 SAMPLE_RATE = 48_000  # Hz
 # name -> what the UI says about it. demucs_unittest is a tiny bundled model for tests.

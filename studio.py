@@ -18,8 +18,8 @@ import numpy as np
 
 from backend import MODEL_LOADS, Backend, ModelUnavailableError, RunControl
 from export import Cover, read_cover, writers_for
-from flow_edit import FlowEditRequest, guidance_defaults
-from modes import INSTRUMENTAL_LYRICS, REQUEST_TYPES, GenerateRequest, SongRequest
+from flow_edit import guidance_defaults
+from modes import INSTRUMENTAL_LYRICS, REQUEST_TYPES, FlowEditRequest, GenerateRequest, SongRequest
 from outputs import SETTINGS_FILE, OutputStore, Run, load_settings
 from stems import StemSplitter
 from variations import VaryPlan, VaryRequest, plan_variation
@@ -37,8 +37,6 @@ SAMPLE_RATE = 48_000  # Hz
 AUDIO_FIELDS = {"src_audio": ("source", "Source song"), "reference_audio": ("reference", "Timbre reference")}
 # Every input file a run keeps a copy of (so that "Apply settings" restores it): name in the run folder, label.
 INPUT_FILES = {**AUDIO_FIELDS, "cover_image": ("cover", "Cover image")}
-# Every song mode the studio runs: the four tabs' requests and FlowEdit (on the Edit tab).
-SONG_TYPES: dict[str, type[SongRequest]] = {**REQUEST_TYPES, FlowEditRequest.mode: FlowEditRequest}
 
 
 @dataclass
@@ -115,7 +113,7 @@ class Studio:
                 f"parent_run_id: run {vary.parent_run_id} is itself a variation; vary its parent "
                 f"{settings['vary']['parent_run_id']} with another variance instead"
             )
-        if settings["mode"] not in SONG_TYPES or settings["mode"] == FlowEditRequest.mode:
+        if settings["mode"] not in REQUEST_TYPES or settings["mode"] == FlowEditRequest.mode:
             raise ValueError(
                 f"parent_run_id: run {vary.parent_run_id} is a {settings['mode']!r} run, which Vary cannot blend; "
                 "use Retake for a fresh take"
@@ -132,7 +130,7 @@ class Studio:
         if settings.get("plan"):  # the parent's plan is replayed, not planned again
             values = {**replay_values(settings), "seed": vary.seed}
             values.update({f: str(self.store.kept_file(vary.parent_run_id, name)) for f, name in kept.items()})
-        request = SONG_TYPES[plan.mode].from_values(values)
+        request = REQUEST_TYPES[plan.mode].from_values(values)
         record = {
             "parent_run_id": vary.parent_run_id,
             "parent_seeds": plan.parent_seeds,

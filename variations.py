@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Self
 
-from modes import MAX_BATCH, MAX_SEED, check_text_fields, coerce_into, echo
+from validation import MAX_BATCH, MAX_SEED, check_text_fields, coerce_into, echo
 
 if TYPE_CHECKING:
     import torch

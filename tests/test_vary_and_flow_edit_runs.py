@@ -7,8 +7,7 @@ import pytest
 import soundfile as sf
 
 from backend import RunControl
-from flow_edit import FlowEditRequest
-from modes import CoverRequest, GenerateRequest
+from modes import CoverRequest, FlowEditRequest, GenerateRequest
 from outputs import OutputStore
 from studio import Studio
 from variations import VaryRequest

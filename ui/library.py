@@ -11,12 +11,12 @@ from typing import Any
 import gradio as gr
 
 from backend import Cancelled, RunControl
-from modes import MAX_BATCH, coerce_value, safe_message
 from stems import DEFAULT_STEM_MODEL, STEM_MODELS, StemModelUnavailableError
 from studio import Studio
 from ui.controls import pass_through
 from ui.history import RunOwners, history_choices
 from ui.runs import RUN_OPTIONS, ActiveRuns, session_key
+from validation import MAX_BATCH, coerce_value, safe_message
 
 STEMS_EXTRACT_HINT = (
     "This base checkpoint can also pull one instrument out itself: Edit → task `extract` and a "

@@ -24,13 +24,21 @@ from lyrics_lm import (
     STRUCTURE_PRESETS,
     LyricsRequest,
 )
-from modes import MAX_LORA_WEIGHT, VOCAL_LANGUAGES, safe_message
 from serving.env import on_zerogpu
 from serving.zerogpu import write_lyrics_on_zerogpu
 from studio import Studio
 from tooltips import TOOLTIPS
-from ui.controls import LANGUAGE_NAMES, pass_through
+from ui.controls import pass_through
 from ui.runs import GPU_EVENT_TIME_LIMIT_S, RUN_OPTIONS, ActiveRuns, ProgressRelay, session_key
+from validation import (
+    LANGUAGE_NAMES,
+    MAX_LORA_WEIGHT,
+    MIN_TOP_P_SLIDER,
+    TEMPERATURE_RANGE,
+    TOP_P_RANGE,
+    VOCAL_LANGUAGES,
+    safe_message,
+)
 
 CUSTOM_STRUCTURE = "Custom"
 LORA_FILE_CONCURRENCY_ID = "lora_file"
@@ -106,10 +114,19 @@ def build_lyrics_tab(available: bool) -> LyricsTab:
         )
     with gr.Accordion("Advanced", open=False):
         inputs["temperature"] = gr.Slider(
-            0, 2, value=defaults.temperature, step=0.05, label="Temperature", info=TOOLTIPS["lyrics_temperature"]
+            *TEMPERATURE_RANGE,
+            value=defaults.temperature,
+            step=0.05,
+            label="Temperature",
+            info=TOOLTIPS["lyrics_temperature"],
         )
         inputs["top_p"] = gr.Slider(
-            0.05, 1, value=defaults.top_p, step=0.01, label="Top-p", info=TOOLTIPS["lyrics_top_p"]
+            MIN_TOP_P_SLIDER,
+            TOP_P_RANGE[1],
+            value=defaults.top_p,
+            step=0.01,
+            label="Top-p",
+            info=TOOLTIPS["lyrics_top_p"],
         )
         inputs["max_new_tokens"] = gr.Slider(
             MIN_NEW_TOKENS,

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from audio_io import SAMPLE_RATE
 from modes import DEFAULT_TARGET_LUFS, DEFAULT_TRUE_PEAK_DBTP
 from validation import TARGET_LUFS_RANGE, TRUE_PEAK_RANGE_DBTP
 
-SAMPLE_RATE = 48_000  # Hz
 OVERSAMPLING = 4  # BS.1770-4 true-peak meter
 FIR_TAPS = 48  # interpolation filter length, 12 per phase as in BS.1770-4 Annex 2
 CHUNK_SAMPLES = 1 << 14  # the true-peak meter works in cache-sized pieces

@@ -13,9 +13,9 @@ from math import gcd
 
 import numpy as np
 
+from audio_io import SAMPLE_RATE
 from validation import echo
 
-SAMPLE_RATE = 48_000  # Hz
 # name -> what the UI says about it. demucs_unittest is a tiny bundled model for tests.
 STEM_MODELS: dict[str, str] = {
     "htdemucs": "4 stems: drums, bass, other, vocals",

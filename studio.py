@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from audio_io import SAMPLE_RATE
 from backend import MODEL_LOADS, Backend, ModelUnavailableError, RunControl
 from export import Cover, read_cover, writers_for
 from flow_edit import guidance_defaults
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 STUDIO_NAME = "ACE Music Studio"
 STUDIO_VERSION = "0.1.0"
-SAMPLE_RATE = 48_000  # Hz
 # Request fields that name audio files; each is copied into the run folder so the run
 # can be reproduced after the upload is gone.
 AUDIO_FIELDS = {"src_audio": ("source", "Source song"), "reference_audio": ("reference", "Timbre reference")}
@@ -55,7 +55,7 @@ class Studio:
             from lora.stack import LoraStack
 
             pipe = self.backend.load(control)
-            with MODEL_LOADS, self.backend._run_lock:
+            with MODEL_LOADS, self.backend.exclusive():
                 if self._loras is None:
                     self._loras = LoraStack(pipe, store_dir=self.lora_store)
         return self._loras
@@ -71,13 +71,13 @@ class Studio:
         read_safetensors_header(Path(path))
         stack = self.lora_stack()
         checked = stack.check(path, name=name, trigger_words=trigger_words)
-        with MODEL_LOADS, self.backend._run_lock:  # adapters load like models: one load at a time
+        with MODEL_LOADS, self.backend.exclusive():  # adapters load like models: one load at a time
             return stack.add_checked(checked)
 
     def known_loras(self) -> list[LoraEntry]:
         """The LoRAs loaded in this process, and those in the store from earlier sessions (loaded now)."""
         stack = self.lora_stack()
-        with MODEL_LOADS, self.backend._run_lock:
+        with MODEL_LOADS, self.backend.exclusive():
             return stack.load_store()
 
     def _resolve_loras(self, request: SongRequest, control: RunControl) -> list[LoraEntry]:
@@ -86,7 +86,7 @@ class Studio:
         if not items and self._loras is None:
             return []
         stack = self.lora_stack(control)
-        with MODEL_LOADS, self.backend._run_lock:
+        with MODEL_LOADS, self.backend.exclusive():
             return [stack.resolve(key) for key, _ in items]
 
     def defaults(self, request_type: type[SongRequest] = GenerateRequest) -> SongRequest:

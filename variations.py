@@ -13,10 +13,10 @@ transformer's dtype; ``initial_noise`` calls that same method with the same gene
 so the draw is the pipeline's own. The noise reaches the pipeline through its
 ``latents=`` argument (``vary_kwargs``).
 
-Bit-for-bit holds for text-to-music runs on the same model and dtype (``settings.json``
-records both). Runs with source audio (Cover, Extend, Edit) are not reproducible even by
-their own seed: the pipeline samples the VAE posterior of the source from the global
-torch RNG, which no seed reaches.
+Bit-for-bit holds on the same model and dtype (``settings.json`` records both), for runs
+with source audio (Cover, Extend, Edit) too: the pipeline samples the VAE posterior of the
+source from the global torch RNG, and ``Backend.generate`` seeds that RNG for every run
+(with the parent's seed for a variation, ``rng_seed``).
 """
 
 from __future__ import annotations

@@ -392,26 +392,13 @@ class EditRequest(SongRequest):
         for name in self.complete_track_classes:
             if name not in TRACK_NAMES:
                 raise ValueError(f"complete_track_classes: {echo(name)} is not one of {', '.join(TRACK_NAMES)}")
-        if self.task_type not in SEGMENT_TASKS:
-            return self
-        check_range("repainting_start", self.repainting_start, 0.0, MAX_DURATION_S, "s")
-        check_range("repainting_end", self.repainting_end, 0.0, MAX_DURATION_S, "s")
-        if self.repainting_end <= self.repainting_start:
-            raise ValueError(
-                f"repainting_end: {self.repainting_end:g} s must be after repainting_start {self.repainting_start:g} s"
-            )
-        if self.repainting_end - self.repainting_start < MIN_SEGMENT_S:
-            raise ValueError(
-                f"repainting_end: the segment {self.repainting_start:g}-{self.repainting_end:g} s is shorter "
-                f"than the {MIN_SEGMENT_S:g} s minimum"
-            )
+        if self.task_type in SEGMENT_TASKS:
+            _check_segment(self.repainting_start, self.repainting_end)
         return self
 
     def check_source(self, source_s: float) -> None:
-        if self.task_type in SEGMENT_TASKS and self.repainting_end > source_s + LATENT_FRAME_S:
-            raise ValueError(
-                f"repainting_end: {self.repainting_end:g} s is past the end of the source ({source_s:.1f} s)"
-            )
+        if self.task_type in SEGMENT_TASKS:
+            _check_segment_end(self.repainting_end, source_s)
 
     def pipeline_kwargs(self) -> dict[str, Any]:
         kwargs = {**super().pipeline_kwargs(), "task_type": self.task_type}
@@ -478,19 +465,29 @@ class FlowEditRequest(SongRequest):
                 "set the end, or the start to 0 to edit the whole song"
             )
         if self.repainting_end is not None:
-            check_range("repainting_end", self.repainting_end, 0.0, MAX_DURATION_S, "s")
-            if self.repainting_end - self.repainting_start < MIN_SEGMENT_S:
-                raise ValueError(
-                    f"repainting_end: the segment {self.repainting_start:g}-{self.repainting_end:g} s is shorter "
-                    f"than the {MIN_SEGMENT_S:g} s minimum"
-                )
+            _check_segment(self.repainting_start, self.repainting_end)
         return self
 
     def check_source(self, source_s: float) -> None:
-        if self.repainting_end is not None and self.repainting_end > source_s + LATENT_FRAME_S:
-            raise ValueError(
-                f"repainting_end: {self.repainting_end:g} s is past the end of the source ({source_s:.1f} s)"
-            )
+        if self.repainting_end is not None:
+            _check_segment_end(self.repainting_end, source_s)
+
+
+def _check_segment(start: float, end: float) -> None:
+    """Edit's and FlowEdit's segment: within the longest song, ``end`` after ``start``, long enough."""
+    check_range("repainting_start", start, 0.0, MAX_DURATION_S, "s")
+    check_range("repainting_end", end, 0.0, MAX_DURATION_S, "s")
+    if end <= start:
+        raise ValueError(f"repainting_end: {end:g} s must be after repainting_start {start:g} s")
+    if end - start < MIN_SEGMENT_S:
+        raise ValueError(
+            f"repainting_end: the segment {start:g}-{end:g} s is shorter than the {MIN_SEGMENT_S:g} s minimum"
+        )
+
+
+def _check_segment_end(end: float, source_s: float) -> None:
+    if end > source_s + LATENT_FRAME_S:
+        raise ValueError(f"repainting_end: {end:g} s is past the end of the source ({source_s:.1f} s)")
 
 
 # Every song mode, by name: the four tabs' requests and FlowEdit (on the Edit tab). Batch files,

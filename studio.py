@@ -175,16 +175,7 @@ class Studio:
         takes = np.stack([prepared.finish(take) for take in raw]).astype(np.float32, copy=False)
         generated = time.perf_counter()
         control.check()  # a cancel that arrived during decoding still discards the run
-        mastering = None
-        if request.master:
-            from post_process import MasteringSettings, master
-
-            control.report(0.92, "Mastering…")
-            target = MasteringSettings(True, request.target_lufs, request.true_peak_dbtp)
-            results = [master(take, SAMPLE_RATE, target) for take in takes]
-            takes = np.stack([result.audio for result in results])
-            mastering = [result.summary() for result in results]
-            control.check()
+        takes, mastering = self._master(request, takes, control)
         finished = [self._shape_ends(request, take) for take in takes]  # trimmed takes may differ in length
         control.report(0.95, "Writing files…")
         control.check()  # the last point where a cancel still leaves nothing behind
@@ -196,14 +187,7 @@ class Studio:
         settings = {
             "studio": {"name": STUDIO_NAME, "version": STUDIO_VERSION},
             "mode": request.mode,
-            "model": {
-                "label": self.backend.spec.label,
-                "source": self.backend.spec.source,
-                "variant": self.backend.variant,
-                "test_model": self.backend.spec.is_tiny,
-            },
-            "device": self.backend.device.device,
-            "dtype": self.backend.device.dtype,
+            **self._model_record(),
             "request": request.to_dict(),
             "inputs": inputs,  # the audio files above, copied into the run folder
             "output": {
@@ -232,6 +216,32 @@ class Studio:
         run = self.store.save_run(settings, finished, seeds, copies=copies, writers=writers, cover=cover)
         control.report(1.0, "Done")
         return run
+
+    @staticmethod
+    def _master(request: SongRequest, takes: np.ndarray, control: RunControl) -> tuple[np.ndarray, list | None]:
+        """The takes mastered when the request asks for it, and each take's mastering summary (None: off)."""
+        if not request.master:
+            return takes, None
+        from post_process import MasteringSettings, master
+
+        control.report(0.92, "Mastering…")
+        target = MasteringSettings(True, request.target_lufs, request.true_peak_dbtp)
+        results = [master(take, SAMPLE_RATE, target) for take in takes]
+        control.check()
+        return np.stack([result.audio for result in results]), [result.summary() for result in results]
+
+    def _model_record(self) -> dict[str, Any]:
+        """The model, device and dtype a run's settings name (a variation needs the same model)."""
+        return {
+            "model": {
+                "label": self.backend.spec.label,
+                "source": self.backend.spec.source,
+                "variant": self.backend.variant,
+                "test_model": self.backend.spec.is_tiny,
+            },
+            "device": self.backend.device.device,
+            "dtype": self.backend.device.dtype,
+        }
 
     def _variation_noise(self, plan: VaryPlan, request: SongRequest, prepared, control: RunControl) -> dict:
         from variations import vary_kwargs

@@ -124,12 +124,6 @@ def latent_length(pipe, audio_duration: float, src_samples: int | None = None) -
     return math.ceil(audio_duration * pipe.latents_per_second)
 
 
-def latent_shape(pipe, audio_duration: float, batch_size: int = 1, src_samples: int | None = None) -> tuple[int, ...]:
-    """``(batch, frames, channels)``: the shape of the pipeline's starting noise."""
-    channels = pipe.transformer.config.audio_acoustic_hidden_dim
-    return (batch_size, latent_length(pipe, audio_duration, src_samples), channels)
-
-
 def initial_noise(
     pipe, audio_duration: float, seed: int | Sequence[int], src_samples: int | None = None
 ) -> torch.Tensor:

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from validation import MAX_DURATION_S
+
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 48_000  # Hz, what the pipeline takes
-MAX_DURATION_S = 600
 MAX_SAMPLE_RATE_HZ = 192_000
 MAX_CHANNELS = 8
 MIN_AUDIO_S = 0.1  # shorter is no song and no voice, and too short for the VAE to encode

@@ -20,7 +20,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -28,7 +28,8 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from checkpoints import ModelSpec
-from modes import BASE_ONLY_TASKS, SongRequest
+from modes import SongRequest
+from validation import BASE_ONLY_TASKS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -426,6 +427,13 @@ class Backend:
         if self.variant == "turbo" and request.guidance_scale != 1.0:
             return replace(request, guidance_scale=1.0)
         return request
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """The pipeline to the caller alone while the block runs (the run lock held): no run is
+        inside it meanwhile. For work that changes the loaded model, such as its LoRA adapters."""
+        with self._run_lock:
+            yield
 
     def run(self, work: Callable[[Any], Any], control: RunControl) -> Any:
         """``work(pipe)`` with the pipeline to itself (the run lock held), for runs that drive

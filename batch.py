@@ -5,7 +5,7 @@
 
 A JSON file holds a list of objects (or ``{"requests": [...]}``); a CSV file has one
 request per row with a header of field names. Each request names its ``mode``
-(generate, cover, extend or edit; generate when absent) and otherwise uses the field
+(generate, cover, extend, edit or flow_edit; generate when absent) and otherwise uses the field
 names of ``settings.json`` (``prompt``, ``lyrics``, ``audio_duration``, ``seed``...).
 A saved ``settings.json`` works as one request. Every request is validated before the
 first one runs, so a typo on line 40 does not waste the model time of lines 1-39.

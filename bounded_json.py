@@ -11,6 +11,7 @@ in time linear in the byte count, before a single Python object is built.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -27,14 +28,24 @@ _ECHO_CHARS = 60
 
 
 class JsonLimitError(ValueError):
-    """The text is over one of its limits; the message says which, in plain words."""
+    """The text is over one of its limits; the message says which, in plain words.
+
+    ``kind`` names the limit for a reader that words its own refusal: "bytes", "strings",
+    "digits", "names", "values" (a long list too), "depth", "syntax" (not JSON, or not UTF-8),
+    "constant" (NaN, Infinity), "number" (a float too large), "name" (a long or repeated name).
+    ``detail`` is the offending constant or number, or what the JSON parser said.
+    """
+
+    def __init__(self, message: str, kind: str = "", detail: str = "") -> None:
+        super().__init__(message)
+        self.kind, self.detail = kind, detail
 
 
 class ListTooLong(JsonLimitError):
     """One list holds more items than allowed; ``owner`` is the name of the object holding it."""
 
     def __init__(self, message: str, items: int, key: str | None, owner: str | None) -> None:
-        super().__init__(message)
+        super().__init__(message, "values")
         self.items, self.key, self.owner = items, key, owner
 
 
@@ -90,22 +101,22 @@ def _long_list(raw: bytes, skeleton: bytes, limit: int) -> ListTooLong | None:
     return ListTooLong(f"the list {where} has {items:,} items; the limit is {limit}", items, key, owner)
 
 
-def _nesting_problem(skeleton: bytes, max_depth: int) -> str | None:
-    """What is wrong with the nesting of lists and objects, if anything; at most max_depth + 1 passes."""
+def _check_nesting(skeleton: bytes, max_depth: int) -> None:
+    """Refuse brackets that do not match or nest too deep; at most max_depth + 1 passes."""
     brackets = skeleton.translate(None, _BRACKETS_ONLY)
     for _ in range(max_depth + 1):  # each pass removes the innermost level
         if not brackets:
-            return None
+            return
         reduced = _PAIR.sub(b"", brackets)
         if reduced == brackets:  # well nested text always has an innermost pair to remove
-            return "it is not valid JSON: its brackets do not match"
+            raise JsonLimitError("it is not valid JSON: its brackets do not match", "syntax", "brackets do not match")
         brackets = reduced
-    return f"it is nested more than {max_depth} levels deep; the limit is {max_depth}"
+    raise JsonLimitError(f"it is nested more than {max_depth} levels deep; the limit is {max_depth}", "depth")
 
 
-def _refuse_count(count: int, what: str, limit: int) -> None:
+def _refuse_count(count: int, what: str, limit: int, kind: str) -> None:
     if count > limit:
-        raise JsonLimitError(f"it holds {count:,} {what}; the limit is {limit:,}")
+        raise JsonLimitError(f"it holds {count:,} {what}; the limit is {limit:,}", kind)
 
 
 def scan(raw: bytes, limits: JsonLimits) -> None:
@@ -115,57 +126,77 @@ def scan(raw: bytes, limits: JsonLimits) -> None:
     (``ListTooLong`` for a long list, naming it).
     """
     if len(raw) > limits.max_bytes:
-        raise JsonLimitError(f"it is {len(raw):,} bytes long; the limit is {limits.max_bytes:,}")
+        raise JsonLimitError(f"it is {len(raw):,} bytes long; the limit is {limits.max_bytes:,}", "bytes")
     # At most one quote per backslash is escaped, so this many strings at least: counted
     # before the strings are emptied, whose cost grows with their number.
-    _refuse_count((raw.count(b'"') - raw.count(b'\\"')) // 2, "strings", limits.max_strings)
+    _refuse_count((raw.count(b'"') - raw.count(b'\\"')) // 2, "strings", limits.max_strings, "strings")
     skeleton = emptied_strings(raw)
-    _refuse_count(skeleton.count(b'"') // 2, "strings", limits.max_strings)
+    _refuse_count(skeleton.count(b'"') // 2, "strings", limits.max_strings, "strings")
     zeros = skeleton.translate(_DIGITS_AS_ZERO)  # a plain byte search finds a long run of digits fast
     start = zeros.find(b"0" * (limits.max_digits + 1))
     if start >= 0:
         digits = len(re.match(rb"0+", zeros[start:]).group())
-        raise JsonLimitError(f"it holds a number {digits:,} digits long; the limit is {limits.max_digits} digits")
-    _refuse_count(skeleton.count(b":"), "names", limits.max_names)  # outside strings, a colon ends each name
+        raise JsonLimitError(
+            f"it holds a number {digits:,} digits long; the limit is {limits.max_digits} digits", "digits"
+        )
+    _refuse_count(skeleton.count(b":"), "names", limits.max_names, "names")  # outside strings, a colon ends each name
     long_list = _long_list(raw, skeleton, limits.max_list_items)
     if long_list is not None:
         raise long_list
     commas = skeleton.count(b",")
     if commas > limits.max_values:
-        raise JsonLimitError(f"it holds more than {limits.max_values:,} values; the limit is {limits.max_values:,}")
+        raise JsonLimitError(
+            f"it holds more than {limits.max_values:,} values; the limit is {limits.max_values:,}", "values"
+        )
     # Each name or list item holds at most a chain of max_depth lists and objects.
     containers = skeleton.count(b"[") + skeleton.count(b"{")
-    _refuse_count(containers, "lists and objects", limits.max_depth * (limits.max_names + limits.max_values + 1))
-    nesting = _nesting_problem(skeleton, limits.max_depth)
-    if nesting:
-        raise JsonLimitError(nesting)
+    _refuse_count(
+        containers, "lists and objects", limits.max_depth * (limits.max_names + limits.max_values + 1), "values"
+    )
+    _check_nesting(skeleton, limits.max_depth)
 
 
 def _refuse_constant(name: str) -> Any:
-    raise JsonLimitError(f"it holds {name}, which is not a number JSON allows")
+    raise JsonLimitError(f"it holds {name}, which is not a number JSON allows", "constant", name)
 
 
-def loads(raw: bytes, limits: JsonLimits) -> Any:
-    """Parse UTF-8 JSON once ``scan`` has passed it. Raises ``JsonLimitError`` for anything wrong."""
-    scan(raw, limits)
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: JSON has no infinity
+        raise JsonLimitError(f"it holds the number {echo(text)}, too large for a float", "number", text)
+    return value
+
+
+def loads(raw: bytes | str, limits: JsonLimits) -> Any:
+    """Parse JSON (UTF-8 bytes, or text) once ``scan`` has passed it. Raises ``JsonLimitError``
+    for anything wrong."""
+    if isinstance(raw, str):
+        text = raw
+        scan(raw.encode("utf-8", "surrogatepass"), limits)
+    else:
+        scan(raw, limits)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise JsonLimitError("it is not valid UTF-8 text", "syntax", "not UTF-8") from None
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         for name, _ in items:
             if len(name) > limits.max_name_chars:
                 raise JsonLimitError(
-                    f"the name {echo(name)} is {len(name):,} characters long; the limit is {limits.max_name_chars}"
+                    f"the name {echo(name)} is {len(name):,} characters long; the limit is {limits.max_name_chars}",
+                    "name",
                 )
         result = dict(items)
         if len(result) != len(items):
             duplicate = Counter(name for name, _ in items).most_common(1)[0][0]
-            raise JsonLimitError(f"the name {echo(duplicate)} appears twice in one object")
+            raise JsonLimitError(f"the name {echo(duplicate)} appears twice in one object", "name")
         return result
 
     try:
-        return json.loads(raw.decode("utf-8"), object_pairs_hook=pairs, parse_constant=_refuse_constant)
-    except UnicodeDecodeError:
-        raise JsonLimitError("it is not valid UTF-8 text") from None
+        return json.loads(text, object_pairs_hook=pairs, parse_constant=_refuse_constant, parse_float=_finite_float)
     except json.JSONDecodeError as error:
-        raise JsonLimitError(f"it is not valid JSON ({error})") from None
+        detail = f"{error.msg} at line {error.lineno}"
+        raise JsonLimitError(f"it is not valid JSON ({error})", "syntax", detail) from None
     except RecursionError:  # the scan bounds depth; kept so no raw Python message can escape
-        raise JsonLimitError(f"it is nested more than {limits.max_depth} levels deep") from None
+        raise JsonLimitError(f"it is nested more than {limits.max_depth} levels deep", "depth") from None

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_RATE = 48_000  # Hz
+from audio_io import SAMPLE_RATE
+
 MP3_BITRATE_KBPS = 320
 # LAME -q 5: 54x real time on one core against 48x at its default -q 3 (bench_finishing);
 # at 320 kbps the extra noise-shaping search of -q 3 has little left to win.

@@ -49,35 +49,22 @@ from __future__ import annotations
 
 import logging
 import math
-import typing
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-from typing_extensions import Self
 
 from audio_io import SAMPLE_RATE, fit_length
 from backend import RunControl
-from modes import (
-    LATENT_FRAME_S,
-    MAX_DURATION_S,
-    MAX_GUIDANCE,
-    MIN_SEGMENT_S,
-    RANDOM_SEED,
-    SongRequest,
-    _check_range,
-    _require_audio,
-)
-from rework import _repaint
+from modes import FlowEditRequest, SongRequest
+from rework import repaint
+from validation import RANDOM_SEED
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
 
-N_MAX_FRACTION = 33 / 50  # the paper's SD3 setting: edit the last 33 of 50 steps
-MAX_N_AVG = 8  # each extra sample costs two more DiT calls per step
 # The paper's SD3 guidance (source 3.5, target 13.5), for checkpoints run with guidance.
 PAPER_SOURCE_GUIDANCE = 3.5
 PAPER_TARGET_GUIDANCE = 13.5
@@ -85,75 +72,6 @@ PAPER_TARGET_GUIDANCE = 13.5
 APG_NORM_THRESHOLD = 2.5
 APG_ETA = 0.0
 TIMBRE_S = 30  # the condition encoder's timbre input: 30 s of silence latent without a reference
-
-
-@dataclass(frozen=True)
-class FlowEditRequest(SongRequest):
-    """Re-describe a song: ``prompt``/``lyrics`` say what it should become, ``source_*`` what it is.
-
-    ``guidance_scale`` guides the target, ``source_guidance_scale`` the source.
-    ``repainting_end`` None (or -1, the official "to the end") edits the whole song, and then
-    ``repainting_start`` is 0; otherwise only ``[repainting_start, repainting_end]`` changes and
-    the rest stays bit-identical. Either way the saved settings name the segment that was used.
-    """
-
-    src_audio: str = ""
-    source_prompt: str = ""
-    source_lyrics: str = ""
-    source_guidance_scale: float = 1.0
-    n_max: int | None = None  # None: N_MAX_FRACTION of num_inference_steps
-    n_min: int = 0
-    n_avg: int = 1
-    repainting_start: float = 0.0
-    repainting_end: float | None = None
-
-    mode: typing.ClassVar[str] = "flow_edit"
-
-    @classmethod
-    def from_values(cls, values: Mapping[str, Any]) -> Self:
-        values = dict(values)
-        if values.get("repainting_end") in (-1, "-1"):
-            values["repainting_end"] = None
-        return super().from_values(values)
-
-    @property
-    def edit_steps(self) -> int:
-        """``n_max`` as given, or the paper's fraction of the steps (at least one)."""
-        if self.n_max is not None:
-            return self.n_max
-        return max(1, round(N_MAX_FRACTION * self.num_inference_steps))
-
-    def validate(self) -> Self:
-        _require_audio("src_audio", self.src_audio, "upload the song to edit")
-        if not self.prompt.strip() and not self.lyrics.strip():
-            raise ValueError("prompt: describe what the song should become (style, instruments, mood) or give lyrics")
-        super().validate()
-        _check_range("source_guidance_scale", self.source_guidance_scale, 0.0, MAX_GUIDANCE)
-        _check_range("n_avg", self.n_avg, 1, MAX_N_AVG)
-        if self.n_max is not None:
-            _check_range("n_max", self.n_max, 1, self.num_inference_steps, note="at most num_inference_steps")
-        _check_range("n_min", self.n_min, 0, self.edit_steps, note=f"at most n_max, {self.edit_steps}")
-        _check_range("repainting_start", self.repainting_start, 0.0, MAX_DURATION_S, "s")
-        if self.repainting_end is None and self.repainting_start != 0:
-            # The whole song is edited then: a start saved beside it would describe an edit that never happened.
-            raise ValueError(
-                f"repainting_start: {self.repainting_start:g} s needs a repainting_end to make a segment; "
-                "set the end, or the start to 0 to edit the whole song"
-            )
-        if self.repainting_end is not None:
-            _check_range("repainting_end", self.repainting_end, 0.0, MAX_DURATION_S, "s")
-            if self.repainting_end - self.repainting_start < MIN_SEGMENT_S:
-                raise ValueError(
-                    f"repainting_end: the segment {self.repainting_start:g}-{self.repainting_end:g} s is shorter "
-                    f"than the {MIN_SEGMENT_S:g} s minimum"
-                )
-        return self
-
-    def check_source(self, source_s: float) -> None:
-        if self.repainting_end is not None and self.repainting_end > source_s + LATENT_FRAME_S:
-            raise ValueError(
-                f"repainting_end: {self.repainting_end:g} s is past the end of the source ({source_s:.1f} s)"
-            )
 
 
 def guidance_defaults(variant: str) -> dict[str, float]:
@@ -220,7 +138,7 @@ def flow_edit(pipe, request: FlowEditRequest, source_audio: np.ndarray, control:
     start = round(request.repainting_start * SAMPLE_RATE)
     end = min(round(request.repainting_end * SAMPLE_RATE), samples)
     # Edit's own finish: level-matched to the source, spliced with equal-power crossfades.
-    return _repaint(audio, start, end).finish(take)
+    return repaint(audio, start, end).finish(take)
 
 
 def encode_audio(pipe, audio: np.ndarray) -> torch.Tensor:

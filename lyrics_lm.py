@@ -28,13 +28,17 @@ from typing_extensions import Self
 from backend import Lazy, ModelUnavailableError, RunControl, import_libraries
 from lm.lyrics_tidy import INSTRUMENTAL_SECTIONS, LyricsTidier, section_tag
 from lm.session import LoadedLM, Sampling, load_lm, pick_lm_backend, sample
-from modes import (
+from validation import (
     LANGUAGE_CHOICE_HINT,
+    LANGUAGE_NAMES,
     MAX_SEED,
     RANDOM_SEED,
+    TEMPERATURE_RANGE,
     VOCAL_LANGUAGES,
-    _check_range,
+    check_range,
+    check_seed,
     check_text_fields,
+    check_top_p,
     coerce_into,
     echo,
 )
@@ -59,7 +63,6 @@ MAX_SECTION_NAME_CHARS = 40
 MAX_TONE_CHARS = 300
 MIN_LINES_PER_SECTION, MAX_LINES_PER_SECTION = 1, 16
 MIN_NEW_TOKENS, MAX_NEW_TOKENS = 64, 2_048
-MAX_TEMPERATURE = 2.0
 FREE_RHYME = "free"
 RHYME_SCHEMES: tuple[str, ...] = ("AABB", "ABAB", "ABCB", "ABBA", "AAAA", FREE_RHYME)  # the form's choices
 _RHYME_PATTERN = re.compile(r"[A-H]{2,16}")  # any pattern of letters works, one letter per line
@@ -75,19 +78,6 @@ STRUCTURE_PRESETS: dict[str, str] = {
     "Dance": "intro, verse, pre-chorus, chorus, break, verse, pre-chorus, chorus, outro",
     "Folk (strophic)": "verse, verse, verse, verse",
 }
-
-# Names for the prompt ("write in Spanish" works better than "write in es").
-LANGUAGE_NAMES: dict[str, str] = {
-    "ar": "Arabic", "az": "Azerbaijani", "bg": "Bulgarian", "bn": "Bengali", "ca": "Catalan", "cs": "Czech",
-    "da": "Danish", "de": "German", "el": "Greek", "en": "English", "es": "Spanish", "fa": "Persian",
-    "fi": "Finnish", "fr": "French", "he": "Hebrew", "hi": "Hindi", "hr": "Croatian", "ht": "Haitian Creole",
-    "hu": "Hungarian", "id": "Indonesian", "is": "Icelandic", "it": "Italian", "ja": "Japanese", "ko": "Korean",
-    "la": "Latin", "lt": "Lithuanian", "ms": "Malay", "ne": "Nepali", "nl": "Dutch", "no": "Norwegian",
-    "pa": "Punjabi", "pl": "Polish", "pt": "Portuguese", "ro": "Romanian", "ru": "Russian", "sa": "Sanskrit",
-    "sk": "Slovak", "sr": "Serbian", "sv": "Swedish", "sw": "Swahili", "ta": "Tamil", "te": "Telugu",
-    "th": "Thai", "tl": "Tagalog", "tr": "Turkish", "uk": "Ukrainian", "ur": "Urdu", "vi": "Vietnamese",
-    "yue": "Cantonese", "zh": "Mandarin Chinese",
-}  # fmt: skip
 
 
 SYSTEM_PROMPT = (
@@ -144,18 +134,16 @@ class LyricsRequest:
             raise ValueError(
                 f"structure: a section name is at most {MAX_SECTION_NAME_CHARS} characters, got {echo(long)}"
             )
-        _check_range("lines_per_section", self.lines_per_section, MIN_LINES_PER_SECTION, MAX_LINES_PER_SECTION)
+        check_range("lines_per_section", self.lines_per_section, MIN_LINES_PER_SECTION, MAX_LINES_PER_SECTION)
         scheme = self.rhyme_scheme.strip()
         if scheme.lower() != FREE_RHYME and not _RHYME_PATTERN.fullmatch(scheme.upper()):
             raise ValueError(
                 f"rhyme_scheme: one letter A-H per line, 2 to 16 lines (like ABAB), or 'free'; got {echo(scheme)}"
             )
-        _check_range("temperature", self.temperature, 0.0, MAX_TEMPERATURE)
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p: must be above 0 and at most 1, got {echo(self.top_p)}")
-        _check_range("max_new_tokens", self.max_new_tokens, MIN_NEW_TOKENS, MAX_NEW_TOKENS)
-        if self.seed != RANDOM_SEED:
-            _check_range("seed", self.seed, 0, MAX_SEED, note="or -1 for a random seed")
+        check_range("temperature", self.temperature, *TEMPERATURE_RANGE)
+        check_top_p("top_p", self.top_p)
+        check_range("max_new_tokens", self.max_new_tokens, MIN_NEW_TOKENS, MAX_NEW_TOKENS)
+        check_seed("seed", self.seed)
         return self
 
     def resolve_seed(self) -> Self:
@@ -182,7 +170,7 @@ def _structure_items(structure: str) -> list[str]:
 
 def build_messages(request: LyricsRequest) -> list[dict[str, str]]:
     """The chat: the songwriter's system prompt and the request as the user's turn."""
-    language = LANGUAGE_NAMES.get(request.language)
+    language = LANGUAGE_NAMES.get(request.language) if request.language != "unknown" else None
     lines = [f"Write song lyrics about: {request.brief.strip()}"]
     if language:
         lines.append(f"Language: {language}. Write every lyric line in {language}.")

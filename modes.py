@@ -1,18 +1,16 @@
-"""Request types, their validation, and the mapping from a request to pipeline arguments.
+"""The song requests (one frozen dataclass per mode, ``REQUEST_TYPES`` by mode name), their
+validation, and the mapping from a request to pipeline arguments.
 
 Every field uses the name ``AceStepPipeline.__call__`` uses, so a request, the form,
 the API and ``settings.json`` all speak the pipeline's language. Each default lives
-here once.
+here once; every limit, range and name list, and the checks' wording, live in ``validation``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import html
-import math
 import random
 import re
-import reprlib
 import types
 import typing
 from collections.abc import Mapping
@@ -21,89 +19,74 @@ from typing import Any
 
 from typing_extensions import Self
 
-MIN_DURATION_S = 10
-MAX_DURATION_S = 600
-MIN_STEPS = 1
-MAX_STEPS = 200
-MAX_GUIDANCE = 20.0
-MIN_SHIFT = 1.0  # the official guide's shift range is 1-5
-MAX_SHIFT = 5.0
-MIN_BPM = 30
-MAX_BPM = 300
-MAX_BATCH = 4
-MAX_SEED = 2**32 - 1
-MAX_PROMPT_CHARS = 2_000
-MAX_LYRICS_CHARS = 8_000  # about 2,000 text-encoder tokens, the pipeline's lyric limit
-RANDOM_SEED = -1
-
-# The vocal languages ACE-Step 1.5 was trained on (official constants, VALID_LANGUAGES).
-VOCAL_LANGUAGES: tuple[str, ...] = (
-    "ar", "az", "bg", "bn", "ca", "cs", "da", "de", "el", "en", "es", "fa", "fi", "fr",
-    "he", "hi", "hr", "ht", "hu", "id", "is", "it", "ja", "ko", "la", "lt", "ms", "ne",
-    "nl", "no", "pa", "pl", "pt", "ro", "ru", "sa", "sk", "sr", "sv", "sw", "ta", "te",
-    "th", "tl", "tr", "uk", "ur", "vi", "yue", "zh", "unknown",
-)  # fmt: skip
-LANGUAGE_CHOICE_HINT = f"use one of its {len(VOCAL_LANGUAGES)} language codes, like en, es, fr, ja, zh, or unknown"
-TIME_SIGNATURES: tuple[str, ...] = (
-    "2",
-    "3",
-    "4",
-    "6",
-)  # beats per bar: 2/4, 3/4, 4/4, 6/8
-# The official key list: notes A-G, natural or with an ASCII or Unicode sharp or flat,
-# major or minor (ACE-Step 1.5 acestep/constants.py, VALID_KEYSCALES: 70 keys).
-_ACCIDENTALS = ("", "#", "b", "\u266f", "\u266d")  # natural, #, b, ♯, ♭
-KEYSCALES: tuple[str, ...] = tuple(
-    f"{note}{accidental} {mode}" for note in "CDEFGAB" for accidental in _ACCIDENTALS for mode in ("major", "minor")
+from validation import (
+    CODES_PER_SECOND,
+    EDIT_TASKS,
+    EXTEND_WHERE,
+    FILE_FIELDS,
+    GUIDANCE_RANGE,
+    KEYSCALES,
+    LANGUAGE_CHOICE_HINT,
+    LATENT_FRAME_S,
+    LM_GUIDANCE_RANGE,
+    MAX_AUDIO_CODE,
+    MAX_AUDIO_CODES_CHARS,
+    MAX_BATCH,
+    MAX_BPM,
+    MAX_DURATION_S,
+    MAX_EXTEND_S,
+    MAX_FADE_S,
+    MAX_LORAS_CHARS,
+    MAX_LYRICS_CHARS,
+    MAX_N_AVG,
+    MAX_PATH_CHARS,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    MAX_SHIFT,
+    MAX_STEPS,
+    MAX_TOP_K,
+    MIN_BPM,
+    MIN_DURATION_S,
+    MIN_EXTEND_S,
+    MIN_SEGMENT_S,
+    MIN_SHIFT,
+    MIN_STEPS,
+    MP3_BITRATES_KBPS,
+    RANDOM_SEED,
+    SEGMENT_TASKS,
+    TARGET_LUFS_RANGE,
+    TEMPERATURE_RANGE,
+    TIME_SIGNATURES,
+    TRACK_NAMES,
+    TRUE_PEAK_RANGE_DBTP,
+    UNIT_RANGE,
+    VOCAL_LANGUAGES,
+    WAV_BIT_DEPTHS,
+    check_range,
+    check_seed,
+    check_text_fields,
+    check_top_p,
+    coerce_into,
+    echo,
+    optional_fields,
+    parse_lora_stack,
+    require_audio,
 )
-# The keys the form offers: the ASCII spellings of the twelve pitch classes.
-FORM_KEYSCALES: tuple[str, ...] = tuple(
-    f"{note} {mode}"
-    for note in ("C", "C#", "Db", "D", "D#", "Eb", "E", "F", "F#", "Gb", "G", "G#", "Ab", "A", "A#", "Bb", "B")
-    for mode in ("major", "minor")
-)
-# Instrument tracks the base model can extract or add (acestep/constants.py, TRACK_NAMES).
-TRACK_NAMES: tuple[str, ...] = (
-    "woodwinds", "brass", "fx", "synth", "strings", "percussion",
-    "keyboard", "guitar", "bass", "drums", "backing_vocals", "vocals",
-)  # fmt: skip
 
 DEFAULT_TARGET_LUFS = -14.0  # the streaming platforms' common target
 DEFAULT_TRUE_PEAK_DBTP = -1.0
-MAX_FADE_S = 30
-WAV_BIT_DEPTHS: tuple[str, ...] = ("16", "24", "32f")  # 32f: 32-bit float
-MP3_BITRATES_KBPS: tuple[int, ...] = (128, 192, 256, 320)
-TARGET_LUFS_RANGE = (-30.0, -5.0)
-TRUE_PEAK_RANGE_DBTP = (-6.0, 0.0)
-
-MAX_LORAS = 16
-MAX_LORA_WEIGHT = 2.0
-MAX_LORA_KEY_CHARS = 100
-
-# Every text field has a length limit, checked before anything parses it. Fields not named in a
-# request's TEXT_LIMITS are short: a name, a key or a choice.
-MAX_SHORT_CHARS = 100
-MAX_PATH_CHARS = 4_096  # PATH_MAX on Linux: a file input's path
-MAX_LIST_ITEMS = 32  # a list field's items (the track names are 12)
-
-# ACE-Step's convention for a song without vocals: the lyric sheet says so.
-INSTRUMENTAL_LYRICS = "[Instrumental]"
-
 # The 5 Hz LM planner's sampling defaults: the official ones (ACE-Step 1.5 inference.py).
 LM_TEMPERATURE = 0.85
 LM_TOP_P = 0.9
 LM_TOP_K = 0  # 0: off
 LM_GUIDANCE_SCALE = 2.0
 LM_NEGATIVE_PROMPT = "NO USER INPUT"
-MAX_LM_GUIDANCE = 10.0
-CODES_PER_SECOND = 5  # the planner's audio codes run at 5 Hz
-MAX_AUDIO_CODE = 63_999  # the audio tokenizer's codebook holds 64,000 codes
+# ACE-Step's convention for a song without vocals: the lyric sheet says so.
+INSTRUMENTAL_LYRICS = "[Instrumental]"
+# The official default (ACE-Step 1.5 GenerationParams): follow the source fully.
+DEFAULT_COVER_STRENGTH = 1.0
+N_MAX_FRACTION = 33 / 50  # FlowEdit: the paper's SD3 setting, edit the last 33 of 50 steps
 _AUDIO_CODE = re.compile(r"<\|audio_code_(\d{1,6})\|>")  # longer numbers are no code token
-# "<|audio_code_63999|>" is 20 characters; room for a separator after each.
-MAX_AUDIO_CODES_CHARS = MAX_DURATION_S * CODES_PER_SECOND * 24
-MAX_LORAS_CHARS = MAX_LORAS * (MAX_LORA_KEY_CHARS + 16)  # "key:weight, " per LoRA
-# The file inputs: paths Gradio made from an upload (or a run folder's saved copy).
-FILE_FIELDS: tuple[str, ...] = ("src_audio", "reference_audio", "cover_image")
 
 
 @dataclass(frozen=True)
@@ -169,7 +152,7 @@ class SongRequest:
         silently fall back to a default.
         """
         values = dict(values)
-        for name in _optional_fields(cls):
+        for name in optional_fields(cls):
             if values.get(name) in (0, "0"):
                 # A cleared number field arrives as 0, and the pipeline itself reads a
                 # bpm of 0 as "not given": for a field that may be unset, 0 means unset.
@@ -186,30 +169,29 @@ class SongRequest:
             raise ValueError(
                 f"vocal_language: {echo(self.vocal_language)} is not a language ACE-Step sings; {LANGUAGE_CHOICE_HINT}"
             )
-        _check_range("num_inference_steps", self.num_inference_steps, MIN_STEPS, MAX_STEPS)
-        _check_range("guidance_scale", self.guidance_scale, 0.0, MAX_GUIDANCE)
-        _check_range("shift", self.shift, MIN_SHIFT, MAX_SHIFT)
-        _check_range("cfg_interval_start", self.cfg_interval_start, 0.0, 1.0)
-        _check_range("cfg_interval_end", self.cfg_interval_end, 0.0, 1.0)
+        check_range("num_inference_steps", self.num_inference_steps, MIN_STEPS, MAX_STEPS)
+        check_range("guidance_scale", self.guidance_scale, *GUIDANCE_RANGE)
+        check_range("shift", self.shift, MIN_SHIFT, MAX_SHIFT)
+        check_range("cfg_interval_start", self.cfg_interval_start, *UNIT_RANGE)
+        check_range("cfg_interval_end", self.cfg_interval_end, *UNIT_RANGE)
         if self.cfg_interval_start > self.cfg_interval_end:
             raise ValueError(
                 f"cfg_interval_start: {self.cfg_interval_start} is after cfg_interval_end {self.cfg_interval_end}"
             )
-        if self.seed != RANDOM_SEED:
-            _check_range("seed", self.seed, 0, MAX_SEED, note="or -1 for a random seed")
+        check_seed("seed", self.seed)
         if self.bpm is not None:
-            _check_range("bpm", self.bpm, MIN_BPM, MAX_BPM, note="or empty to let the model choose")
+            check_range("bpm", self.bpm, MIN_BPM, MAX_BPM, note="or empty to let the model choose")
         if self.keyscale and self.keyscale not in KEYSCALES:
             raise ValueError(f"keyscale: {echo(self.keyscale)} is not a key like 'C major' or 'F# minor'")
         if self.timesignature and self.timesignature not in TIME_SIGNATURES:
             raise ValueError(
                 f"timesignature: {echo(self.timesignature)} is not one of {', '.join(TIME_SIGNATURES)} (beats per bar)"
             )
-        _check_range("batch_size", self.batch_size, 1, MAX_BATCH)
-        _check_range("target_lufs", self.target_lufs, *TARGET_LUFS_RANGE, " LUFS")
-        _check_range("true_peak_dbtp", self.true_peak_dbtp, *TRUE_PEAK_RANGE_DBTP, " dBTP")
-        _check_range("fade_in_s", self.fade_in_s, 0.0, MAX_FADE_S, "s")
-        _check_range("fade_out_s", self.fade_out_s, 0.0, MAX_FADE_S, "s")
+        check_range("batch_size", self.batch_size, 1, MAX_BATCH)
+        check_range("target_lufs", self.target_lufs, *TARGET_LUFS_RANGE, " LUFS")
+        check_range("true_peak_dbtp", self.true_peak_dbtp, *TRUE_PEAK_RANGE_DBTP, " dBTP")
+        check_range("fade_in_s", self.fade_in_s, 0.0, MAX_FADE_S, "s")
+        check_range("fade_out_s", self.fade_out_s, 0.0, MAX_FADE_S, "s")
         if self.wav_bit_depth not in WAV_BIT_DEPTHS:
             raise ValueError(
                 f"wav_bit_depth: must be one of {', '.join(WAV_BIT_DEPTHS)}, got {echo(self.wav_bit_depth)}"
@@ -222,31 +204,7 @@ class SongRequest:
 
     def lora_items(self) -> list[tuple[str, float]]:
         """The LoRA stack as ``(key, weight)`` pairs, checked: weights 0-2, no key twice."""
-        items: list[tuple[str, float]] = []
-        for raw in self.loras.split(","):
-            if not raw.strip():
-                continue
-            key, sep, weight_text = raw.strip().rpartition(":")
-            if not sep:
-                key, weight_text = weight_text, "1"
-            key = key.strip()
-            if not key or len(key) > MAX_LORA_KEY_CHARS:
-                raise ValueError(f"loras: {echo(raw.strip())} needs a LoRA name or sha256 before the ':'")
-            try:
-                weight = float(weight_text)
-            except ValueError:
-                raise ValueError(f"loras: the weight in {echo(raw.strip())} is not a number") from None
-            if not math.isfinite(weight) or not 0.0 <= weight <= MAX_LORA_WEIGHT:
-                raise ValueError(
-                    f"loras: the weight of {echo(key)} must be between 0 and {MAX_LORA_WEIGHT:g}, "
-                    f"got {echo(weight_text)}"
-                )
-            if any(key == seen for seen, _ in items):
-                raise ValueError(f"loras: {echo(key)} is listed twice")
-            items.append((key, weight))
-        if len(items) > MAX_LORAS:
-            raise ValueError(f"loras: at most {MAX_LORAS} LoRAs at once, got {len(items)}")
-        return items
+        return parse_lora_stack(self.loras)
 
     def with_seed(self, seed: int) -> Self:
         return dataclasses.replace(self, seed=seed)
@@ -310,12 +268,11 @@ class GenerateRequest(SongRequest):
         if not self.prompt.strip() and not self.lyrics.strip() and not self.instrumental:
             raise ValueError("prompt: describe the music (style, instruments, mood) or give lyrics")
         super().validate()
-        _check_range("audio_duration", self.audio_duration, MIN_DURATION_S, MAX_DURATION_S, "s")
-        _check_range("lm_temperature", self.lm_temperature, 0.0, 2.0, note="0 picks the likeliest token")
-        if not 0.0 < self.lm_top_p <= 1.0:
-            raise ValueError(f"lm_top_p: must be above 0 and at most 1, got {echo(self.lm_top_p)}")
-        _check_range("lm_top_k", self.lm_top_k, 0, 1_000_000, note="0 turns it off")
-        _check_range("lm_guidance_scale", self.lm_guidance_scale, 1.0, MAX_LM_GUIDANCE, note="1 turns it off")
+        check_range("audio_duration", self.audio_duration, MIN_DURATION_S, MAX_DURATION_S, "s")
+        check_range("lm_temperature", self.lm_temperature, *TEMPERATURE_RANGE, note="0 picks the likeliest token")
+        check_top_p("lm_top_p", self.lm_top_p)
+        check_range("lm_top_k", self.lm_top_k, 0, MAX_TOP_K, note="0 turns it off")
+        check_range("lm_guidance_scale", self.lm_guidance_scale, *LM_GUIDANCE_RANGE, note="1 turns it off")
         if self.audio_codes.strip():
             self.codes()
         return self
@@ -350,171 +307,6 @@ class GenerateRequest(SongRequest):
         return kwargs
 
 
-ECHO_CHARS = 80  # an error repeats at most this much of a bad value (lyrics can be 100k characters)
-MAX_MESSAGE_CHARS = 1_000  # an error message as the page shows it
-_ECHO_DIGITS = 40  # a longer integer is described by its size (repr of a huge int is slow, then refused)
-
-
-_ECHO_REPR = reprlib.Repr()
-_ECHO_REPR.maxstring = _ECHO_REPR.maxother = ECHO_CHARS
-_ECHO_REPR.maxlong = _ECHO_DIGITS
-
-
-def echo(value: Any, bare: bool = False) -> str:
-    """A bad value as every error message shows it: its repr (``bare``: a name as it is),
-    with markup escaped, cut to ``ECHO_CHARS``.
-
-    Gradio renders an error's text as HTML, so an echoed ``<form ...>`` would become a form
-    on the page; and a 1 MB value must not come back whole.
-    """
-    size = ""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _ECHO_DIGITS * 3.33:
-        text = f"a {value.bit_length() * 0.30103:.0f}-digit number"
-    elif isinstance(value, str):
-        text = value[: 2 * ECHO_CHARS] if bare else repr(value[: 2 * ECHO_CHARS])
-        size = f" ({len(value):,} characters)" if len(value) > ECHO_CHARS else ""
-    else:
-        text = _ECHO_REPR.repr(value)
-    escaped = html.escape(text, quote=False)
-    if len(escaped) <= ECHO_CHARS:
-        return escaped + size
-    return re.sub(r"&[a-z]*$", "", escaped[:ECHO_CHARS]) + "…" + size  # never half an entity
-
-
-def safe_message(text: str) -> str:
-    """An error's text as the page may show it: no markup (Gradio renders it as HTML), bounded.
-
-    Idempotent, so a message whose values ``echo`` already escaped is shown as it reads.
-    """
-    plain = html.escape(html.unescape(text), quote=False)
-    return plain if len(plain) <= MAX_MESSAGE_CHARS else f"{plain[:MAX_MESSAGE_CHARS]}…"
-
-
-def check_text_fields(request: Any) -> None:
-    """Every text (and list-of-text) field of a request: no NUL character, within its length
-    limit (``TEXT_LIMITS``, else ``MAX_SHORT_CHARS``). Checked first, before anything parses them."""
-    limits = getattr(type(request), "TEXT_LIMITS", {})
-    for field in dataclasses.fields(request):
-        value = getattr(request, field.name)
-        limit = limits.get(field.name, MAX_SHORT_CHARS)
-        if isinstance(value, str):
-            _check_text(field.name, value, limit)
-        elif isinstance(value, tuple):
-            if len(value) > MAX_LIST_ITEMS:
-                raise ValueError(f"{field.name}: {len(value):,} items is over the limit of {MAX_LIST_ITEMS}")
-            for item in value:
-                _check_text(field.name, item, limit)
-
-
-def _check_text(name: str, value: str, limit: int) -> None:
-    _check_length(name, value, limit)
-    if "\x00" in value:
-        raise ValueError(f"{name}: holds a null character (\\x00), which no text or file name may contain")
-
-
-def _check_length(name: str, value: str, limit: int) -> None:
-    if len(value) > limit:
-        raise ValueError(f"{name}: {len(value):,} characters is over the {limit:,}-character limit")
-
-
-def _check_range(name: str, value: float, low: float, high: float, unit: str = "", note: str = "") -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{name}: must be a number between {low:g} and {high:g}{unit}, got {echo(value)}")
-    if not low <= value <= high:
-        extra = f" ({note})" if note else ""
-        raise ValueError(f"{name}: must be between {low:g} and {high:g}{unit}{extra}, got {echo(value)}")
-
-
-def _optional_fields(cls: type) -> list[str]:
-    hints = typing.get_type_hints(cls)
-    return [f.name for f in dataclasses.fields(cls) if type(None) in typing.get_args(hints[f.name])]
-
-
-def coerce_into(cls: type, values: Mapping[str, Any]):
-    """``cls`` built from loosely typed values and validated; unknown names are refused."""
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(str(name) for name in set(values) - fields)
-    if unknown:
-        raise ValueError(
-            f"{echo(unknown[0], bare=True)}: not a setting of {cls.__name__} (known: {', '.join(sorted(fields))})"
-        )
-    coerced = {name: coerce_value(name, hints[name], value) for name, value in values.items()}
-    return cls(**coerced).validate()
-
-
-def coerce_value(name: str, hint: Any, value: Any) -> Any:
-    """Turn a form or JSON value into the type ``hint``, naming the field when it can't."""
-    optional = False
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        optional = len(args) < len(typing.get_args(hint))
-        hint = args[0]
-    if optional and (value is None or (isinstance(value, str) and not value.strip())):
-        return None
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            return value.strip().lower() == "true"
-        if isinstance(value, (int, float)) and value in (0, 1):
-            return bool(value)
-        raise ValueError(f"{name}: must be true or false, got {echo(value)}")
-    if hint is str:
-        if value is None:
-            return ""
-        if name in FILE_FIELDS and not isinstance(value, str):
-            raise ValueError(f"{name}: not an uploaded file; upload it (API clients: gradio_client.handle_file)")
-        if not isinstance(value, str):
-            raise ValueError(f"{name}: must be text, got {echo(value)}")
-        return value
-    if typing.get_origin(hint) is tuple:
-        if value is None:
-            return ()
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
-            raise ValueError(f"{name}: must be a list of names, got {echo(value)}")
-        return tuple(item.strip() for item in items if item.strip())
-    if hint in (int, float):
-        if hint is int and isinstance(value, int) and not isinstance(value, bool):
-            return value  # exact, however large: the range check words what is wrong with it
-        try:
-            number = _number(name, value)
-        except ValueError:
-            raise ValueError(f"{name}: must be a {'whole ' if hint is int else ''}number, got {echo(value)}") from None
-        if hint is int:
-            if not math.isfinite(number) or number != int(number):
-                raise ValueError(f"{name}: must be a whole number, got {echo(value)}")
-            return int(number)
-        return number
-    raise TypeError(f"{name}: no coercion for {hint!r}")
-
-
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or value is None:
-        raise ValueError(f"{name}: must be a number, got {echo(value)}")
-    try:
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str) and len(value) <= MAX_SHORT_CHARS:
-            return float(value.strip())
-    except (ValueError, OverflowError):
-        pass
-    raise ValueError(f"{name}: must be a number, got {echo(value)}")
-
-
-# Cover, Extend and Edit rework a source song. Their audio arrives as file paths; the
-# studio decodes them (``audio_io``) and checks lengths with ``check_source`` before any
-# model time.
-EXTEND_WHERE: tuple[str, ...] = ("after", "before")
-MIN_EXTEND_S = 5
-MAX_EXTEND_S = 240
-MIN_SEGMENT_S = 1.0  # an edit shorter than this is mostly crossfade
-# The official default (ACE-Step 1.5 GenerationParams): follow the source fully.
-DEFAULT_COVER_STRENGTH = 1.0
-LATENT_FRAME_S = 1920 / 48_000  # one latent frame: the pipeline's time resolution
-
-
 @dataclass(frozen=True)
 class CoverRequest(SongRequest):
     """A source song re-made in a new style, optionally with new lyrics and a timbre reference."""
@@ -527,11 +319,11 @@ class CoverRequest(SongRequest):
     mode: typing.ClassVar[str] = "cover"
 
     def validate(self) -> Self:
-        _require_audio("src_audio", self.src_audio, "upload the song to cover")
+        require_audio("src_audio", self.src_audio, "upload the song to cover")
         super().validate()
-        _check_range("audio_cover_strength", self.audio_cover_strength, 0.0, 1.0)
+        check_range("audio_cover_strength", self.audio_cover_strength, *UNIT_RANGE)
         if self.audio_duration is not None:
-            _check_range("audio_duration", self.audio_duration, MIN_DURATION_S, MAX_DURATION_S, "s")
+            check_range("audio_duration", self.audio_duration, MIN_DURATION_S, MAX_DURATION_S, "s")
         return self
 
     def pipeline_kwargs(self) -> dict[str, Any]:
@@ -549,9 +341,9 @@ class ExtendRequest(SongRequest):
     mode: typing.ClassVar[str] = "extend"
 
     def validate(self) -> Self:
-        _require_audio("src_audio", self.src_audio, "upload the song to extend")
+        require_audio("src_audio", self.src_audio, "upload the song to extend")
         super().validate()
-        _check_range("extend_seconds", self.extend_seconds, MIN_EXTEND_S, MAX_EXTEND_S, "s")
+        check_range("extend_seconds", self.extend_seconds, MIN_EXTEND_S, MAX_EXTEND_S, "s")
         if self.extend_where not in EXTEND_WHERE:
             raise ValueError(f"extend_where: must be 'after' or 'before', got {echo(self.extend_where)}")
         return self
@@ -568,13 +360,6 @@ class ExtendRequest(SongRequest):
         # The new span is repainted on a zero-padded copy of the seed: a repaint window
         # past the source's end would be clamped, not extended (FACTS).
         return {**super().pipeline_kwargs(), "task_type": "repaint"}
-
-
-# Edit's tasks. Repaint works on every checkpoint; the rest only on base checkpoints
-# (official README; acestep/constants.py TASK_TYPES_BASE).
-EDIT_TASKS: tuple[str, ...] = ("repaint", "extract", "lego", "complete")
-BASE_ONLY_TASKS: tuple[str, ...] = ("extract", "lego", "complete")
-SEGMENT_TASKS: tuple[str, ...] = ("repaint", "lego")  # the tasks that work on a time segment
 
 
 @dataclass(frozen=True)
@@ -596,7 +381,7 @@ class EditRequest(SongRequest):
     mode: typing.ClassVar[str] = "edit"
 
     def validate(self) -> Self:
-        _require_audio("src_audio", self.src_audio, "upload the song to edit")
+        require_audio("src_audio", self.src_audio, "upload the song to edit")
         super().validate()
         if self.task_type not in EDIT_TASKS:
             raise ValueError(f"task_type: must be one of {', '.join(EDIT_TASKS)}, got {echo(self.task_type)}")
@@ -607,26 +392,13 @@ class EditRequest(SongRequest):
         for name in self.complete_track_classes:
             if name not in TRACK_NAMES:
                 raise ValueError(f"complete_track_classes: {echo(name)} is not one of {', '.join(TRACK_NAMES)}")
-        if self.task_type not in SEGMENT_TASKS:
-            return self
-        _check_range("repainting_start", self.repainting_start, 0.0, MAX_DURATION_S, "s")
-        _check_range("repainting_end", self.repainting_end, 0.0, MAX_DURATION_S, "s")
-        if self.repainting_end <= self.repainting_start:
-            raise ValueError(
-                f"repainting_end: {self.repainting_end:g} s must be after repainting_start {self.repainting_start:g} s"
-            )
-        if self.repainting_end - self.repainting_start < MIN_SEGMENT_S:
-            raise ValueError(
-                f"repainting_end: the segment {self.repainting_start:g}-{self.repainting_end:g} s is shorter "
-                f"than the {MIN_SEGMENT_S:g} s minimum"
-            )
+        if self.task_type in SEGMENT_TASKS:
+            _check_segment(self.repainting_start, self.repainting_end)
         return self
 
     def check_source(self, source_s: float) -> None:
-        if self.task_type in SEGMENT_TASKS and self.repainting_end > source_s + LATENT_FRAME_S:
-            raise ValueError(
-                f"repainting_end: {self.repainting_end:g} s is past the end of the source ({source_s:.1f} s)"
-            )
+        if self.task_type in SEGMENT_TASKS:
+            _check_segment_end(self.repainting_end, source_s)
 
     def pipeline_kwargs(self) -> dict[str, Any]:
         kwargs = {**super().pipeline_kwargs(), "task_type": self.task_type}
@@ -639,11 +411,87 @@ class EditRequest(SongRequest):
         return kwargs
 
 
-REQUEST_TYPES: dict[str, type[SongRequest]] = {
-    cls.mode: cls for cls in (GenerateRequest, CoverRequest, ExtendRequest, EditRequest)
-}
+@dataclass(frozen=True)
+class FlowEditRequest(SongRequest):
+    """Re-describe a song: ``prompt``/``lyrics`` say what it should become, ``source_*`` what it is.
+
+    ``guidance_scale`` guides the target, ``source_guidance_scale`` the source.
+    ``repainting_end`` None (or -1, the official "to the end") edits the whole song, and then
+    ``repainting_start`` is 0; otherwise only ``[repainting_start, repainting_end]`` changes and
+    the rest stays bit-identical. Either way the saved settings name the segment that was used.
+    """
+
+    src_audio: str = ""
+    source_prompt: str = ""
+    source_lyrics: str = ""
+    source_guidance_scale: float = 1.0
+    n_max: int | None = None  # None: N_MAX_FRACTION of num_inference_steps
+    n_min: int = 0
+    n_avg: int = 1
+    repainting_start: float = 0.0
+    repainting_end: float | None = None
+
+    mode: typing.ClassVar[str] = "flow_edit"
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> Self:
+        values = dict(values)
+        if values.get("repainting_end") in (-1, "-1"):
+            values["repainting_end"] = None
+        return super().from_values(values)
+
+    @property
+    def edit_steps(self) -> int:
+        """``n_max`` as given, or the paper's fraction of the steps (at least one)."""
+        if self.n_max is not None:
+            return self.n_max
+        return max(1, round(N_MAX_FRACTION * self.num_inference_steps))
+
+    def validate(self) -> Self:
+        require_audio("src_audio", self.src_audio, "upload the song to edit")
+        if not self.prompt.strip() and not self.lyrics.strip():
+            raise ValueError("prompt: describe what the song should become (style, instruments, mood) or give lyrics")
+        super().validate()
+        check_range("source_guidance_scale", self.source_guidance_scale, *GUIDANCE_RANGE)
+        check_range("n_avg", self.n_avg, 1, MAX_N_AVG)
+        if self.n_max is not None:
+            check_range("n_max", self.n_max, 1, self.num_inference_steps, note="at most num_inference_steps")
+        check_range("n_min", self.n_min, 0, self.edit_steps, note=f"at most n_max, {self.edit_steps}")
+        check_range("repainting_start", self.repainting_start, 0.0, MAX_DURATION_S, "s")
+        if self.repainting_end is None and self.repainting_start != 0:
+            # The whole song is edited then: a start saved beside it would describe an edit that never happened.
+            raise ValueError(
+                f"repainting_start: {self.repainting_start:g} s needs a repainting_end to make a segment; "
+                "set the end, or the start to 0 to edit the whole song"
+            )
+        if self.repainting_end is not None:
+            _check_segment(self.repainting_start, self.repainting_end)
+        return self
+
+    def check_source(self, source_s: float) -> None:
+        if self.repainting_end is not None:
+            _check_segment_end(self.repainting_end, source_s)
 
 
-def _require_audio(name: str, path: str, hint: str) -> None:
-    if not path or not path.strip():
-        raise ValueError(f"{name}: no audio given; {hint}")
+def _check_segment(start: float, end: float) -> None:
+    """Edit's and FlowEdit's segment: within the longest song, ``end`` after ``start``, long enough."""
+    check_range("repainting_start", start, 0.0, MAX_DURATION_S, "s")
+    check_range("repainting_end", end, 0.0, MAX_DURATION_S, "s")
+    if end <= start:
+        raise ValueError(f"repainting_end: {end:g} s must be after repainting_start {start:g} s")
+    if end - start < MIN_SEGMENT_S:
+        raise ValueError(
+            f"repainting_end: the segment {start:g}-{end:g} s is shorter than the {MIN_SEGMENT_S:g} s minimum"
+        )
+
+
+def _check_segment_end(end: float, source_s: float) -> None:
+    if end > source_s + LATENT_FRAME_S:
+        raise ValueError(f"repainting_end: {end:g} s is past the end of the source ({source_s:.1f} s)")
+
+
+# Every song mode, by name: the four tabs' requests and FlowEdit (on the Edit tab). Batch files,
+# share links, the form and the API all look a mode up here.
+REQUEST_TYPES: Mapping[str, type[SongRequest]] = types.MappingProxyType(
+    {cls.mode: cls for cls in (GenerateRequest, CoverRequest, ExtendRequest, EditRequest, FlowEditRequest)}
+)

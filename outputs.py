@@ -8,7 +8,6 @@ leaves a half-written run where the library or a user would find it.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import secrets
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+import bounded_json
 from export import WRITERS, Cover, Tags, Writer, title_from_prompt
 
 SETTINGS_FILE = "settings.json"
@@ -296,64 +296,45 @@ def load_settings(source: str | Path) -> dict[str, Any]:
     return data
 
 
+# A settings record's bounds, for bounded_json: every string is a name or a value.
+SETTINGS_LIMITS = bounded_json.JsonLimits(
+    max_bytes=MAX_SETTINGS_BYTES,
+    max_depth=MAX_SETTINGS_DEPTH,
+    max_names=MAX_SETTINGS_KEYS,
+    max_values=MAX_SETTINGS_ITEMS,
+    max_list_items=MAX_SETTINGS_ITEMS,
+    max_strings=MAX_SETTINGS_KEYS + MAX_SETTINGS_ITEMS,
+    max_digits=MAX_NUMBER_DIGITS,
+)
+
+
 def parse_settings_text(text: str, label: str = "settings") -> Any:
-    """JSON text from a client, parsed within bounds: size, nesting depth, names, values and
-    digits per number. Raises ``ValueError`` with a plain message (``label: ...``) on any excess."""
+    """JSON text from a client, parsed within bounds (``bounded_json``): size, nesting depth, names,
+    values and digits per number. Raises ``ValueError`` with a plain message (``label: ...``) on any excess."""
     if not isinstance(text, str):
         raise ValueError(f"{label}: expected JSON text, got {type(text).__name__}")
-    if len(text) > MAX_SETTINGS_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_SETTINGS_BYTES:
+    if len(text) > MAX_SETTINGS_BYTES:  # counted before the text is encoded for the scan
         raise ValueError(f"{label}: over {MAX_SETTINGS_BYTES // 1_000_000} MB of text; ours are far smaller")
-    counts = {"keys": 0, "numbers": 0}
-
-    def number(digits: str, parse: Callable[[str], Any]) -> Any:
-        counts["numbers"] += 1  # refused as they come: a hook per number is the slow part of parsing
-        if counts["numbers"] > MAX_SETTINGS_ITEMS:
-            raise ValueError(f"{label}: over {MAX_SETTINGS_ITEMS:,} values; ours hold far fewer")
-        if len(digits) > MAX_NUMBER_DIGITS:
-            raise ValueError(f"{label}: a number has too many digits (over {MAX_NUMBER_DIGITS})")
-        value = parse(digits)
-        if not math.isfinite(value):
-            raise ValueError(f"{label}: a number is too large ({digits})")
-        return value
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        counts["keys"] += len(items)
-        if counts["keys"] > MAX_SETTINGS_KEYS:
-            raise ValueError(f"{label}: over {MAX_SETTINGS_KEYS:,} names; ours hold far fewer")
-        return dict(items)
-
-    def constant(name: str) -> Any:
-        raise ValueError(f"{label}: {name} is not a number a settings file holds")
-
     try:
-        data = json.loads(
-            text,
-            parse_int=lambda digits: number(digits, int),
-            parse_float=lambda digits: number(digits, float),
-            parse_constant=constant,
-            object_pairs_hook=pairs,
-        )
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{label}: not valid JSON ({error.msg} at line {error.lineno})") from error
-    except RecursionError:
-        raise ValueError(f"{label}: nested too deeply (over {MAX_SETTINGS_DEPTH} levels)") from None
-    _check_shape(data, label)
-    return data
+        return bounded_json.loads(text, SETTINGS_LIMITS)
+    except bounded_json.JsonLimitError as error:
+        raise ValueError(f"{label}: {_settings_refusal(error)}") from None
 
 
-def _check_shape(data: Any, label: str) -> None:
-    """Depth and value count, walked without recursion."""
-    stack, items = [(data, 1)], 0
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict | list):
-            if depth > MAX_SETTINGS_DEPTH:
-                raise ValueError(f"{label}: nested too deeply (over {MAX_SETTINGS_DEPTH} levels)")
-            children = value.values() if isinstance(value, dict) else value
-            items += len(children)
-            if items > MAX_SETTINGS_ITEMS:
-                raise ValueError(f"{label}: over {MAX_SETTINGS_ITEMS:,} values; ours hold far fewer")
-            stack.extend((child, depth + 1) for child in children)
+def _settings_refusal(error: bounded_json.JsonLimitError) -> str:
+    """What a settings reader says about a refused text, in its own words."""
+    words = {
+        "bytes": f"over {MAX_SETTINGS_BYTES // 1_000_000} MB of text; ours are far smaller",
+        "digits": f"a number has too many digits (over {MAX_NUMBER_DIGITS})",
+        "depth": f"nested too deeply (over {MAX_SETTINGS_DEPTH} levels)",
+        "names": f"over {MAX_SETTINGS_KEYS:,} names; ours hold far fewer",
+        "strings": f"over {MAX_SETTINGS_ITEMS:,} values; ours hold far fewer",
+        "values": f"over {MAX_SETTINGS_ITEMS:,} values; ours hold far fewer",
+        "constant": f"{error.detail} is not a number a settings file holds",
+        "number": f"a number is too large ({error.detail})",
+        "syntax": f"not valid JSON ({error.detail})",
+    }
+    return words.get(error.kind, str(error))
 
 
 def servable(root: Path, path: str | Path) -> bool:

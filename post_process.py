@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modes import DEFAULT_TARGET_LUFS, DEFAULT_TRUE_PEAK_DBTP, TARGET_LUFS_RANGE, TRUE_PEAK_RANGE_DBTP
+from audio_io import SAMPLE_RATE
+from modes import DEFAULT_TARGET_LUFS, DEFAULT_TRUE_PEAK_DBTP
 from true_peak import (
     BLOCK_SAMPLES,
     BlockPeaks,
@@ -27,8 +28,8 @@ from true_peak import (
     true_peak_envelope,
     true_peak_max,
 )
+from validation import TARGET_LUFS_RANGE, TRUE_PEAK_RANGE_DBTP
 
-SAMPLE_RATE = 48_000  # Hz
 METER_MARGIN_DB = 0.05  # the limiter aims this far under the ceiling: long interpolators
 # read band-limited audio up to about 0.03 dB above the 8x meter (its ripple near 21 kHz)
 BLOCK_S = 0.4  # BS.1770 gating block; shorter audio has no integrated loudness

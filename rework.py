@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from audio_io import SAMPLE_RATE, LoadedAudio, crossfade_splice, fit_length
-from modes import MIN_DURATION_S, CoverRequest, EditRequest, ExtendRequest, SongRequest
+from modes import CoverRequest, EditRequest, ExtendRequest, SongRequest
+from validation import MIN_DURATION_S
 
 SPLICE_FADE_S = 0.1  # equal-power crossfade at each seam: long enough to hide a click
 MAX_LEVEL_MATCH_DB = 12.0  # never boost or cut the new span by more than this
@@ -74,7 +75,7 @@ def _prepare_extend(request: ExtendRequest, source: LoadedAudio) -> Prepared:
     else:
         padded = np.concatenate([silence, seed], axis=1)
         start, end = 0, added
-    return _repaint(padded, start, end)
+    return repaint(padded, start, end)
 
 
 def _prepare_edit(request: EditRequest, source: LoadedAudio) -> Prepared:
@@ -88,10 +89,10 @@ def _prepare_edit(request: EditRequest, source: LoadedAudio) -> Prepared:
         return Prepared(kwargs=kwargs, finish=lambda take: fit_length(take, samples))
     start = round(request.repainting_start * SAMPLE_RATE)
     end = min(round(request.repainting_end * SAMPLE_RATE), audio.shape[-1])
-    return _repaint(audio, start, end)
+    return repaint(audio, start, end)
 
 
-def _repaint(original: np.ndarray, start: int, end: int) -> Prepared:
+def repaint(original: np.ndarray, start: int, end: int) -> Prepared:
     """Repaint ``[start, end)`` of ``original`` and splice each take back into it."""
     samples = original.shape[-1]
     fade = round(SPLICE_FADE_S * SAMPLE_RATE)

@@ -13,10 +13,10 @@ from math import gcd
 
 import numpy as np
 
+from audio_io import SAMPLE_RATE
 from backend import Lazy
-from modes import echo
+from validation import echo
 
-SAMPLE_RATE = 48_000  # Hz
 # name -> what the UI says about it. demucs_unittest is a tiny bundled model for tests.
 STEM_MODELS: dict[str, str] = {
     "htdemucs": "4 stems: drums, bass, other, vocals",

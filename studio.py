@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from audio_io import SAMPLE_RATE
 from backend import MODEL_LOADS, Backend, ModelUnavailableError, RunControl
 from export import Cover, read_cover, writers_for
-from flow_edit import FlowEditRequest, guidance_defaults
-from modes import INSTRUMENTAL_LYRICS, REQUEST_TYPES, GenerateRequest, SongRequest
+from flow_edit import guidance_defaults
+from modes import INSTRUMENTAL_LYRICS, REQUEST_TYPES, FlowEditRequest, GenerateRequest, SongRequest
 from outputs import SETTINGS_FILE, OutputStore, Run, load_settings
 from stems import StemSplitter
 from variations import VaryPlan, VaryRequest, plan_variation
@@ -31,14 +32,11 @@ if TYPE_CHECKING:
 
 STUDIO_NAME = "ACE Music Studio"
 STUDIO_VERSION = "0.1.0"
-SAMPLE_RATE = 48_000  # Hz
 # Request fields that name audio files; each is copied into the run folder so the run
 # can be reproduced after the upload is gone.
 AUDIO_FIELDS = {"src_audio": ("source", "Source song"), "reference_audio": ("reference", "Timbre reference")}
 # Every input file a run keeps a copy of (so that "Apply settings" restores it): name in the run folder, label.
 INPUT_FILES = {**AUDIO_FIELDS, "cover_image": ("cover", "Cover image")}
-# Every song mode the studio runs: the four tabs' requests and FlowEdit (on the Edit tab).
-SONG_TYPES: dict[str, type[SongRequest]] = {**REQUEST_TYPES, FlowEditRequest.mode: FlowEditRequest}
 
 
 @dataclass
@@ -57,7 +55,7 @@ class Studio:
             from lora.stack import LoraStack
 
             pipe = self.backend.load(control)
-            with MODEL_LOADS, self.backend._run_lock:
+            with MODEL_LOADS, self.backend.exclusive():
                 if self._loras is None:
                     self._loras = LoraStack(pipe, store_dir=self.lora_store)
         return self._loras
@@ -73,13 +71,13 @@ class Studio:
         read_safetensors_header(Path(path))
         stack = self.lora_stack()
         checked = stack.check(path, name=name, trigger_words=trigger_words)
-        with MODEL_LOADS, self.backend._run_lock:  # adapters load like models: one load at a time
+        with MODEL_LOADS, self.backend.exclusive():  # adapters load like models: one load at a time
             return stack.add_checked(checked)
 
     def known_loras(self) -> list[LoraEntry]:
         """The LoRAs loaded in this process, and those in the store from earlier sessions (loaded now)."""
         stack = self.lora_stack()
-        with MODEL_LOADS, self.backend._run_lock:
+        with MODEL_LOADS, self.backend.exclusive():
             return stack.load_store()
 
     def _resolve_loras(self, request: SongRequest, control: RunControl) -> list[LoraEntry]:
@@ -88,7 +86,7 @@ class Studio:
         if not items and self._loras is None:
             return []
         stack = self.lora_stack(control)
-        with MODEL_LOADS, self.backend._run_lock:
+        with MODEL_LOADS, self.backend.exclusive():
             return [stack.resolve(key) for key, _ in items]
 
     def defaults(self, request_type: type[SongRequest] = GenerateRequest) -> SongRequest:
@@ -115,7 +113,7 @@ class Studio:
                 f"parent_run_id: run {vary.parent_run_id} is itself a variation; vary its parent "
                 f"{settings['vary']['parent_run_id']} with another variance instead"
             )
-        if settings["mode"] not in SONG_TYPES or settings["mode"] == FlowEditRequest.mode:
+        if settings["mode"] not in REQUEST_TYPES or settings["mode"] == FlowEditRequest.mode:
             raise ValueError(
                 f"parent_run_id: run {vary.parent_run_id} is a {settings['mode']!r} run, which Vary cannot blend; "
                 "use Retake for a fresh take"
@@ -132,7 +130,7 @@ class Studio:
         if settings.get("plan"):  # the parent's plan is replayed, not planned again
             values = {**replay_values(settings), "seed": vary.seed}
             values.update({f: str(self.store.kept_file(vary.parent_run_id, name)) for f, name in kept.items()})
-        request = SONG_TYPES[plan.mode].from_values(values)
+        request = REQUEST_TYPES[plan.mode].from_values(values)
         record = {
             "parent_run_id": vary.parent_run_id,
             "parent_seeds": plan.parent_seeds,
@@ -177,16 +175,7 @@ class Studio:
         takes = np.stack([prepared.finish(take) for take in raw]).astype(np.float32, copy=False)
         generated = time.perf_counter()
         control.check()  # a cancel that arrived during decoding still discards the run
-        mastering = None
-        if request.master:
-            from post_process import MasteringSettings, master
-
-            control.report(0.92, "Mastering…")
-            target = MasteringSettings(True, request.target_lufs, request.true_peak_dbtp)
-            results = [master(take, SAMPLE_RATE, target) for take in takes]
-            takes = np.stack([result.audio for result in results])
-            mastering = [result.summary() for result in results]
-            control.check()
+        takes, mastering = self._master(request, takes, control)
         finished = [self._shape_ends(request, take) for take in takes]  # trimmed takes may differ in length
         control.report(0.95, "Writing files…")
         control.check()  # the last point where a cancel still leaves nothing behind
@@ -198,14 +187,7 @@ class Studio:
         settings = {
             "studio": {"name": STUDIO_NAME, "version": STUDIO_VERSION},
             "mode": request.mode,
-            "model": {
-                "label": self.backend.spec.label,
-                "source": self.backend.spec.source,
-                "variant": self.backend.variant,
-                "test_model": self.backend.spec.is_tiny,
-            },
-            "device": self.backend.device.device,
-            "dtype": self.backend.device.dtype,
+            **self._model_record(),
             "request": request.to_dict(),
             "inputs": inputs,  # the audio files above, copied into the run folder
             "output": {
@@ -234,6 +216,32 @@ class Studio:
         run = self.store.save_run(settings, finished, seeds, copies=copies, writers=writers, cover=cover)
         control.report(1.0, "Done")
         return run
+
+    @staticmethod
+    def _master(request: SongRequest, takes: np.ndarray, control: RunControl) -> tuple[np.ndarray, list | None]:
+        """The takes mastered when the request asks for it, and each take's mastering summary (None: off)."""
+        if not request.master:
+            return takes, None
+        from post_process import MasteringSettings, master
+
+        control.report(0.92, "Mastering…")
+        target = MasteringSettings(True, request.target_lufs, request.true_peak_dbtp)
+        results = [master(take, SAMPLE_RATE, target) for take in takes]
+        control.check()
+        return np.stack([result.audio for result in results]), [result.summary() for result in results]
+
+    def _model_record(self) -> dict[str, Any]:
+        """The model, device and dtype a run's settings name (a variation needs the same model)."""
+        return {
+            "model": {
+                "label": self.backend.spec.label,
+                "source": self.backend.spec.source,
+                "variant": self.backend.variant,
+                "test_model": self.backend.spec.is_tiny,
+            },
+            "device": self.backend.device.device,
+            "dtype": self.backend.device.dtype,
+        }
 
     def _variation_noise(self, plan: VaryPlan, request: SongRequest, prepared, control: RunControl) -> dict:
         from variations import vary_kwargs

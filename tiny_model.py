@@ -14,12 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from audio_io import SAMPLE_RATE  # the real model's rate
+
 CACHE_ENV_VAR = "ACE_STUDIO_CACHE"
 TINY_FORMAT_VERSION = 1  # bump when the build below changes, so old caches are rebuilt
 TINY_SEED = 0
 ACOUSTIC_DIM = 8  # latent channels; the real model has 64
 HIDDEN = 32
-SAMPLE_RATE = 48_000  # Hz, the real model's rate
 DOWNSAMPLING_RATIOS = [2, 4, 4, 6, 10]  # multiply to 1920: 25 latent frames per second
 SILENCE_FRAMES = 15_000  # the condition encoder's silence_latent length (600 s at 25 Hz)
 MARKER_FILE = "tiny_model.txt"

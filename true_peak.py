@@ -14,7 +14,8 @@ import functools
 
 import numpy as np
 
-SAMPLE_RATE = 48_000  # Hz
+from audio_io import SAMPLE_RATE
+
 OVERSAMPLING = 8  # meter points per sample
 TAPS_PER_PHASE = 32  # the interpolation filter is 8 * 32 + 1 taps long
 REACH = TAPS_PER_PHASE // 2  # samples it sees on each side of an interval

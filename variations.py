@@ -13,10 +13,10 @@ transformer's dtype; ``initial_noise`` calls that same method with the same gene
 so the draw is the pipeline's own. The noise reaches the pipeline through its
 ``latents=`` argument (``vary_kwargs``).
 
-Bit-for-bit holds for text-to-music runs on the same model and dtype (``settings.json``
-records both). Runs with source audio (Cover, Extend, Edit) are not reproducible even by
-their own seed: the pipeline samples the VAE posterior of the source from the global
-torch RNG, which no seed reaches.
+Bit-for-bit holds on the same model and dtype (``settings.json`` records both), for runs
+with source audio (Cover, Extend, Edit) too: the pipeline samples the VAE posterior of the
+source from the global torch RNG, and ``Backend.generate`` seeds that RNG for every run
+(with the parent's seed for a variation, ``rng_seed``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Self
 
-from modes import MAX_BATCH, MAX_SEED, check_text_fields, coerce_into, echo
+from validation import MAX_BATCH, MAX_SEED, check_text_fields, coerce_into, echo
 
 if TYPE_CHECKING:
     import torch
@@ -122,12 +122,6 @@ def latent_length(pipe, audio_duration: float, src_samples: int | None = None) -
         hop = round(pipe.sample_rate / pipe.latents_per_second)
         return src_samples // hop
     return math.ceil(audio_duration * pipe.latents_per_second)
-
-
-def latent_shape(pipe, audio_duration: float, batch_size: int = 1, src_samples: int | None = None) -> tuple[int, ...]:
-    """``(batch, frames, channels)``: the shape of the pipeline's starting noise."""
-    channels = pipe.transformer.config.audio_acoustic_hidden_dim
-    return (batch_size, latent_length(pipe, audio_duration, src_samples), channels)
 
 
 def initial_noise(

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from modes import MAX_DURATION_S, MIN_DURATION_S
+from validation import MAX_DURATION_S, MIN_DURATION_S
 
 COMFORTABLE_RATE = 3.0  # syllables per second a singer carries easily
 MAX_RATE = 5.0  # beyond this the model tends to skip or rush words

@@ -15,27 +15,28 @@ from typing import Any
 
 from typing_extensions import Self
 
-from modes import (
+from modes import LM_GUIDANCE_SCALE, LM_NEGATIVE_PROMPT, LM_TEMPERATURE, LM_TOP_K, LM_TOP_P
+from validation import (
     CODES_PER_SECOND,
     KEYSCALES,
-    LM_GUIDANCE_SCALE,
-    LM_NEGATIVE_PROMPT,
-    LM_TEMPERATURE,
-    LM_TOP_K,
-    LM_TOP_P,
+    LM_GUIDANCE_RANGE,
     MAX_AUDIO_CODE,
     MAX_BPM,
     MAX_DURATION_S,
-    MAX_LM_GUIDANCE,
     MAX_PROMPT_CHARS,
+    MAX_TOP_K,
     MIN_BPM,
     MIN_DURATION_S,
+    TEMPERATURE_RANGE,
+    TIME_SIGNATURES,
     VOCAL_LANGUAGES,
+    check_length,
+    check_range,
+    check_top_p,
 )
 
 # The think block's fields, in the order the LM was trained on (yaml.dump's sorted keys).
 FIELDS = ("bpm", "caption", "duration", "keyscale", "language", "timesignature")
-PLAN_TIME_SIGNATURES = ("2", "3", "4", "6")
 DEFAULT_NEGATIVE_PROMPT = LM_NEGATIVE_PROMPT
 MAX_CAPTION_TOKENS = 512  # the official limit on a generated caption
 CODE_TOKEN = re.compile(r"<\|audio_code_(\d+)\|>")
@@ -55,17 +56,15 @@ class PlannerSettings:
     max_caption_tokens: int = MAX_CAPTION_TOKENS
 
     def validate(self) -> Self:
-        _check("temperature", self.temperature, 0.0, 2.0)
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p: must be above 0 and at most 1, got {self.top_p!r}")
-        _check("top_k", self.top_k, 0, 1_000_000)
-        _check("lm_guidance_scale", self.lm_guidance_scale, 1.0, MAX_LM_GUIDANCE)
-        if len(self.lm_negative_prompt) > MAX_PROMPT_CHARS:
-            raise ValueError(f"lm_negative_prompt: over the {MAX_PROMPT_CHARS:,}-character limit")
+        check_range("temperature", self.temperature, *TEMPERATURE_RANGE)
+        check_top_p("top_p", self.top_p)
+        check_range("top_k", self.top_k, 0, MAX_TOP_K)
+        check_range("lm_guidance_scale", self.lm_guidance_scale, *LM_GUIDANCE_RANGE)
+        check_length("lm_negative_prompt", self.lm_negative_prompt, MAX_PROMPT_CHARS)
         unknown = set(self.infer) - set(FIELDS)
         if unknown:
             raise ValueError(f"infer: {sorted(unknown)!r} are not plan fields; choose from {', '.join(FIELDS)}")
-        _check("max_caption_tokens", self.max_caption_tokens, 1, MAX_CAPTION_TOKENS)
+        check_range("max_caption_tokens", self.max_caption_tokens, 1, MAX_CAPTION_TOKENS)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -194,7 +193,7 @@ def _unquote(value: str) -> str:
 
 
 _RANGES = {"bpm": (MIN_BPM, MAX_BPM), "duration": (MIN_DURATION_S, MAX_DURATION_S)}
-_CHOICES = {"keyscale": KEYSCALES, "language": VOCAL_LANGUAGES, "timesignature": PLAN_TIME_SIGNATURES}
+_CHOICES = {"keyscale": KEYSCALES, "language": VOCAL_LANGUAGES, "timesignature": TIME_SIGNATURES}
 
 
 def check_field(name: str, value: Any) -> Any:
@@ -218,8 +217,3 @@ def check_field(name: str, value: Any) -> Any:
 
 def _check_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {name: check_field(name, fields[name]) for name in FIELDS}
-
-
-def _check(name: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise ValueError(f"{name}: must be between {low:g} and {high:g}, got {value!r}")

@@ -27,7 +27,7 @@ from backend import Lazy, ModelUnavailableError, RunControl, import_libraries
 from lm.plan import DEFAULT_NEGATIVE_PROMPT, FIELDS, MAX_CAPTION_TOKENS, Plan, PlannerSettings, check_field, parse_think
 from lm.session import LoadedLM, Sampling, load_lm, pick_lm_backend, sample
 from lm.think_constraint import ThinkConstraint, Vocab
-from modes import CODES_PER_SECOND
+from validation import CODES_PER_SECOND
 
 LM_MODELS: dict[str, str] = {
     "0.6B": "ACE-Step/acestep-5Hz-lm-0.6B",

@@ -8,8 +8,17 @@ from typing import Any
 
 import numpy as np
 
-from lm.plan import CODE_TOKEN, FIELDS, PLAN_TIME_SIGNATURES
-from modes import KEYSCALES, MAX_AUDIO_CODE, MAX_BPM, MAX_DURATION_S, MIN_BPM, MIN_DURATION_S, VOCAL_LANGUAGES
+from lm.plan import CODE_TOKEN, FIELDS
+from validation import (
+    KEYSCALES,
+    MAX_AUDIO_CODE,
+    MAX_BPM,
+    MAX_DURATION_S,
+    MIN_BPM,
+    MIN_DURATION_S,
+    TIME_SIGNATURES,
+    VOCAL_LANGUAGES,
+)
 
 
 def _byte_decoder() -> dict[str, int]:
@@ -84,7 +93,7 @@ _FIELD_CHOICES = {
     "duration": _choices([str(v) for v in range(MIN_DURATION_S, MAX_DURATION_S + 1)]),
     "keyscale": _choices(KEYSCALES),
     "language": _choices(VOCAL_LANGUAGES),
-    "timesignature": _choices(PLAN_TIME_SIGNATURES),
+    "timesignature": _choices(TIME_SIGNATURES),
 }
 
 

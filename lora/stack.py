@@ -114,7 +114,7 @@ class LoraStack:
 
     Thread-safety: every method that changes the DiT (``add``, ``add_checked``, ``resolve``,
     ``load_store``, ``apply``, ``restore``, ``remove``, ``clear``) must be called with the
-    backend's run lock held (``Backend._run_lock``), so no run is inside the transformer while
+    pipeline to itself (``with backend.exclusive():``), so no run is inside the transformer while
     its adapters change. ``check`` reads only the file: an untrusted upload is checked without
     the lock, so a bad file never holds up a run. The stack's own lock only keeps its
     bookkeeping consistent.
@@ -368,7 +368,3 @@ class LoraStack:
         with self._lock:
             for key in [e.sha256 for e in self._entries.values()]:
                 self.remove(key)
-
-    def prompt_with_triggers(self, prompt: str) -> str:
-        """``prompt`` with the trigger words of the active (weight > 0) adapters appended."""
-        return prompt_with_triggers(prompt, self.describe())

@@ -28,7 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from modes import CODES_PER_SECOND, ExtendRequest, SongRequest
+from modes import ExtendRequest, SongRequest
+from validation import CODES_PER_SECOND
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ from backend import Cancelled, RunControl
 from flow_edit import (
     PAPER_SOURCE_GUIDANCE,
     PAPER_TARGET_GUIDANCE,
-    FlowEditRequest,
     edit_latents,
     encode_audio,
     encode_condition,
@@ -20,6 +19,7 @@ from flow_edit import (
     guidance_defaults,
     segment_mask,
 )
+from modes import FlowEditRequest
 from rework import SPLICE_FADE_S
 
 SR = 48_000

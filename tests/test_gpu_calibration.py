@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backend import RunControl
-from modes import MAX_DURATION_S, MIN_DURATION_S, GenerateRequest
+from modes import GenerateRequest
 from serving import zerogpu
+from validation import MAX_DURATION_S, MIN_DURATION_S
 
 
 def song(seconds: float = 10.0, steps: int = 4, seed: int = 7, batch_size: int = 1) -> GenerateRequest:

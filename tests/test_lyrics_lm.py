@@ -30,8 +30,8 @@ from lyrics_lm import (
     build_messages,
     resolve_lyrics_model,
 )
-from modes import MAX_SEED, VOCAL_LANGUAGES
 from tiny_model import build_tiny_lyrics_lm
+from validation import MAX_SEED, VOCAL_LANGUAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ["transformers", "mlx"]

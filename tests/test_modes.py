@@ -4,12 +4,8 @@ import math
 
 import pytest
 
-from modes import (
-    INSTRUMENTAL_LYRICS,
-    MAX_BATCH,
-    RANDOM_SEED,
-    GenerateRequest,
-)
+from modes import INSTRUMENTAL_LYRICS, GenerateRequest
+from validation import MAX_BATCH, RANDOM_SEED
 
 
 def make(**values):

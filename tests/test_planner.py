@@ -16,8 +16,8 @@ from backend import Cancelled, ModelUnavailableError, RunControl
 from lm.plan import FIELDS, Plan, PlannerSettings, parse_codes, parse_think
 from lm.planner import Planner
 from lm.session import LoadedLM, Sampling, pick_lm_backend, sample
-from modes import KEYSCALES, VOCAL_LANGUAGES
 from tiny_model import NUM_CODES, build_tiny_planner_lm
+from validation import KEYSCALES, VOCAL_LANGUAGES
 
 # A random LM rarely samples the newline that ends a caption: keep captions short.
 FAST = PlannerSettings(max_caption_tokens=8)

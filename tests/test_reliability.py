@@ -27,9 +27,9 @@ import app
 from backend import Backend, Cancelled, DeviceInfo, RunControl
 from checkpoints import resolve_model
 from lyrics_lm import LyricsRequest
-from modes import GenerateRequest
+from modes import REQUEST_TYPES, GenerateRequest
 from outputs import OutputStore
-from studio import SONG_TYPES, Studio
+from studio import Studio
 from tools import reliability
 from variations import VaryRequest
 
@@ -275,15 +275,15 @@ hostile_number = st.one_of(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    mode=st.sampled_from(sorted(SONG_TYPES)),
+    mode=st.sampled_from(sorted(REQUEST_TYPES)),
     field_values=st.dictionaries(
-        st.sampled_from(sorted({f for t in SONG_TYPES.values() for f in t.field_names()})),
+        st.sampled_from(sorted({f for t in REQUEST_TYPES.values() for f in t.field_names()})),
         st.one_of(hostile_text, hostile_number),
         max_size=6,
     ),
 )
 def test_hostile_values_only_ever_raise_a_clear_value_error(mode, field_values):
-    cls = SONG_TYPES[mode]
+    cls = REQUEST_TYPES[mode]
     values = {"prompt": "a song", **field_values}
     try:
         request = cls.from_values(values).validate()

@@ -20,18 +20,18 @@ from hypothesis import strategies as st
 from test_app import free_port
 
 import app
-from flow_edit import FlowEditRequest
 from lyrics_lm import LyricsRequest
-from modes import ECHO_CHARS, MAX_SHORT_CHARS, CoverRequest, EditRequest, GenerateRequest, echo, safe_message
+from modes import REQUEST_TYPES, CoverRequest, EditRequest, FlowEditRequest, GenerateRequest
 from outputs import OutputStore
-from studio import SONG_TYPES, Studio
+from studio import Studio
 from ui.library import stems_handler
 from ui.runs import ActiveRuns
+from validation import ECHO_CHARS, MAX_SHORT_CHARS, echo, safe_message
 from variations import VaryRequest
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKUP = '<form action="https://evil.example/"><input name="password"></form>'
-REQUEST_TYPES = [*SONG_TYPES.values(), LyricsRequest, VaryRequest]
+ALL_REQUEST_TYPES = [*REQUEST_TYPES.values(), LyricsRequest, VaryRequest]
 MAX_MESSAGE = 300
 
 
@@ -182,7 +182,7 @@ def text_fields(cls: type) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("cls", "field"), [(cls, field) for cls in REQUEST_TYPES for field in text_fields(cls)], ids=str
+    ("cls", "field"), [(cls, field) for cls in ALL_REQUEST_TYPES for field in text_fields(cls)], ids=str
 )
 def test_every_text_field_has_a_length_limit(cls, field):
     limit = getattr(cls, "TEXT_LIMITS", {}).get(field, MAX_SHORT_CHARS)
@@ -274,7 +274,7 @@ WILD = st.one_of(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_random_values_raise_only_worded_value_errors(data):
-    cls = data.draw(st.sampled_from(REQUEST_TYPES))
+    cls = data.draw(st.sampled_from(ALL_REQUEST_TYPES))
     names = [f.name for f in dataclasses.fields(cls)]
     values = data.draw(st.dictionaries(st.sampled_from(names), WILD, max_size=4))
     try:

@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 
 import batch
 from checkpoints import REGISTRY, default_model_name
-from modes import MAX_DURATION_S, MIN_DURATION_S, GenerateRequest
+from modes import GenerateRequest
 from outputs import SETTINGS_FILE, load_settings
 from serving import zerogpu
+from validation import MAX_DURATION_S, MIN_DURATION_S
 
 ROOT = Path(__file__).resolve().parents[1]
 

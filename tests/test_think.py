@@ -9,8 +9,9 @@ import pytest
 import soundfile as sf
 
 from backend import Cancelled, ModelUnavailableError, RunControl
-from modes import KEYSCALES, VOCAL_LANGUAGES, GenerateRequest
+from modes import GenerateRequest
 from studio import replay_values
+from validation import KEYSCALES, VOCAL_LANGUAGES
 
 LYRICS = "[verse]\nhello rain on the window\n[chorus]\nsing it again"
 

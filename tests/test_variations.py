@@ -16,7 +16,6 @@ from variations import (
     DEFAULT_VARIANCE,
     VaryRequest,
     initial_noise,
-    latent_shape,
     mix_noise,
     plan_variation,
     variation_latents,
@@ -42,7 +41,7 @@ def latents_of(pipe, request: GenerateRequest, **extra) -> torch.Tensor:
 def test_initial_noise_is_the_pipelines_own_draw(tiny_backend):
     pipe = tiny_backend.load()
     noise = initial_noise(pipe, DURATION_S, [11, 12])
-    assert tuple(noise.shape) == latent_shape(pipe, DURATION_S, batch_size=2) == (2, 100, 8)
+    assert tuple(noise.shape) == (2, 100, 8)  # 4 s at 25 frames a second, the tiny DiT's 8 channels
     # A plain per-seed draw, as the backend's CPU generators make it ...
     expected = torch.cat([torch.randn((1, 100, 8), generator=torch.Generator().manual_seed(s)) for s in (11, 12)])
     assert torch.equal(noise, expected)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from urllib.parse import parse_qsl
+
 import numpy as np
 import pytest
 import soundfile as sf
 
+import batch
 from backend import RunControl
-from flow_edit import FlowEditRequest
-from modes import CoverRequest, GenerateRequest
+from modes import CoverRequest, FlowEditRequest, GenerateRequest
 from outputs import OutputStore
 from studio import Studio
+from ui.share import request_from_query, share_query
 from variations import VaryRequest
 
 
@@ -114,3 +119,35 @@ def test_flow_edit_defaults_follow_the_checkpoint(tiny_backend, tiny_base_backen
     base = Studio(backend=tiny_base_backend, store=OutputStore(tmp_path)).defaults(FlowEditRequest)
     assert (turbo.guidance_scale, turbo.source_guidance_scale) == (1.0, 1.0)
     assert (base.guidance_scale, base.source_guidance_scale) == (13.5, 3.5)
+
+
+def test_a_batch_file_runs_a_flow_edit_entry(studio, source_wav, tmp_path):
+    path = tmp_path / "requests.json"
+    entry = {"mode": "flow_edit", "src_audio": source_wav, "source_prompt": "jazz trio", "prompt": "jazz trio, trumpet"}
+    path.write_text(json.dumps([{**entry, "seed": 4, "num_inference_steps": 2, "repainting_end": -1}]))
+    requests = batch.read_requests(path)
+    assert [type(request) for request in requests] == [FlowEditRequest]
+    assert requests[0].repainting_end is None  # -1: the whole song, as the form says it
+    (run,) = batch.run_batch(studio, requests)
+    assert run.settings["mode"] == "flow_edit" and run.settings["request"]["prompt"] == "jazz trio, trumpet"
+    assert takes_of(run)[0].shape == sf.read(source_wav, dtype="float32")[0].shape
+
+
+@pytest.mark.parametrize("segment", [{"repainting_start": 2.0, "repainting_end": 6.5}, {}])
+def test_a_share_link_round_trips_a_flow_edit_request(segment):
+    request = FlowEditRequest(
+        src_audio="song.wav",
+        source_prompt="jazz trio",
+        source_lyrics="[verse]\nold words",
+        prompt="jazz trio with a trumpet",
+        lyrics="[verse]\nnew words",
+        source_guidance_scale=3.5,
+        n_max=5,
+        n_avg=2,
+        seed=9,
+        **segment,
+    )
+    query = share_query(request)
+    assert "mode=flow_edit" in query and "song.wav" not in query  # links never carry audio
+    restored = request_from_query(parse_qsl(query.lstrip("?"), keep_blank_values=True))
+    assert restored == dataclasses.replace(request, src_audio="")

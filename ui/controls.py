@@ -12,45 +12,37 @@ from typing import Any, Literal
 
 import gradio as gr
 
-from flow_edit import MAX_N_AVG
-from modes import (
+from modes import SongRequest
+from tooltips import TOOLTIPS
+from validation import (
     FORM_KEYSCALES,
+    GUIDANCE_RANGE,
+    LANGUAGE_NAMES,
+    LM_GUIDANCE_RANGE,
     MAX_BATCH,
     MAX_DURATION_S,
     MAX_EXTEND_S,
     MAX_FADE_S,
-    MAX_GUIDANCE,
-    MAX_LM_GUIDANCE,
+    MAX_N_AVG,
     MAX_SHIFT,
     MAX_STEPS,
     MIN_DURATION_S,
     MIN_EXTEND_S,
     MIN_SHIFT,
+    MIN_STEPS,
+    MIN_TOP_P_SLIDER,
     MP3_BITRATES_KBPS,
     TARGET_LUFS_RANGE,
+    TEMPERATURE_RANGE,
     TIME_SIGNATURES,
+    TOP_P_RANGE,
     TRACK_NAMES,
     TRUE_PEAK_RANGE_DBTP,
+    UNIT_RANGE,
     VOCAL_LANGUAGES,
-    SongRequest,
 )
-from tooltips import TOOLTIPS
 
 Panel = Literal["main", "advanced", "output", "planner", "flow", "lora"]
-
-LANGUAGE_NAMES = {
-    "ar": "Arabic", "az": "Azerbaijani", "bg": "Bulgarian", "bn": "Bengali", "ca": "Catalan",
-    "cs": "Czech", "da": "Danish", "de": "German", "el": "Greek", "en": "English",
-    "es": "Spanish", "fa": "Persian", "fi": "Finnish", "fr": "French", "he": "Hebrew",
-    "hi": "Hindi", "hr": "Croatian", "ht": "Haitian Creole", "hu": "Hungarian",
-    "id": "Indonesian", "is": "Icelandic", "it": "Italian", "ja": "Japanese", "ko": "Korean",
-    "la": "Latin", "lt": "Lithuanian", "ms": "Malay", "ne": "Nepali", "nl": "Dutch",
-    "no": "Norwegian", "pa": "Punjabi", "pl": "Polish", "pt": "Portuguese", "ro": "Romanian",
-    "ru": "Russian", "sa": "Sanskrit", "sk": "Slovak", "sr": "Serbian", "sv": "Swedish",
-    "sw": "Swahili", "ta": "Tamil", "te": "Telugu", "th": "Thai", "tl": "Tagalog",
-    "tr": "Turkish", "uk": "Ukrainian", "ur": "Urdu", "vi": "Vietnamese", "yue": "Cantonese",
-    "zh": "Chinese", "unknown": "Other / unknown",
-}  # fmt: skip
 
 
 ALL_MODES = ("generate", "cover", "extend", "edit")
@@ -84,7 +76,7 @@ CONTROLS: tuple[Control, ...] = (
     Control("think", "checkbox", "Think (plan with the 5 Hz LM)", "main", ("generate",)),
     Control("audio_duration", "slider", "Duration (s)", "main", ("generate",), MIN_DURATION_S, MAX_DURATION_S, 1),
     Control("audio_duration", "number", "Duration (s, empty = the source's)", "main", ("cover",)),
-    Control("audio_cover_strength", "slider", "Cover strength", "main", ("cover",), 0, 1, 0.01),
+    Control("audio_cover_strength", "slider", "Cover strength", "main", ("cover",), *UNIT_RANGE, 0.01),
     Control("reference_audio", "audio", "Timbre reference (optional)", "main", ("cover",)),
     Control("extend_seconds", "slider", "Seconds to add", "main", ("extend",), MIN_EXTEND_S, MAX_EXTEND_S, 1),
     Control(
@@ -112,8 +104,8 @@ CONTROLS: tuple[Control, ...] = (
         "vocal_language", "dropdown", "Vocal language", "main",
         choices=tuple((LANGUAGE_NAMES.get(code, code), code) for code in VOCAL_LANGUAGES),
     ),
-    Control("num_inference_steps", "slider", "Steps", "advanced", minimum=1, maximum=MAX_STEPS, step=1),
-    Control("guidance_scale", "slider", "Guidance", "advanced", minimum=0, maximum=MAX_GUIDANCE, step=0.1),
+    Control("num_inference_steps", "slider", "Steps", "advanced", minimum=MIN_STEPS, maximum=MAX_STEPS, step=1),
+    Control("guidance_scale", "slider", "Guidance", "advanced", ALL_MODES, *GUIDANCE_RANGE, 0.1),
     Control("shift", "slider", "Shift", "advanced", minimum=MIN_SHIFT, maximum=MAX_SHIFT, step=0.1),
     Control("seed", "number", "Seed (-1 = random)", "advanced"),
     Control("batch_size", "slider", "Takes", "advanced", minimum=1, maximum=MAX_BATCH, step=1),
@@ -123,13 +115,13 @@ CONTROLS: tuple[Control, ...] = (
         "timesignature", "dropdown", "Time signature", "advanced",
         choices=(("Auto", ""), *((f"{t} beats per bar", t) for t in TIME_SIGNATURES)),
     ),
-    Control("cfg_interval_start", "slider", "Guidance from", "advanced", minimum=0, maximum=1, step=0.01),
-    Control("cfg_interval_end", "slider", "Guidance until", "advanced", minimum=0, maximum=1, step=0.01),
+    Control("cfg_interval_start", "slider", "Guidance from", "advanced", ALL_MODES, *UNIT_RANGE, 0.01),
+    Control("cfg_interval_end", "slider", "Guidance until", "advanced", ALL_MODES, *UNIT_RANGE, 0.01),
     Control("lm_rewrite_caption", "checkbox", "Let the planner rewrite the caption", "planner", ("generate",)),
-    Control("lm_temperature", "slider", "Planner temperature", "planner", ("generate",), 0, 2, 0.05),
-    Control("lm_top_p", "slider", "Planner top-p", "planner", ("generate",), 0.05, 1, 0.01),
+    Control("lm_temperature", "slider", "Planner temperature", "planner", ("generate",), *TEMPERATURE_RANGE, 0.05),
+    Control("lm_top_p", "slider", "Planner top-p", "planner", ("generate",), MIN_TOP_P_SLIDER, TOP_P_RANGE[1], 0.01),
     Control("lm_top_k", "number", "Planner top-k (0 = off)", "planner", ("generate",)),
-    Control("lm_guidance_scale", "slider", "Planner guidance", "planner", ("generate",), 1, MAX_LM_GUIDANCE, 0.1),
+    Control("lm_guidance_scale", "slider", "Planner guidance", "planner", ("generate",), *LM_GUIDANCE_RANGE, 0.1),
     Control("lm_negative_prompt", "textbox", "Planner negative prompt", "planner", ("generate",)),
     Control(
         "audio_codes", "textbox", "Plan to replay (audio codes)", "planner", ("generate",), lines=2,
@@ -137,7 +129,7 @@ CONTROLS: tuple[Control, ...] = (
     ),
     Control("source_prompt", "textbox", "Style now", "flow", ("flow_edit",), lines=2),
     Control("source_lyrics", "textbox", "Lyrics now", "flow", ("flow_edit",), lines=6),
-    Control("source_guidance_scale", "slider", "Guidance (source)", "flow", ("flow_edit",), 0, MAX_GUIDANCE, 0.1),
+    Control("source_guidance_scale", "slider", "Guidance (source)", "flow", ("flow_edit",), *GUIDANCE_RANGE, 0.1),
     Control("n_max", "number", "Edit steps (empty = 2/3 of the steps)", "flow", ("flow_edit",)),
     Control("n_min", "number", "Plain steps at the end", "flow", ("flow_edit",)),
     Control("n_avg", "slider", "Noise samples per step", "flow", ("flow_edit",), 1, MAX_N_AVG, 1),

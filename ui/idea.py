@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from modes import MAX_DURATION_S, MIN_DURATION_S, SongRequest
+from modes import SongRequest
 from serving.zerogpu import plan_idea_on_zerogpu
 from studio import Studio
 from ui.lyrics_tab import LYRICS_OPTIONS, LyricsWriter
 from ui.runs import RUN_OPTIONS, ActiveRuns, Job, ProgressRelay, Words, guarded_run, session_key
+from validation import MAX_DURATION_S, MIN_DURATION_S
 
 if TYPE_CHECKING:
     from ui.page import Page

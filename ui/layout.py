@@ -9,12 +9,11 @@ from typing import Any
 
 import gradio as gr
 
-from flow_edit import FlowEditRequest
 from lm.lyrics_fit import fit_line
 from lora.presets import load_presets
-from modes import MAX_BATCH
+from modes import REQUEST_TYPES, FlowEditRequest
 from serving.env import on_space
-from studio import SONG_TYPES, STUDIO_NAME, Studio
+from studio import STUDIO_NAME, Studio
 from tooltips import TOOLTIPS
 from ui.controls import build_main_panel, build_panel, build_shared_panel
 from ui.examples import EXAMPLE_FIELDS, EXAMPLES, example_rows
@@ -27,6 +26,7 @@ from ui.page import Page, SettingsBox, SharedPanels, SongTabs, Takes
 from ui.runs import ActiveRuns, add_api_endpoints
 from ui.song_form import wire_settings_and_links
 from ui.takes import status_markdown, wire_runs, wire_status
+from validation import MAX_BATCH
 from variations import DEFAULT_VARIANCE
 
 MODE_TABS = {"generate": "Generate", "cover": "Cover", "extend": "Extend", "edit": "Edit"}
@@ -99,7 +99,7 @@ def build_song_tabs(studio: Studio) -> tuple[SongTabs, LyricsTab]:
 
 def _song_tab(studio: Studio, mode: str, extras: dict[str, Any]) -> tuple[dict[str, Any], gr.Markdown]:
     """One song mode's form and fit meter; its own parts go into ``extras``."""
-    defaults = studio.defaults(SONG_TYPES[mode])
+    defaults = studio.defaults(REQUEST_TYPES[mode])
     planner = studio.planner is not None
     if mode == "generate":
         with gr.Accordion("Start from an idea", open=False, visible=planner):

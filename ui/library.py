@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from modes import MAX_BATCH, coerce_value, safe_message
 from serving.zerogpu import stems_on_zerogpu
 from stems import DEFAULT_STEM_MODEL, STEM_MODELS, StemModelUnavailableError
 from studio import Studio
@@ -18,6 +17,7 @@ from ui.controls import pass_through
 from ui.history import RunOwners, history_choices
 from ui.runs import RUN_OPTIONS, ActiveRuns, Job, ProgressRelay, Words, guarded_run, session_key
 from ui.song_form import SettingsHandlers
+from validation import MAX_BATCH, coerce_value, safe_message
 
 if TYPE_CHECKING:
     from ui.page import Page

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from lora.presets import fetch_preset, load_presets
-from modes import MAX_LORA_WEIGHT
 from studio import Studio
 from tooltips import TOOLTIPS
 from ui.runs import GPU_EVENT_TIME_LIMIT_S, RUN_OPTIONS, ActiveRuns, Job, ProgressRelay, Words, guarded_run, session_key
+from validation import MAX_LORA_WEIGHT
 
 if TYPE_CHECKING:
     from ui.page import Page

@@ -23,11 +23,10 @@ from lyrics_lm import (
     STRUCTURE_PRESETS,
     LyricsRequest,
 )
-from modes import VOCAL_LANGUAGES, safe_message
 from serving.zerogpu import write_lyrics_on_zerogpu
 from studio import Studio
 from tooltips import TOOLTIPS
-from ui.controls import LANGUAGE_NAMES, pass_through
+from ui.controls import pass_through
 from ui.runs import (
     GPU_EVENT_TIME_LIMIT_S,
     ActiveRuns,
@@ -38,6 +37,7 @@ from ui.runs import (
     guarded_stream,
     session_key,
 )
+from validation import LANGUAGE_NAMES, MIN_TOP_P_SLIDER, TEMPERATURE_RANGE, TOP_P_RANGE, VOCAL_LANGUAGES, safe_message
 
 if TYPE_CHECKING:
     from ui.page import Page
@@ -137,10 +137,19 @@ def _sampling_inputs(defaults: LyricsRequest) -> dict[str, Any]:
     inputs: dict[str, Any] = {}
     with gr.Accordion("Advanced", open=False):
         inputs["temperature"] = gr.Slider(
-            0, 2, value=defaults.temperature, step=0.05, label="Temperature", info=TOOLTIPS["lyrics_temperature"]
+            *TEMPERATURE_RANGE,
+            value=defaults.temperature,
+            step=0.05,
+            label="Temperature",
+            info=TOOLTIPS["lyrics_temperature"],
         )
         inputs["top_p"] = gr.Slider(
-            0.05, 1, value=defaults.top_p, step=0.01, label="Top-p", info=TOOLTIPS["lyrics_top_p"]
+            MIN_TOP_P_SLIDER,
+            TOP_P_RANGE[1],
+            value=defaults.top_p,
+            step=0.01,
+            label="Top-p",
+            info=TOOLTIPS["lyrics_top_p"],
         )
         inputs["max_new_tokens"] = gr.Slider(
             MIN_NEW_TOKENS,

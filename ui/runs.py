@@ -28,15 +28,15 @@ import gradio as gr
 from gradio.context import LocalContext
 
 from backend import Cancelled, ModelUnavailableError, RunControl
-from flow_edit import FlowEditRequest
-from modes import RANDOM_SEED, safe_message
+from modes import REQUEST_TYPES, FlowEditRequest
 from outputs import SETTINGS_FILE, Run, load_settings
 from serving.env import on_zerogpu
 from serving.zerogpu import GpuAborted, run_on_zerogpu
-from studio import SONG_TYPES, Studio
+from studio import Studio
 from tooltips import TOOLTIPS
 from ui.controls import build_panel
 from ui.history import RunOwners
+from validation import RANDOM_SEED, safe_message
 from variations import DEFAULT_VARIANCE, VaryRequest
 
 if TYPE_CHECKING:
@@ -178,7 +178,7 @@ def run_generate(
     on any failure.
     """
     try:
-        request = SONG_TYPES[how.mode].from_values(values)
+        request = REQUEST_TYPES[how.mode].from_values(values)
     except ValueError as error:
         raise gr.Error(safe_message(str(error)), title="Check the settings") from error
     if how.new_seed:
@@ -210,9 +210,9 @@ def run_vary(
 
     def on_gpu() -> Run:
         try:  # the parent's request sizes the GPU time
-            parent = SONG_TYPES[settings["mode"]].from_values(settings["request"])
+            parent = REQUEST_TYPES[settings["mode"]].from_values(settings["request"])
         except (KeyError, ValueError):
-            parent = SONG_TYPES["generate"]()
+            parent = REQUEST_TYPES["generate"]()
         return run_on_zerogpu(parent, progress=progress, vary=request)
 
     job = Job(lambda control: studio.vary(request, control), on_gpu, keep_on_disconnect=keep_on_disconnect)
@@ -319,7 +319,7 @@ class Canceller:
 
 
 def api_handler(studio: Studio, runs: ActiveRuns, mode: str) -> Callable[..., tuple[list[str], dict]]:
-    fields = set(SONG_TYPES[mode].field_names())
+    fields = set(REQUEST_TYPES[mode].field_names())
 
     # The optional inputs are spelled out with a None default so that API clients may
     # omit them (Gradio makes a parameter optional only then, or when the component
@@ -424,7 +424,7 @@ def add_api_endpoints(studio: Studio, runs: ActiveRuns, page: Page) -> None:
 def api_doc(mode: str) -> str:
     """A Google-style docstring for one mode's endpoint, from the tooltips."""
     lines = [API_SUMMARIES[mode], "", "Args:"]
-    for name in SONG_TYPES[mode].field_names():
+    for name in REQUEST_TYPES[mode].field_names():
         help_text = " ".join(str(TOOLTIPS.get(name, name.replace("_", " "))).split())
         lines.append(f"    {name}: {help_text}")
     lines += ["", "Returns:", "    The run's files (WAV, FLAC, MP3 per take, settings.json) and its settings."]

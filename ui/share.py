@@ -8,9 +8,8 @@ the form; nothing runs until the visitor presses Generate.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 from modes import REQUEST_TYPES, SongRequest
 
@@ -49,9 +48,7 @@ def share_query(request: SongRequest) -> str:
     return query
 
 
-def request_from_query(
-    params: dict[str, str] | list[tuple[str, str]], types: Mapping[str, type[SongRequest]] = REQUEST_TYPES
-) -> SongRequest | None:
+def request_from_query(params: dict[str, str] | list[tuple[str, str]]) -> SongRequest | None:
     """The request a link describes, validated except for its audio (left empty, to be
     uploaded); ``None`` when the URL carries no settings.
 
@@ -63,9 +60,9 @@ def request_from_query(
     if mode is None and not values:
         return None
     mode = mode or "generate"
-    if mode not in types:
-        raise ValueError(f"share link: mode must be one of {', '.join(types)}, got {mode[:40]!r}")
-    cls = types[mode]
+    if mode not in REQUEST_TYPES:
+        raise ValueError(f"share link: mode must be one of {', '.join(REQUEST_TYPES)}, got {mode[:40]!r}")
+    cls = REQUEST_TYPES[mode]
     for name in AUDIO_FIELDS & values.keys():
         raise ValueError(f"share link: {name} cannot come from a link (links never carry audio)")
     fields = set(cls.field_names())
@@ -82,7 +79,3 @@ def request_from_query(
     stand_ins = {name: LINK_AUDIO_STAND_IN for name in AUDIO_FIELDS if name == "src_audio" and name in fields}
     request = cls.from_values({**typed, **stand_ins})
     return dataclasses.replace(request, **dict.fromkeys(stand_ins, ""))
-
-
-def parse_query(query: str) -> list[tuple[str, str]]:
-    return parse_qsl(query.lstrip("?"), keep_blank_values=True)

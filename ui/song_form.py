@@ -12,19 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from flow_edit import FlowEditRequest
-from modes import SongRequest, safe_message
+from modes import REQUEST_TYPES, FlowEditRequest, SongRequest
 from outputs import SETTINGS_FILE, load_settings
-from studio import INPUT_FILES, SONG_TYPES, Studio, replay_values
+from studio import INPUT_FILES, Studio, replay_values
 from ui.history import RunOwners
 from ui.runs import ActiveRuns, session_key
 from ui.share import LINK_AUDIO_STAND_IN, MODE_PARAM, request_from_query, share_query
+from validation import safe_message
 
 if TYPE_CHECKING:
     from ui.page import Page
 
 SHARE_LINK_JS = "(q) => q && q.startsWith('?') ? window.location.origin + window.location.pathname + q : q"
-LINK_FIELDS = frozenset(name for cls in SONG_TYPES.values() for name in cls.field_names())
+LINK_FIELDS = frozenset(name for cls in REQUEST_TYPES.values() for name in cls.field_names())
 
 
 def tab_of(mode: str) -> str:
@@ -37,7 +37,7 @@ def song_values(tab: str, edit_method: str | None, inputs: dict[str, Any]) -> tu
     from the shared inputs (plain names) and every mode's form inputs (keyed ``"mode.field"``);
     FlowEdit also reads the Edit tab's form."""
     mode = FlowEditRequest.mode if tab == "edit" and edit_method == FlowEditRequest.mode else tab
-    fields = set(SONG_TYPES[mode].field_names())
+    fields = set(REQUEST_TYPES[mode].field_names())
     forms = (tab_of(mode), mode)
     values = {name: value for name, value in inputs.items() if "." not in name}
     for key, value in inputs.items():
@@ -131,10 +131,10 @@ class SongForm:
         a warning naming each file that was dropped."""
         try:
             mode = data.get("mode", "generate")
-            if mode not in SONG_TYPES:
+            if mode not in REQUEST_TYPES:
                 raise ValueError(f"settings: unknown mode {str(mode)[:40]!r}")
             values, notes = with_saved_inputs(studio, data, may_read)
-            restored = restorable(SONG_TYPES[mode], values)
+            restored = restorable(REQUEST_TYPES[mode], values)
         except ValueError as error:
             raise gr.Error(safe_message(str(error)), title="Could not apply settings") from error
         for note in notes:
@@ -196,7 +196,7 @@ class SettingsHandlers:
             values, notes = with_saved_inputs(
                 self.studio, {**data, "request": replay_values(data)}, self.reader(request)
             )
-            restored = restorable(SONG_TYPES["generate"], values)
+            restored = restorable(REQUEST_TYPES["generate"], values)
         except (ValueError, KeyError) as error:
             raise gr.Error(safe_message(str(error)), title="Could not reuse the plan") from error
         for note in notes:
@@ -208,7 +208,7 @@ class SettingsHandlers:
         params = [(k, v) for k, v in request.query_params.items() if k == MODE_PARAM or k in LINK_FIELDS]
         skip = [gr.skip()] * len(self.form.targets)
         try:
-            restored = request_from_query(params, SONG_TYPES)
+            restored = request_from_query(params)
         except ValueError as error:
             gr.Warning(safe_message(f"This link's settings could not be used: {error}"))
             return skip
@@ -221,7 +221,7 @@ def share_handler(mode: str, edit_method: str = "edit", **inputs: Any) -> str:
     if "src_audio" in values and not values["src_audio"]:
         values["src_audio"] = LINK_AUDIO_STAND_IN  # a link is valid before the song is uploaded
     try:
-        return share_query(SONG_TYPES[mode].from_values(values))
+        return share_query(REQUEST_TYPES[mode].from_values(values))
     except ValueError as error:
         raise gr.Error(safe_message(str(error)), title="Check the settings") from error
 

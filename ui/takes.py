@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from modes import MAX_BATCH
 from outputs import Run
 from studio import Studio
 from ui.history import add_to_history, history_choices
@@ -26,6 +25,7 @@ from ui.runs import (
     session_key,
 )
 from ui.song_form import song_values
+from validation import MAX_BATCH
 
 if TYPE_CHECKING:
     from ui.page import Page

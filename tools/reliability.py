@@ -211,8 +211,7 @@ def write_source(path: Path, duration_s: float) -> Path:
 
 def soak_request(mode: str, index: int, duration_s: float, source: Path | None, parent: str | None):
     """Run ``index`` of a ``mode`` soak: a fresh prompt and seed on the same source each time."""
-    from modes import FlowEditRequest
-    from modes import CoverRequest, EditRequest, ExtendRequest, GenerateRequest
+    from modes import CoverRequest, EditRequest, ExtendRequest, FlowEditRequest, GenerateRequest
     from variations import VaryRequest
 
     text = {"prompt": f"soak {mode} {index}", "seed": index}

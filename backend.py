@@ -124,14 +124,9 @@ def _malloc_trim() -> Callable[[int], int] | None:
 def release_memory() -> bool:
     """Hand the memory a finished run freed back to the system; False where the C library cannot.
 
-    The VAE runs at 48 kHz, so its activations are channels x samples x 4 bytes: about 30 MB
-    each for 10 s even on the tiny model. Once glibc has freed one block that large it raises
-    its mmap threshold (up to 32 MB) and serves the next ones from its heaps, whose freed
-    pages stay resident, each worker thread's arena at its own high-water mark. Measured by
-    ``reliability.py soak --mode cover --runs 12 --seconds 10`` on the tiny model: resident
-    memory went from 0.5 GB loaded to 1.5 GB after 12 Covers (2.3 GB and climbing on 4
-    threads); with this trim after each run it stays at 0.6 GB. A trim takes about 10 ms.
-    (A fixed 4 MB mmap threshold also kept it there, at 6 times the system time.)
+    glibc keeps freed blocks of the VAE's size (30 MB per 10 s even on the tiny model) in its
+    heaps, one arena per worker thread: without this, resident memory climbed by a gigabyte or
+    more over a dozen Covers (README, Reliability). A trim takes about 10 ms.
     """
     trim = _malloc_trim()
     if trim is None:
@@ -342,9 +337,6 @@ class Backend:
         # Of the pipeline's components loaded, once loading them has begun (not while downloading).
         self.load_fraction: float | None = None
 
-    def _loaded_part(self, fraction: float) -> None:
-        self.load_fraction = fraction
-
     @property
     def device(self) -> DeviceInfo:
         if self._device is None:
@@ -358,10 +350,6 @@ class Backend:
     @property
     def state(self) -> str:
         return self._pipe.state
-
-    @property
-    def load_error(self) -> str | None:
-        return self._pipe.error
 
     @property
     def load_seconds(self) -> float | None:
@@ -404,7 +392,7 @@ class Backend:
         import_libraries()
         self.load_fraction = None
         try:
-            with _component_progress(self._loaded_part):
+            with _component_progress(lambda fraction: setattr(self, "load_fraction", fraction)):
                 return self._loader(self.spec, self.device, offload=self.offload, compile_dit=self.compile_dit)
         except ModelUnavailableError:
             raise

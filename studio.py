@@ -66,7 +66,7 @@ class Studio:
         The untrusted file is checked before the model loads and without the run lock, so a bad
         file is refused at once and never holds up a run.
         """
-        from lora.check import read_safetensors_header
+        from lora.header import read_safetensors_header
 
         read_safetensors_header(Path(path))
         stack = self.lora_stack()

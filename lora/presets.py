@@ -12,7 +12,8 @@ from typing import Any
 
 from backend import ModelUnavailableError
 from checkpoints import REGISTRY, TINY_MODELS
-from lora.check import LoraError, check_trigger_words, check_weight, file_sha256, refuse
+from lora.check import check_trigger_words, check_weight
+from lora.header import LoraError, file_sha256, refuse
 
 PRESETS_FILE = Path(__file__).with_name("loras.json")
 

@@ -1,6 +1,6 @@
 """LoRA adapters for the DiT: checked from the file header, stored by content, stacked with weights.
 
-``lora_check.inspect_lora`` refuses a bad file from its header alone. ``LoraStack`` copies
+``lora.check.inspect_lora`` refuses a bad file from its header alone. ``LoraStack`` copies
 accepted files into a store named by their sha256, loads each into the transformer once
 (diffusers' ``PeftAdapterMixin``, peft underneath) and switches the active set and weights
 per run.
@@ -36,18 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import bounded_json
-from lora.check import (
-    HASH_CHUNK_BYTES,
-    LoraError,
-    LoraInfo,
-    check_trigger_words,
-    check_weight,
-    file_sha256,
-    inspect_lora,
-    read_adapter_config,
-    refuse,
-    target_modules,
-)
+from lora.check import LoraInfo, check_trigger_words, check_weight, inspect_lora, read_adapter_config, target_modules
+from lora.header import HASH_CHUNK_BYTES, LoraError, file_sha256, refuse
 
 STORE_SUBDIR = "loras"
 SHA256_PREFIX = re.compile(r"[0-9a-f]{8,64}")

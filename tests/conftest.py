@@ -69,3 +69,40 @@ def thinking_studio(tiny_backend, tiny_planner, tmp_path):
     from studio import Studio
 
     return Studio(backend=tiny_backend, store=OutputStore(tmp_path / "outputs"), planner=tiny_planner)
+
+
+@pytest.fixture()
+def on_a_full_disk(cache_dir, tmp_path):
+    """Run ``body`` (Python source) in a child process with a tiny-model ``studio`` over
+    ``tmp_path / "outputs"``, after its setup, with the file-size limit at 64 kB: every write
+    past that fails with EFBIG, as on a full disk. Returns the child's stdout."""
+    import subprocess
+    import textwrap
+
+    outputs = str(tmp_path / "outputs")
+
+    def run(setup: str, body: str) -> str:
+        script = "\n".join(
+            [
+                "import os, resource, signal, sys",
+                f"sys.path.insert(0, {str(ROOT)!r})",
+                f"os.environ['ACE_STUDIO_CACHE'] = {str(cache_dir)!r}",
+                "import gradio as gr",
+                "from backend import Backend, DeviceInfo, RunControl",
+                "from checkpoints import resolve_model",
+                "from outputs import OutputStore",
+                "from studio import Studio",
+                "backend = Backend(resolve_model('tiny'), device=DeviceInfo('cpu', 'float32'))",
+                "backend.load()",
+                f"studio = Studio(backend=backend, store=OutputStore({outputs!r}))",
+                textwrap.dedent(setup),
+                "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)",
+                "resource.setrlimit(resource.RLIMIT_FSIZE, (64_000, resource.RLIM_INFINITY))",
+                textwrap.dedent(body),
+            ]
+        )
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    return run

@@ -15,7 +15,8 @@ import torch
 from safetensors.torch import save_file
 
 from backend import ModelUnavailableError
-from lora.check import MAX_RANK, LoraError, inspect_lora, read_safetensors_header
+from lora.check import MAX_RANK, inspect_lora
+from lora.header import LoraError, read_safetensors_header
 from lora.presets import fetch_preset, load_presets
 from lora.stack import LoraStack, prompt_with_triggers
 

@@ -1,6 +1,6 @@
 """Holding up: many clients at once, faults mid-run, hostile input, long runs.
 
-The load and soak figures come from ``reliability.py``, the same code ``.ci/run`` runs
+The load and soak figures come from ``tools/reliability.py``, the same code ``.ci/run`` runs
 at full size; here they run smaller and the tests assert on what they measured.
 """
 
@@ -9,9 +9,6 @@ from __future__ import annotations
 import dataclasses
 import gc
 import math
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -199,35 +196,21 @@ def test_a_model_that_fails_to_load_is_explained_and_the_server_keeps_serving(tm
 
 
 @pytest.mark.slow
-def test_a_full_disk_is_a_clear_error_and_leaves_no_half_written_run(cache_dir, tmp_path):
+def test_a_full_disk_is_a_clear_error_and_leaves_no_half_written_run(on_a_full_disk):
     """The file-size limit makes every write past 64 kB fail with EFBIG, as a full disk would."""
-    script = textwrap.dedent(
-        f"""
-        import os, resource, signal, sys
-        sys.path.insert(0, {str(ROOT)!r})
-        os.environ["ACE_STUDIO_CACHE"] = {str(cache_dir)!r}
-        import gradio as gr
-        import app
-        from backend import Backend, DeviceInfo
-        from checkpoints import resolve_model
-        from outputs import OutputStore
-        from studio import Studio
-        backend = Backend(resolve_model("tiny"), device=DeviceInfo("cpu", "float32"))
-        backend.load()
-        studio = Studio(backend=backend, store=OutputStore({str(tmp_path / "outputs")!r}))
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (64_000, resource.RLIM_INFINITY))
+    stdout = on_a_full_disk(
+        "import app",
+        """
         try:
-            app.run_generate(studio, app.ActiveRuns(), {{"prompt": "x", "seed": 1, "audio_duration": 10}}, "s", None)
+            app.run_generate(studio, app.ActiveRuns(), {"prompt": "x", "seed": 1, "audio_duration": 10}, "s", None)
         except gr.Error as error:
             print("ERROR:", error)
-        print("LEFT:", os.listdir({str(tmp_path / "outputs")!r}))
-        """
+        print("LEFT:", os.listdir(studio.store.root))
+        """,
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert "Could not write the output files" in result.stdout, result.stdout + result.stderr[-2000:]
-    assert "disk full" in result.stdout or "File too large" in result.stdout
-    assert "LEFT: []" in result.stdout
+    assert "Could not write the output files" in stdout, stdout
+    assert "disk full" in stdout or "File too large" in stdout
+    assert "LEFT: []" in stdout
 
 
 def test_an_outputs_path_that_is_not_a_folder_is_a_clear_error(tiny_backend, tmp_path):

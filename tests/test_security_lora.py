@@ -22,7 +22,7 @@ from test_lora_stack import lora_weights, write_lora
 import app
 import bounded_json
 from backend import RunControl
-from lora.check import (
+from lora.header import (
     HEADER_LIMITS,
     MAX_DIMS,
     MAX_HEADER_BYTES,

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import subprocess
-import sys
-import textwrap
 import typing
 from pathlib import Path
 
@@ -212,40 +209,27 @@ def test_flow_edit_without_an_end_saves_the_segment_it_used():
     assert (segment.repainting_start, segment.repainting_end) == (2.0, 6.0)
 
 
-def test_stems_on_a_full_disk_say_so(tiny_backend, cache_dir, tmp_path):
+def test_stems_on_a_full_disk_say_so(on_a_full_disk):
     """RLIMIT_FSIZE makes every write past 64 kB fail as a full disk does (EFBIG), in a child process."""
-    script = textwrap.dedent(
-        f"""
-        import os, resource, signal, sys
-        sys.path.insert(0, {str(ROOT)!r})
-        os.environ["ACE_STUDIO_CACHE"] = {str(cache_dir)!r}
-        import gradio as gr
-        from backend import Backend, DeviceInfo
-        from checkpoints import resolve_model
-        from ui.library import stems_handler
+    stdout = on_a_full_disk(
+        """
         from modes import GenerateRequest
-        from backend import RunControl
-        from outputs import OutputStore
-        from studio import Studio
+        from ui.library import stems_handler
         from ui.runs import ActiveRuns
-        backend = Backend(resolve_model("tiny"), device=DeviceInfo("cpu", "float32"))
-        backend.load()
-        studio = Studio(backend=backend, store=OutputStore({str(tmp_path / "outputs")!r}))
         request = GenerateRequest(prompt="x", audio_duration=10, seed=1, num_inference_steps=2)
         run = studio.generate(request, RunControl())
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (64_000, resource.RLIM_INFINITY))
+        """,
+        """
         try:
             stems_handler(studio, ActiveRuns())(run.run_id, 1, "demucs_unittest")
         except gr.Error as error:
             print("ERROR:", error.title, "|", error.message)
         print("LEFT:", sorted(p.name for p in run.folder.iterdir() if "stems" in p.name))
-        """
+        """,
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert "ERROR: Disk problem | Could not write the stems: drums.flac" in result.stdout, result.stderr[-2000:]
-    assert "disk full" in result.stdout or "File too large" in result.stdout
-    assert "LEFT: []" in result.stdout
+    assert "ERROR: Disk problem | Could not write the stems: drums.flac" in stdout, stdout
+    assert "disk full" in stdout or "File too large" in stdout
+    assert "LEFT: []" in stdout
 
 
 def test_stems_handler_refuses_a_bad_take_before_any_work(studio):

@@ -233,7 +233,7 @@ def load_pipeline(
     from diffusers import AceStepPipeline
 
     if spec.is_tiny:
-        from tiny_model import ensure_tiny_model
+        from tools.tiny_model import ensure_tiny_model
 
         ensure_tiny_model(Path(spec.source).parent, turbo=spec.variant == "turbo")
     try:

@@ -169,7 +169,7 @@ def resolve_model(spec: str | None = None, cache_dir: Path | None = None) -> Mod
     """
     spec = (spec or os.environ.get(MODEL_ENV_VAR) or default_model_name()).strip()
     if spec in TINY_MODELS:
-        from tiny_model import tiny_model_dir
+        from tools.tiny_model import tiny_model_dir
 
         variant = TINY_MODELS[spec]
         return ModelSpec(

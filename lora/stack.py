@@ -113,7 +113,7 @@ class LoraStack:
     def __init__(self, pipeline_or_transformer, store_dir: Path | None = None) -> None:
         self.transformer = getattr(pipeline_or_transformer, "transformer", pipeline_or_transformer)
         if store_dir is None:
-            from tiny_model import default_cache_dir
+            from tools.tiny_model import default_cache_dir
 
             store_dir = default_cache_dir() / STORE_SUBDIR
         self.store_dir = Path(store_dir)

@@ -18,7 +18,7 @@ from lyrics_lm import DEFAULT_LYRICS_MODEL, LYRICS_MODELS, SMALL_LYRICS_MODEL, L
 from outputs import OutputStore, default_outputs_dir
 from serving.env import DEFAULT_HOST, DEFAULT_PORT
 from studio import STUDIO_NAME, Studio
-from tiny_model import ensure_tiny_lyrics_lm, ensure_tiny_planner, tiny_lyrics_dir, tiny_planner_dir
+from tools.tiny_model import ensure_tiny_lyrics_lm, ensure_tiny_planner, tiny_lyrics_dir, tiny_planner_dir
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -56,7 +56,7 @@ def tiny_base_backend(cache_dir):
 def tiny_planner(cache_dir):
     """The tiny random-weight 5 Hz LM (built like the tiny DiT), on transformers."""
     from lm.planner import Planner
-    from tiny_model import ensure_tiny_planner
+    from tools.tiny_model import ensure_tiny_planner
 
     planner = Planner(str(ensure_tiny_planner(cache_dir)), backend="transformers", device="cpu", max_caption_tokens=8)
     planner.load()

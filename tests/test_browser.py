@@ -278,7 +278,7 @@ def lora_file(cache_dir, tmp_path_factory):
     from diffusers import AceStepPipeline
     from test_lora_stack import lora_weights, write_lora
 
-    from tiny_model import ensure_tiny_model
+    from tools.tiny_model import ensure_tiny_model
 
     pipe = AceStepPipeline.from_pretrained(ensure_tiny_model(cache_dir))
     return write_lora(tmp_path_factory.mktemp("lora") / "shimmer.safetensors", lora_weights(pipe, seed=5))

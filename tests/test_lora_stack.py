@@ -30,7 +30,7 @@ ORIGINAL = {".to_q": ".q_proj", ".to_k": ".k_proj", ".to_v": ".v_proj", ".to_out
 def pipe(cache_dir):
     from diffusers import AceStepPipeline
 
-    from tiny_model import ensure_tiny_model
+    from tools.tiny_model import ensure_tiny_model
 
     pipeline = AceStepPipeline.from_pretrained(ensure_tiny_model(cache_dir))
     pipeline.set_progress_bar_config(disable=True)

@@ -30,7 +30,7 @@ from lyrics_lm import (
     build_messages,
     resolve_lyrics_model,
 )
-from tiny_model import build_tiny_lyrics_lm
+from tools.tiny_model import build_tiny_lyrics_lm
 from validation import MAX_SEED, VOCAL_LANGUAGES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -189,7 +189,7 @@ def test_a_loader_failure_names_the_model_and_a_smaller_one():
 
 
 def test_a_folder_that_is_not_a_chat_model_is_refused(tmp_path):
-    from tiny_model import _build_tokenizer
+    from tools.tiny_model import _build_tokenizer
 
     tokenizer = _build_tokenizer()
     tokenizer.chat_template = None

@@ -16,7 +16,7 @@ from backend import Cancelled, ModelUnavailableError, RunControl
 from lm.plan import FIELDS, Plan, PlannerSettings, parse_codes, parse_think
 from lm.planner import Planner
 from lm.session import LoadedLM, Sampling, pick_lm_backend, sample
-from tiny_model import NUM_CODES, build_tiny_planner_lm
+from tools.tiny_model import NUM_CODES, build_tiny_planner_lm
 from validation import KEYSCALES, VOCAL_LANGUAGES
 
 # A random LM rarely samples the newline that ends a caption: keep captions short.
@@ -149,7 +149,7 @@ def test_load_failure_raises_a_clear_error(tmp_path):
 
 
 def test_an_lm_without_audio_codes_is_refused():
-    from tiny_model import _build_tokenizer
+    from tools.tiny_model import _build_tokenizer
 
     planner = Planner("plain-qwen", loader=lambda source, backend: LoadedLM(_build_tokenizer(), object, backend))
     with pytest.raises(ModelUnavailableError, match="no <\\|audio_code_N\\|> tokens"):

@@ -157,7 +157,7 @@ def test_a_list_of_a_million_strings_is_refused_by_its_count():
 def pipe_stack(cache_dir, tmp_path_factory):
     from diffusers import AceStepPipeline
 
-    from tiny_model import ensure_tiny_model
+    from tools.tiny_model import ensure_tiny_model
 
     pipe = AceStepPipeline.from_pretrained(ensure_tiny_model(cache_dir))
     stack = LoraStack(pipe, store_dir=tmp_path_factory.mktemp("store"))

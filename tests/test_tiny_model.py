@@ -4,7 +4,7 @@ import torch
 from diffusers import AceStepPipeline, AutoencoderOobleck
 from diffusers.models.transformers.ace_step_transformer import AceStepTransformer1DModel
 
-from tiny_model import MARKER_FILE, ensure_tiny_model, tiny_model_dir
+from tools.tiny_model import MARKER_FILE, ensure_tiny_model, tiny_model_dir
 
 
 def test_tiny_model_is_built_saved_and_loaded_through_from_pretrained(tmp_path):

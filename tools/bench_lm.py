@@ -24,7 +24,7 @@ from backend import RunControl
 from lm.plan import PlannerSettings
 from lm.planner import Planner
 from lyrics_lm import LyricsLM, LyricsRequest
-from tiny_model import ensure_tiny_lyrics_lm, ensure_tiny_planner
+from tools.tiny_model import ensure_tiny_lyrics_lm, ensure_tiny_planner
 
 # The ACE-Step 5 Hz LM 1.7B (a Qwen3-1.7B fine-tune with the audio-code vocabulary added).
 PLANNER_1_7B = dict(

@@ -70,7 +70,7 @@ def build_full_size_pipeline(turbo: bool = True, dtype: Any = None, meta: bool =
     )
     from transformers import Qwen3Config, Qwen3Model
 
-    from tiny_model import _build_tokenizer
+    from tools.tiny_model import _build_tokenizer
 
     dtype = dtype or torch.bfloat16
     previous = torch.get_default_dtype()

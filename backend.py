@@ -337,6 +337,9 @@ class Backend:
         # Of the pipeline's components loaded, once loading them has begun (not while downloading).
         self.load_fraction: float | None = None
 
+    def _loaded_part(self, fraction: float) -> None:
+        self.load_fraction = fraction
+
     @property
     def device(self) -> DeviceInfo:
         if self._device is None:
@@ -392,7 +395,7 @@ class Backend:
         import_libraries()
         self.load_fraction = None
         try:
-            with _component_progress(lambda fraction: setattr(self, "load_fraction", fraction)):
+            with _component_progress(self._loaded_part):
                 return self._loader(self.spec, self.device, offload=self.offload, compile_dit=self.compile_dit)
         except ModelUnavailableError:
             raise
@@ -445,12 +448,10 @@ class Backend:
     ) -> np.ndarray:
         """Run the pipeline; returns float32 audio ``[takes, 2, samples]`` at 48 kHz.
 
-        ``kwargs`` are ``AceStepPipeline.__call__`` arguments; audio inputs may be numpy
-        ``[2, samples]`` arrays. Raises ``Cancelled`` within one denoising step of
-        ``control.cancel()``; the partial result is never decoded. The global torch RNG is seeded
-        with ``rng_seed`` (default: the first take's seed) because the pipeline samples the VAE
-        encoding of source audio from it: without that, Cover, Extend and Edit would not be
-        reproducible from their seed. ``before(pipe)`` runs first, under the run lock.
+        ``kwargs`` are ``AceStepPipeline.__call__`` arguments (audio as numpy ``[2, samples]``).
+        Raises ``Cancelled`` within one step of ``control.cancel()``, never decoding. The global
+        torch RNG is seeded with ``rng_seed`` (default: the first take's seed): the pipeline samples
+        the VAE encoding of source audio from it. ``before(pipe)`` runs first, under the run lock.
         """
         import torch
 

@@ -8,6 +8,7 @@ Importing this module loads no model and no torch.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,11 @@ MAX_UPLOAD = "512mb"
 __all__ = ["MODE_TABS", "ActiveRuns", "OutputsGuard", "build_ui", "launch", "main", "run_generate"]
 
 
-FILE_ROUTE = "/gradio_api/file="  # how Gradio 6 serves a file by its path on the server
+# How Gradio 6 serves a file by its path on the server: /gradio_api/file=PATH and the older
+# /gradio_api/file/PATH (the same handler). Matched anywhere in the path, so a mounted root path
+# or doubled slashes do not slip past.
+FILE_ROUTE = re.compile(r"/file(?:=|/)(.*)", re.DOTALL)
+URL_PREFIXES = ("http://", "https://")  # what Gradio's file route treats as a URL, not a path
 
 
 class OutputsGuard:
@@ -49,10 +54,9 @@ class OutputsGuard:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            path = scope.get("path", "")
-            start = path.find(FILE_ROUTE)
-            target = path[start + len(FILE_ROUTE) :] if start >= 0 else ""
-            if target and "://" not in target and not servable(self.root, target):
+            route = FILE_ROUTE.search(scope.get("path", ""))
+            target = route.group(1) if route else ""
+            if target and not target.startswith(URL_PREFIXES) and not servable(self.root, target):
                 await PlainTextResponse("Not found", status_code=404)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -187,14 +187,18 @@ def test_the_outputs_folder_serves_no_page_script_or_hidden_file(server, cover_r
         path.parent.mkdir(exist_ok=True)
         path.write_text(text)
     (folder / "link.json").symlink_to(secret)
+    # Both of Gradio's file routes (file=PATH and the older file/PATH), and a doubled slash.
+    routes = ("/gradio_api/file=", "/gradio_api/file/", "/gradio_api//file=")
     for path in [*planted, folder / "link.json", Path(f"{root}/{cover_run['run_id']}/../.gpu-timings.json")]:
-        for method in ("GET", "HEAD"):
-            response = httpx.request(method, f"{base}/gradio_api/file={path}")
-            assert response.status_code in (403, 404), (path, response.status_code)
-            assert "text/html" not in response.headers.get("content-type", "")
-    take = httpx.get(f"{base}/gradio_api/file={folder / 'take1.wav'}")
-    assert take.status_code == 200 and take.headers["content-type"] == "audio/wav"
-    assert httpx.get(f"{base}/gradio_api/file={folder / 'settings.json'}").status_code == 200
+        for route in routes:
+            for method in ("GET", "HEAD"):
+                response = httpx.request(method, f"{base}{route}{path}")
+                assert response.status_code in (403, 404), (route, path, response.status_code)
+                assert "text/html" not in response.headers.get("content-type", "")
+    for route in routes[:2]:
+        take = httpx.get(f"{base}{route}{folder / 'take1.wav'}")
+        assert take.status_code == 200 and take.headers["content-type"] == "audio/wav", route
+        assert httpx.get(f"{base}{route}{folder / 'settings.json'}").status_code == 200
 
 
 # 4. Leftovers and links in the outputs folder.

@@ -21,7 +21,7 @@ from backend import Backend, Cancelled, DeviceInfo, RunControl, load_pipeline
 from checkpoints import resolve_model
 from outputs import OutputStore
 from studio import Studio
-from ui.runs import BUSY_MESSAGE
+from ui.runs import BUSY_MESSAGE, MAX_JOBS_PER_ADDRESS
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT_S = 120  # a bound on every wait below, never a timing assertion
@@ -188,6 +188,30 @@ def test_a_third_job_from_one_client_is_refused_before_it_queues(slow_server):
     assert len(refused) == 1 and BUSY_MESSAGE in refused[0]
     assert saved_runs(studio) - before == {settings["run_id"] for _, settings in results}
     assert len(results) == 2
+
+
+def test_new_session_ids_from_one_address_do_not_get_past_the_cap(slow_server):
+    """A script that opens a new session for every request is still one address."""
+    studio, pipeline, url = slow_server
+    before = saved_runs(studio)
+    clients = [Client(url, verbose=False) for _ in range(MAX_JOBS_PER_ADDRESS + 1)]
+    try:
+        pipeline.stepping.clear()
+        pipeline.gate.clear()
+        jobs = [clients[0].submit(**SONG, num_inference_steps=2, api_name="/generate")]
+        assert pipeline.stepping.wait(WAIT_S)
+        jobs += [client.submit(**SONG, num_inference_steps=2, api_name="/generate") for client in clients[1:-1]]
+        queued = (Status.IN_QUEUE, Status.PROCESSING, Status.PROGRESS)
+        wait_until(lambda: all(job.status().code in queued for job in jobs), "the address's jobs to queue")
+        with pytest.raises(ValidationError, match="This device already has"):
+            clients[-1].predict(**SONG, num_inference_steps=2, api_name="/generate")
+        pipeline.gate.set()
+        assert all(job.result(timeout=WAIT_S) for job in jobs)
+    finally:
+        pipeline.gate.set()
+        for client in clients:
+            client.close()
+    assert len(saved_runs(studio) - before) == MAX_JOBS_PER_ADDRESS  # the refused one saved nothing
 
 
 def test_a_runs_parts_stop_once_its_client_is_gone():

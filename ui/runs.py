@@ -30,7 +30,7 @@ from gradio.context import LocalContext
 from backend import Cancelled, ModelUnavailableError, RunControl
 from modes import REQUEST_TYPES, FlowEditRequest
 from outputs import SETTINGS_FILE, Run, load_settings
-from serving.env import on_zerogpu
+from serving.env import on_space, on_zerogpu
 from serving.zerogpu import GpuAborted, run_on_zerogpu
 from studio import Studio
 from tooltips import TOOLTIPS
@@ -49,26 +49,47 @@ GPU_CONCURRENCY_ID = "gpu"  # every event that runs the model shares one slot
 GPU_EVENT_TIME_LIMIT_S = 3600  # a 10-minute song at 50 steps on a laptop CPU fits; a hung run does not
 # Per Gradio session (a browser tab, a gradio_client Client): one rendering and one waiting.
 MAX_JOBS_PER_CLIENT = 2
+# Per network address, off a Space: a script that invents a new session id for every request
+# is still one machine. (On a Space every visitor arrives through the same proxy.)
+MAX_JOBS_PER_ADDRESS = 4
 BUSY_MESSAGE = f"You already have {MAX_JOBS_PER_CLIENT} songs queued or rendering; wait for one to finish or cancel it."
+BUSY_ADDRESS_MESSAGE = (
+    f"This device already has {MAX_JOBS_PER_ADDRESS} songs queued or rendering; wait for one to finish or cancel it."
+)
+
+
+def _address(request: Any) -> str | None:
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None)
+
+
+def _busy(request: gr.Request | None, events: list[Any]) -> str | None:
+    """Why this request may not queue another GPU job, or None."""
+    gpu = [event for event in events if event.concurrency_id == GPU_CONCURRENCY_ID]
+    session = request.session_hash if request is not None else None
+    if session and sum(event.session_hash == session for event in gpu) >= MAX_JOBS_PER_CLIENT:
+        return BUSY_MESSAGE
+    address = _address(request)
+    if address and not on_space() and sum(_address(event.request) == address for event in gpu) >= MAX_JOBS_PER_ADDRESS:
+        return BUSY_ADDRESS_MESSAGE
+    return None
 
 
 async def client_job_limit(request: gr.Request, *args: Any, **kwargs: Any) -> Any:
-    """A Gradio validator (it runs before queueing): refuses a client's GPU job beyond
-    ``MAX_JOBS_PER_CLIENT`` with ``BUSY_MESSAGE``, shown on the event's first input.
+    """A Gradio validator (it runs before queueing): refuses a GPU job beyond
+    ``MAX_JOBS_PER_CLIENT`` per session or ``MAX_JOBS_PER_ADDRESS`` per address, in words shown
+    on the event's first input.
 
-    Async on purpose: Gradio 6.31 runs an async validator on its event loop and registers the
-    event with no await in between, so two requests from one client cannot both pass on one count.
+    Async on purpose: Gradio 6.31 runs an async validator on its event loop, so no other
+    request's validator interleaves with this count.
     """
     count = len(args) + len(kwargs)  # a validator answers once per input
     blocks = LocalContext.blocks.get(None)
     queue = getattr(blocks, "_queue", None)
-    session = request.session_hash if request is not None else None
-    if count and queue is not None and session:
-        events = list(queue.event_ids_to_events.values())
-        mine = sum(event.session_hash == session and event.concurrency_id == GPU_CONCURRENCY_ID for event in events)
-        if mine >= MAX_JOBS_PER_CLIENT:
-            refusal = gr.validate(False, BUSY_MESSAGE)
-            return refusal if count == 1 else [refusal, *[None] * (count - 1)]
+    reason = _busy(request, list(queue.event_ids_to_events.values())) if count and queue is not None else None
+    if reason:
+        refusal = gr.validate(False, reason)
+        return refusal if count == 1 else [refusal, *[None] * (count - 1)]
     return None if count == 1 else [None] * count
 
 

@@ -71,12 +71,18 @@ def _slug(text: str, limit: int = 32) -> str:
     return slug[:limit].rstrip("-") or "song"
 
 
+PRIVATE_ID_BYTES = 8  # 64 random bits in each run id on a shared studio
+
+
 class OutputStore:
     """Writes runs under ``root``; only complete runs ever appear there."""
 
-    def __init__(self, root: Path, writers: Mapping[str, Writer] | None = None) -> None:
+    def __init__(self, root: Path, writers: Mapping[str, Writer] | None = None, private_ids: bool = False) -> None:
         self.root = Path(root)
         self.writers = dict(writers or WRITERS)
+        # A shared studio (a Space) serves every run's files to whoever names their path: there a
+        # run id ends in a random token, so a run cannot be found from its time, prompt and seed.
+        self.private_ids = private_ids
         self.remove_leftovers()
 
     def remove_leftovers(self) -> None:
@@ -113,6 +119,8 @@ class OutputStore:
         request = settings["request"]
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         run_id = f"{stamp}-{_slug(request.get('prompt', ''))}-{seeds[0]}"
+        if self.private_ids:
+            run_id += f"-{secrets.token_hex(PRIVATE_ID_BYTES)}"
         staging = self.root / f"{STAGING_PREFIX}{run_id}-{secrets.token_hex(4)}"
         staging.mkdir()
         final = self._free_name(run_id)

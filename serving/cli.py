@@ -16,7 +16,7 @@ from lm.planner import DEFAULT_LM, LM_MODELS, Planner
 from lm.session import BACKENDS, load_lm
 from lyrics_lm import DEFAULT_LYRICS_MODEL, LYRICS_MODELS, SMALL_LYRICS_MODEL, LyricsLM
 from outputs import OutputStore, default_outputs_dir
-from serving.env import DEFAULT_HOST, DEFAULT_PORT
+from serving.env import DEFAULT_HOST, DEFAULT_PORT, on_space
 from studio import STUDIO_NAME, Studio
 from tools.tiny_model import ensure_tiny_lyrics_lm, ensure_tiny_planner, tiny_lyrics_dir, tiny_planner_dir
 
@@ -90,7 +90,7 @@ def make_studio(args: argparse.Namespace) -> Studio:
     on_cpu = args.low_vram or args.device == "cpu"
     planner = make_planner(args.planner, spec.is_tiny, args.lm_backend, on_cpu)
     lyrics = make_lyrics_writer(args.lyrics_model, spec.is_tiny, args.lm_backend, on_cpu)
-    store = OutputStore(args.outputs or default_outputs_dir())
+    store = OutputStore(args.outputs or default_outputs_dir(), private_ids=on_space())
     return Studio(backend=backend, store=store, planner=planner, lyrics=lyrics)
 
 

@@ -178,3 +178,21 @@ def test_a_cover_that_is_not_an_image_is_refused_before_the_model(studio, tmp_pa
     with pytest.raises(ValueError, match=r"cover_image: 'cover\.png' is not a PNG or JPEG"):
         studio.generate(GenerateRequest(prompt="x", cover_image=str(fake)), RunControl(lambda f, m: steps.append(m)))
     assert steps == []
+
+
+def test_a_shared_studio_names_runs_with_a_random_token(tmp_path, monkeypatch):
+    """On a Space every run's files are served to whoever names their path, so a run id there
+    cannot be rebuilt from its time, prompt and seed."""
+    import re
+
+    from serving.cli import make_studio, parse_args
+
+    private = OutputStore(tmp_path / "shared", private_ids=True)
+    ids = {private.save_run(settings(), sine()[None], [7]).run_id for _ in range(2)}
+    assert len(ids) == 2 and all(re.fullmatch(r"\d{8}-\d{6}-warm-lofi-beat-dusty-drums-7-[0-9a-f]{16}", i) for i in ids)
+    assert OutputStore(tmp_path / "own").save_run(settings(), sine()[None], [7]).run_id.endswith("-dusty-drums-7")
+    args = ["--model", "tiny", "--outputs", str(tmp_path / "space"), "--planner", "none", "--lyrics-model", "none"]
+    monkeypatch.setenv("SPACE_ID", "someone/studio")
+    assert make_studio(parse_args(args)).store.private_ids
+    monkeypatch.delenv("SPACE_ID")
+    assert not make_studio(parse_args(args)).store.private_ids

@@ -172,7 +172,7 @@ class OutputStore:
         folder = self.root / run_id
         # A link planted in the outputs folder is not a run: nothing is read through it or written into it.
         if not self._is_run_folder(folder) or not (folder / SETTINGS_FILE).is_file():
-            raise ValueError(f"run_id: no run called {run_id!r} in {self.root}")
+            raise ValueError(f"run_id: no run called {run_id!r} in the outputs folder")
         if (folder / SETTINGS_FILE).is_symlink():
             raise ValueError(f"run_id: run {run_id!r} has a link for its settings, not a file")
         return folder

@@ -101,6 +101,9 @@ def test_text_that_is_not_json_is_never_read_as_a_path(server, cover_run):
     for path in ("/etc/passwd", str(studio.store.root / cover_run["run_id"] / "settings.json")):
         with pytest.raises(AppError, match=r"^settings: not valid JSON"):
             client.predict(path, None, api_name="/apply_settings")
+        # The same path sent as the upload: refused in words, and never opened.
+        with pytest.raises(AppError, match=r"^settings: the upload is not an uploaded file"):
+            client.predict("", path, api_name="/apply_settings")
 
 
 def _form_files(values: list) -> set[str]:

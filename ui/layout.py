@@ -15,7 +15,7 @@ from modes import REQUEST_TYPES, FlowEditRequest
 from serving.env import on_space
 from studio import STUDIO_NAME, Studio
 from tooltips import TOOLTIPS
-from ui.controls import build_main_panel, build_panel, build_shared_panel
+from ui.controls import build_main_panel, build_panel, build_shared_panel, file_input
 from ui.examples import EXAMPLE_FIELDS, EXAMPLES, example_rows
 from ui.history import RunOwners
 from ui.idea import wire_idea
@@ -187,7 +187,7 @@ def build_settings_box(studio: Studio) -> SettingsBox:
     with gr.Accordion("Settings", open=False):
         text = gr.Code(label="settings.json", language="json", interactive=True, elem_id="settings_text")
         gr.Markdown(TOOLTIPS["settings_text"])
-        upload = gr.File(label="Upload settings.json", file_types=[".json"])
+        upload = file_input(gr.File(label="Upload settings.json", file_types=[".json"]))
         with gr.Row():
             apply = gr.Button("Apply settings")
             reuse = gr.Button("Reuse its plan", visible=studio.planner is not None)

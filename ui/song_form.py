@@ -145,6 +145,8 @@ class SongForm:
 def pasted_settings(text: str | None, upload: str | None) -> dict[str, Any]:
     """The settings record from the upload (a file in Gradio's upload cache) or else the pasted
     JSON text; text is never read as a path on the server. ``ValueError`` names what is wrong."""
+    if upload is not None and not isinstance(upload, str):
+        raise ValueError("settings: the upload is not an uploaded file; upload a settings.json")
     if upload:
         return load_settings(Path(upload))
     if not text or not str(text).strip():

@@ -24,7 +24,7 @@ from serving.zerogpu import attach, calibration_for
 from studio import Studio
 from theme import CSS, brutalist_mono
 from ui.layout import MODE_TABS, build_ui
-from ui.runs import ActiveRuns, run_generate
+from ui.runs import ActiveRuns, one_admission_at_a_time, run_generate
 
 log = logging.getLogger("ace_studio")
 
@@ -85,6 +85,7 @@ def launch(
         # download's progress bars reach that user's page.
         threading.Thread(target=_preload, args=(studio,), daemon=True).start()
     demo.queue(max_size=queue_max_size or QUEUE_MAX_SIZE, default_concurrency_limit=1)
+    one_admission_at_a_time(demo)
     demo.launch(
         server_name=host,
         server_port=port,

@@ -190,28 +190,36 @@ def test_a_third_job_from_one_client_is_refused_before_it_queues(slow_server):
     assert len(results) == 2
 
 
-def test_new_session_ids_from_one_address_do_not_get_past_the_cap(slow_server):
-    """A script that opens a new session for every request is still one address."""
-    studio, pipeline, url = slow_server
-    before = saved_runs(studio)
-    clients = [Client(url, verbose=False) for _ in range(MAX_JOBS_PER_ADDRESS + 1)]
-    try:
-        pipeline.stepping.clear()
-        pipeline.gate.clear()
-        jobs = [clients[0].submit(**SONG, num_inference_steps=2, api_name="/generate")]
-        assert pipeline.stepping.wait(WAIT_S)
-        jobs += [client.submit(**SONG, num_inference_steps=2, api_name="/generate") for client in clients[1:-1]]
-        queued = (Status.IN_QUEUE, Status.PROCESSING, Status.PROGRESS)
-        wait_until(lambda: all(job.status().code in queued for job in jobs), "the address's jobs to queue")
-        with pytest.raises(ValidationError, match="This device already has"):
-            clients[-1].predict(**SONG, num_inference_steps=2, api_name="/generate")
-        pipeline.gate.set()
-        assert all(job.result(timeout=WAIT_S) for job in jobs)
-    finally:
-        pipeline.gate.set()
-        for client in clients:
-            client.close()
-    assert len(saved_runs(studio) - before) == MAX_JOBS_PER_ADDRESS  # the refused one saved nothing
+def test_new_session_ids_from_one_address_do_not_get_past_the_cap(monkeypatch):
+    """A script that opens a new session for every request is still one address; the machine's
+    own user (loopback) and a Space's visitors (all behind one proxy) are counted by session only."""
+    from types import SimpleNamespace
+
+    from ui.runs import BUSY_ADDRESS_MESSAGE, GPU_CONCURRENCY_ID, MAX_JOBS_PER_CLIENT, _busy
+
+    def asking(host: str, session: str) -> SimpleNamespace:
+        return SimpleNamespace(session_hash=session, client=SimpleNamespace(host=host))
+
+    def queued(host: str, count: int, lane: str = GPU_CONCURRENCY_ID) -> list[SimpleNamespace]:
+        return [
+            SimpleNamespace(session_hash=f"{host}-{i}", concurrency_id=lane, request=asking(host, f"{host}-{i}"))
+            for i in range(count)
+        ]
+
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    lan = "192.0.2.7"
+    assert _busy(asking(lan, "fresh"), queued(lan, MAX_JOBS_PER_ADDRESS - 1)) is None
+    assert _busy(asking(lan, "fresh"), queued(lan, MAX_JOBS_PER_ADDRESS)) == BUSY_ADDRESS_MESSAGE
+    assert _busy(asking("192.0.2.8", "fresh"), queued(lan, MAX_JOBS_PER_ADDRESS)) is None  # another device
+    assert _busy(asking(lan, "fresh"), queued(lan, MAX_JOBS_PER_ADDRESS, lane="lyrics")) is None  # not GPU jobs
+    assert _busy(asking("127.0.0.1", "fresh"), queued("127.0.0.1", 10)) is None
+    # The session cap holds everywhere, loopback included.
+    same_session = queued("127.0.0.1", 1) * MAX_JOBS_PER_CLIENT
+    session = same_session[0].session_hash
+    assert _busy(asking("127.0.0.1", session), same_session[:-1]) is None
+    assert _busy(asking("127.0.0.1", session), same_session) == BUSY_MESSAGE
+    monkeypatch.setenv("SPACE_ID", "someone/studio")
+    assert _busy(asking(lan, "fresh"), queued(lan, MAX_JOBS_PER_ADDRESS)) is None
 
 
 def test_a_runs_parts_stop_once_its_client_is_gone():

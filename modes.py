@@ -206,6 +206,11 @@ class SongRequest:
         """The LoRA stack as ``(key, weight)`` pairs, checked: weights 0-2, no key twice."""
         return parse_lora_stack(self.loras)
 
+    @property
+    def plans(self) -> bool:
+        """Whether this run asks the planner first: Think on, and no plan's codes to replay."""
+        return bool(getattr(self, "think", False)) and not str(getattr(self, "audio_codes", "")).strip()
+
     def with_seed(self, seed: int) -> Self:
         return dataclasses.replace(self, seed=seed)
 

@@ -269,7 +269,7 @@ class Studio:
 
     def _check_planner(self, request: SongRequest) -> bool:
         """Whether this run plans with the LM; refuses Think when the studio has no planner."""
-        thinking = bool(getattr(request, "think", False)) and not getattr(request, "audio_codes", "").strip()
+        thinking = request.plans
         if thinking and self.planner is None:
             raise ValueError(
                 "think: this studio was started without a planner (--planner none); turn Think off, "

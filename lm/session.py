@@ -130,9 +130,6 @@ def _load_mlx(source: str) -> LoadedLM:
     return LoadedLM(tokenizer, MlxSession, "mlx", eos)
 
 
-# ---- sampling
-
-
 @dataclass(frozen=True)
 class Sampling:
     """How ``sample`` picks: 0 temperature is greedy, top_p 1.0 and top_k 0 are off.

@@ -226,7 +226,7 @@ def run_generate(
         raise gr.Error(safe_message(str(error)), title="Check the settings") from error
     if how.new_seed:
         request = request.with_seed(-1)
-    thinking = bool(getattr(request, "think", False)) and not getattr(request, "audio_codes", "")
+    thinking = request.plans
     job = Job(
         lambda control: studio.generate(request, control),
         lambda: run_on_zerogpu(request, think=thinking, lora_count=len(request.lora_items()), progress=progress),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import re
 import types
 import typing
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from typing import Any
 from typing_extensions import Self
 
 from validation import (
+    AUDIO_CODE_TOKEN,
     CODES_PER_SECOND,
     EDIT_TASKS,
     EXTEND_WHERE,
@@ -86,7 +86,6 @@ INSTRUMENTAL_LYRICS = "[Instrumental]"
 # The official default (ACE-Step 1.5 GenerationParams): follow the source fully.
 DEFAULT_COVER_STRENGTH = 1.0
 N_MAX_FRACTION = 33 / 50  # FlowEdit: the paper's SD3 setting, edit the last 33 of 50 steps
-_AUDIO_CODE = re.compile(r"<\|audio_code_(\d{1,6})\|>")  # longer numbers are no code token
 
 
 @dataclass(frozen=True)
@@ -285,8 +284,8 @@ class GenerateRequest(SongRequest):
     def codes(self) -> tuple[int, ...]:
         """The replayed plan's codes, checked: only code tokens, five per second of the duration."""
         text = self.audio_codes.strip()
-        codes = tuple(int(n) for n in _AUDIO_CODE.findall(text))
-        if _AUDIO_CODE.sub("", text).strip():
+        codes = tuple(int(n) for n in AUDIO_CODE_TOKEN.findall(text))
+        if AUDIO_CODE_TOKEN.sub("", text).strip():
             raise ValueError(
                 "audio_codes: holds something other than audio code tokens (audio_code_N); clear it to plan again"
             )

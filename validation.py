@@ -102,6 +102,8 @@ MAX_LM_GUIDANCE = 10.0
 LM_GUIDANCE_RANGE = (1.0, MAX_LM_GUIDANCE)  # 1 turns it off
 CODES_PER_SECOND = 5  # the planner's audio codes run at 5 Hz
 MAX_AUDIO_CODE = 63_999  # the audio tokenizer's codebook holds 64,000 codes
+# One audio code as the 5 Hz LM writes it and the pipeline reads it; longer numbers are no code token.
+AUDIO_CODE_TOKEN = re.compile(r"<\|audio_code_(\d{1,6})\|>")
 # "<|audio_code_63999|>" is 20 characters; room for a separator after each.
 MAX_AUDIO_CODES_CHARS = MAX_DURATION_S * CODES_PER_SECOND * 24
 MAX_LORAS_CHARS = MAX_LORAS * (MAX_LORA_KEY_CHARS + 16)  # "key:weight, " per LoRA

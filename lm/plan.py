@@ -8,7 +8,6 @@ A plan is plain data (no model here): the studio saves it in settings.json, repl
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +38,6 @@ from validation import (
 FIELDS = ("bpm", "caption", "duration", "keyscale", "language", "timesignature")
 DEFAULT_NEGATIVE_PROMPT = LM_NEGATIVE_PROMPT
 MAX_CAPTION_TOKENS = 512  # the official limit on a generated caption
-CODE_TOKEN = re.compile(r"<\|audio_code_(\d+)\|>")
 
 
 @dataclass(frozen=True)
@@ -178,10 +176,6 @@ def parse_think(text: str) -> dict[str, Any]:
     if missing:
         raise ValueError(f"planner output has no {', '.join(missing)}")
     return _check_fields({name: _unquote(" ".join(part for part in raw[name] if part)) for name in FIELDS})
-
-
-def parse_codes(text: str) -> tuple[int, ...]:
-    return tuple(int(value) for value in CODE_TOKEN.findall(text))
 
 
 def _unquote(value: str) -> str:

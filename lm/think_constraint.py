@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from lm.plan import CODE_TOKEN, FIELDS
+from lm.plan import FIELDS
 from validation import (
+    AUDIO_CODE_TOKEN,
     KEYSCALES,
     MAX_AUDIO_CODE,
     MAX_BPM,
@@ -52,7 +53,7 @@ class Vocab:
         codes = sorted(
             (i, int(m.group(1)))
             for i, text in added.items()
-            if (m := CODE_TOKEN.fullmatch(text)) and int(m.group(1)) <= MAX_AUDIO_CODE
+            if (m := AUDIO_CODE_TOKEN.fullmatch(text)) and int(m.group(1)) <= MAX_AUDIO_CODE
         )
         self.code_ids = np.array([i for i, _ in codes], dtype=np.int64)
         self.code_values = np.array([value for _, value in codes], dtype=np.int64)

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from backend import Cancelled, ModelUnavailableError, RunControl
-from lm.plan import FIELDS, Plan, PlannerSettings, parse_codes, parse_think
+from lm.plan import FIELDS, Plan, PlannerSettings, parse_think
 from lm.planner import Planner
 from lm.session import LoadedLM, Sampling, pick_lm_backend, sample
 from tools.tiny_model import NUM_CODES, build_tiny_planner_lm
-from validation import KEYSCALES, VOCAL_LANGUAGES
+from validation import AUDIO_CODE_TOKEN, KEYSCALES, VOCAL_LANGUAGES
 
 # A random LM rarely samples the newline that ends a caption: keep captions short.
 FAST = PlannerSettings(max_caption_tokens=8)
@@ -57,7 +57,7 @@ def assert_valid(plan: Plan, duration: int = DURATION_S) -> None:
     assert plan.duration == duration
     assert len(plan.codes) == duration * 5
     assert all(0 <= code < 64_000 for code in plan.codes)
-    assert parse_codes(plan.audio_codes) == plan.codes
+    assert tuple(int(code) for code in AUDIO_CODE_TOKEN.findall(plan.audio_codes)) == plan.codes
 
 
 def test_parse_think_reads_fields_quotes_and_wrapped_caption():

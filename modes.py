@@ -1,9 +1,9 @@
 """The song requests (one frozen dataclass per mode, ``REQUEST_TYPES`` by mode name), their
 validation, and the mapping from a request to pipeline arguments.
 
-Every field uses the name ``AceStepPipeline.__call__`` uses, so a request, the form,
-the API and ``settings.json`` all speak the pipeline's language. Each default lives
-here once; every limit, range and name list, and the checks' wording, live in ``validation``.
+Every field uses the name ``AceStepPipeline.__call__`` uses, so a request, the form, the API and
+``settings.json`` speak the pipeline's language. Each default lives here once; every limit, range,
+name list and the checks' wording live in ``validation``.
 """
 
 from __future__ import annotations

@@ -90,11 +90,8 @@ N_MAX_FRACTION = 33 / 50  # FlowEdit: the paper's SD3 setting, edit the last 33 
 
 @dataclass(frozen=True)
 class SongRequest:
-    """Fields every song mode shares: the text conditions and the sampler.
-
-    Defaults suit the turbo checkpoints; the studio overrides the sampler fields with
-    the loaded checkpoint's own defaults.
-    """
+    """Fields every song mode shares: the text conditions and the sampler. Defaults suit the
+    turbo checkpoints; the studio overrides the sampler fields with the checkpoint's own."""
 
     prompt: str = ""
     lyrics: str = ""

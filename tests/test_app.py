@@ -164,6 +164,23 @@ def test_cancel_with_nothing_running_is_harmless():
     assert runs.cancel("a") and control.cancelled
 
 
+def test_lyrics_beside_a_song_do_not_take_its_cancel():
+    """A session writes lyrics while its song renders: Cancel reaches the song, Stop the lyrics."""
+    from ui.runs import LYRICS_LANE
+
+    runs = app.ActiveRuns()
+    song, lyrics = RunControl(), RunControl()
+    runs.start("a", song)
+    runs.start("a", lyrics, lane=LYRICS_LANE)
+    assert runs.cancel("a") and song.cancelled and not lyrics.cancelled
+    runs.finish("a", song)
+    assert runs.cancel("a", LYRICS_LANE) and lyrics.cancelled
+    other = RunControl()
+    runs.start("b", other, lane=LYRICS_LANE)
+    assert runs.cancel("b") and other.cancelled  # with no song, Cancel stops what the session runs
+    assert not runs.cancel("c", LYRICS_LANE)
+
+
 def test_importing_app_loads_no_model_and_no_torch():
     code = "import app, sys; assert 'torch' not in sys.modules; assert 'diffusers' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -29,6 +29,7 @@ from tooltips import TOOLTIPS
 from ui.controls import pass_through
 from ui.runs import (
     GPU_EVENT_TIME_LIMIT_S,
+    LYRICS_LANE,
     ActiveRuns,
     Canceller,
     Job,
@@ -212,6 +213,7 @@ class LyricsWriter:
             lambda control: writer.write(lyrics_request, control),
             lambda: write_lyrics_on_zerogpu(lyrics_request, relay),
             words=LYRICS_WORDS,
+            lane=LYRICS_LANE,
         )
         for text in guarded_stream(self.runs, session_key(request), relay, job):
             yield text, note
@@ -252,7 +254,7 @@ def wire_lyrics(studio: Studio, runs: ActiveRuns, page: Page) -> None:
         api_name="lyrics",
         **LYRICS_OPTIONS,
     )
-    stop = Canceller(runs).cancel_handler
+    stop = Canceller(runs, LYRICS_LANE).cancel_handler
     tab.stop.click(stop, outputs=tab.note, queue=False, api_visibility="private")
     tab.preset.change(
         structure_of,

@@ -140,11 +140,15 @@ def abandoned_check(keep_on_disconnect: bool = False) -> Callable[[], bool] | No
     return abandoned
 
 
+SONG_LANE = "song"
+LYRICS_LANE = "lyrics"
+
+
 class ActiveRuns:
     """The run each browser session has in flight, so that Cancel reaches the right one."""
 
     def __init__(self, owners: RunOwners | None = None) -> None:
-        self._runs: dict[str, RunControl] = {}
+        self._runs: dict[tuple[str, str], RunControl] = {}  # (session, lane) -> its run
         self._lock = threading.Lock()
         self.owners = owners  # on a shared studio (a Space): who made which run; None: every run is the user's
 
@@ -153,24 +157,29 @@ class ActiveRuns:
         if self.owners is not None and not self.owners.owns(session, run_id):
             raise ValueError(f"{field}: no run called {str(run_id)[:80]!r} was made in this browser")
 
-    def start(self, key: str, control: RunControl, keep_on_disconnect: bool = False) -> None:
-        """Register this session's run; call it in the handler's thread, where Gradio's event is
-        known: the run also stops once Gradio cancels the event or (unless ``keep_on_disconnect``)
-        once its client disconnects."""
+    def start(self, key: str, control: RunControl, keep_on_disconnect: bool = False, lane: str = SONG_LANE) -> None:
+        """Register this session's run in its lane (a song, or lyrics beside it); call it in the
+        handler's thread, where Gradio's event is known: the run also stops once Gradio cancels
+        the event or (unless ``keep_on_disconnect``) once its client disconnects."""
         abandoned = abandoned_check(keep_on_disconnect)
         if abandoned is not None:
             control.stop_when(abandoned)
         with self._lock:
-            self._runs[key] = control
+            self._runs[key, lane] = control
 
-    def finish(self, key: str, control: RunControl) -> None:
+    def finish(self, key: str, control: RunControl, lane: str = SONG_LANE) -> None:
         with self._lock:
-            if self._runs.get(key) is control:
-                del self._runs[key]
+            if self._runs.get((key, lane)) is control:
+                del self._runs[key, lane]
 
-    def cancel(self, key: str) -> bool:
+    def cancel(self, key: str, lane: str | None = None) -> bool:
+        """Cancel this session's run in ``lane``; with no lane, its song, or else whatever it runs."""
         with self._lock:
-            control = self._runs.get(key)
+            if lane is not None:
+                control = self._runs.get((key, lane))
+            else:
+                mine = [lane_control for (session, _), lane_control in self._runs.items() if session == key]
+                control = self._runs.get((key, SONG_LANE)) or (mine[0] if mine else None)
         if control is None:
             return False
         control.cancel()
@@ -290,6 +299,7 @@ class Job(Generic[T]):
     # Registered with ActiveRuns so that Cancel reaches it; False for work beside a run (a LoRA
     # file checked on its own slot), which must not take the session's Cancel from its song.
     cancellable: bool = True
+    lane: str = SONG_LANE  # a session runs one job per lane: a song, and lyrics beside it
 
 
 @contextmanager
@@ -299,7 +309,7 @@ def run_guard(runs: ActiveRuns, session: str, control: RunControl, job: Job) -> 
     A cancel ends the block quietly unless ``job.words`` says something."""
     words = job.words
     if job.cancellable:
-        runs.start(session, control, job.keep_on_disconnect)
+        runs.start(session, control, job.keep_on_disconnect, job.lane)
     try:
         yield
     except Cancelled:
@@ -320,7 +330,7 @@ def run_guard(runs: ActiveRuns, session: str, control: RunControl, job: Job) -> 
         raise gr.Error(safe_message(f"{words.crashed}: {error}"), title="Model error") from error
     finally:
         if job.cancellable:
-            runs.finish(session, control)
+            runs.finish(session, control, job.lane)
 
 
 def _start(job: Job[T], control: RunControl) -> T:
@@ -352,11 +362,12 @@ def guarded_stream(
 class Canceller:
     """The Cancel and Stop buttons: they reach the run of the session that clicked."""
 
-    def __init__(self, runs: ActiveRuns) -> None:
+    def __init__(self, runs: ActiveRuns, lane: str | None = None) -> None:
         self.runs = runs
+        self.lane = lane  # None: the session's song, or else whatever it runs
 
     def cancel_handler(self, request: gr.Request = None) -> str:
-        if self.runs.cancel(session_key(request)):
+        if self.runs.cancel(session_key(request), self.lane):
             return "Cancelling…"
         return "Nothing is running."
 

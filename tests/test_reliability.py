@@ -81,7 +81,9 @@ def test_soak_memory_stays_bounded(tiny_backend, tmp_path):
     assert len(report.samples_mb) == reliability.SOAK_SAMPLES
     # A leak of even 2 MB a run would show as +80 MB between the first and last thirds.
     assert report.growth_mb < 80, report.summary()
-    assert report.loaded_mb <= report.first_mb <= report.peak_mb
+    # The peak is the process's high-water mark. After-run memory may sit below the loaded figure:
+    # every run hands freed memory back (backend.release_memory), earlier tests' included.
+    assert max(report.loaded_mb, report.first_mb) <= report.peak_mb
     assert run_folders(tmp_path / "outputs") == []
 
 

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
+from validation import echo
+
 # One JSON string, escapes included. The loop is possessive and an unterminated string runs to
 # the end, so a match from any quote always succeeds and the scan never re-reads a byte.
 _STRING = re.compile(rb'"(?:[^"\\]++|\\[\s\S])*+(?:"|\\?\Z)')
 _PAIR = re.compile(rb"\[\]|\{\}")
 _BRACKETS_ONLY = bytes(b for b in range(256) if b not in b"[]{}")
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_ECHO_CHARS = 60
 
 
 class JsonLimitError(ValueError):
@@ -61,11 +62,6 @@ class JsonLimits:
     max_strings: int  # names and string values, all together
     max_digits: int = 20  # digits in any one number (2**64 has 20)
     max_name_chars: int = 256
-
-
-def echo(text: str) -> str:
-    """``text`` quoted for a message, cut short when long."""
-    return repr(text if len(text) <= _ECHO_CHARS else text[:_ECHO_CHARS] + "…")
 
 
 def emptied_strings(raw: bytes) -> bytes:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import bounded_json
+from validation import echo
 
 MAX_FILE_BYTES = 1024**3  # 1 GiB: real ACE-Step LoRAs are 20-400 MB
 MAX_HEADER_BYTES = 8 * 1024**2  # a real LoRA's header is well under 1 MB; safetensors itself allows 100 MB
@@ -132,8 +133,7 @@ def _parse_header(path: Path, raw: bytes) -> dict[str, Any]:
         if error.key == "shape" and error.owner is not None:
             raise refuse(
                 path,
-                f"tensor {bounded_json.echo(error.owner)} has {error.items:,} dimensions; "
-                f"a LoRA weight has at most {MAX_DIMS}",
+                f"tensor {echo(error.owner)} has {error.items:,} dimensions; a LoRA weight has at most {MAX_DIMS}",
             ) from None
         raise refuse(path, f"the header is corrupt: {error}") from None
     except bounded_json.JsonLimitError as error:

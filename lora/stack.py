@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import bounded_json
 from lora.check import LoraInfo, check_trigger_words, check_weight, inspect_lora, read_adapter_config, target_modules
 from lora.header import HASH_CHUNK_BYTES, LoraError, file_sha256, refuse
+from validation import echo
 
 STORE_SUBDIR = "loras"
 SHA256_PREFIX = re.compile(r"[0-9a-f]{8,64}")
@@ -89,9 +89,7 @@ def prompt_with_triggers(prompt: str, entries: Iterable[LoraEntry | Mapping[str,
 
 
 def _unknown(key: str) -> LoraError:
-    return LoraError(
-        f"loras: no LoRA named or with sha256 {bounded_json.echo(key)} is loaded or in the store; add its file first"
-    )
+    return LoraError(f"loras: no LoRA named or with sha256 {echo(key)} is loaded or in the store; add its file first")
 
 
 def _safe_stem(name: str) -> str:
@@ -139,7 +137,7 @@ class LoraStack:
         was made. Raises ``LoraError``.
         """
         if name is not None and (not str(name).strip() or len(str(name)) > 100 or "\n" in str(name)):
-            raise LoraError(f"lora name: one line of 1 to 100 characters, got {bounded_json.echo(str(name))}")
+            raise LoraError(f"lora name: one line of 1 to 100 characters, got {echo(str(name))}")
         info = inspect_lora(path, self._targets, adapter_config)
         words = check_trigger_words(trigger_words if trigger_words is not None else info.trigger_words)
         return CheckedLora(info, name, words, adapter_config)
@@ -241,7 +239,7 @@ class LoraStack:
             for entry in self._entries.values():
                 if key == entry.name or key == entry.sha256 or (len(key) >= 8 and entry.sha256.startswith(key)):
                     return entry
-        raise LoraError(f"LoRA {bounded_json.echo(key)} is not loaded; add its file first")
+        raise LoraError(f"LoRA {echo(key)} is not loaded; add its file first")
 
     def resolve(self, key: str) -> LoraEntry:
         """The entry for a ``loras`` item's key: loaded already, or loaded now from the store.

@@ -20,7 +20,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -33,6 +33,10 @@ from validation import BASE_ONLY_TASKS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Runs after each denoising step: (step index, the timestep just taken, latents after the
+# step) -> the latents the next step starts from (official semantics the pipeline lacks:
+# repaint re-injection, latent corrections). See ``Backend.generate``.
+StepHook = Callable[[int, float, Any], Any]
 
 
 class ModelUnavailableError(RuntimeError):
@@ -445,6 +449,7 @@ class Backend:
         control: RunControl,
         rng_seed: int | None = None,
         before: Callable[[Any], None] | None = None,
+        step_hooks: Sequence[StepHook] = (),
     ) -> np.ndarray:
         """Run the pipeline; returns float32 audio ``[takes, 2, samples]`` at 48 kHz.
 
@@ -452,6 +457,7 @@ class Backend:
         Raises ``Cancelled`` within one step of ``control.cancel()``, never decoding. The global
         torch RNG is seeded with ``rng_seed`` (default: the first take's seed): the pipeline samples
         the VAE encoding of source audio from it. ``before(pipe)`` runs first, under the run lock.
+        ``step_hooks`` run in order after every step and may replace the latents.
         """
         import torch
 
@@ -472,7 +478,12 @@ class Backend:
             if step + 1 == steps:
                 message = "Decoding audio…"
             control.report(0.05 + 0.85 * (step + 1) / steps, message)
-            return {}
+            if not step_hooks:
+                return {}
+            latents = tensors["latents"]
+            for hook in step_hooks:
+                latents = hook(step, float(timestep), latents)
+            return {"latents": latents}
 
         call_kwargs = {
             name: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))

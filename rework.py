@@ -28,6 +28,8 @@ class Prepared:
 
     kwargs: dict[str, Any]  # extra pipeline arguments (audio as numpy [2, samples])
     finish: Callable[[np.ndarray], np.ndarray] = field(default=lambda take: take)
+    # Run after each denoising step on the latents (``backend.StepHook``), e.g. repaint re-injection.
+    step_hooks: list[Callable[[int, float, Any], Any]] = field(default_factory=list)
 
 
 def prepare(request: SongRequest, source: LoadedAudio | None, reference: LoadedAudio | None) -> Prepared:

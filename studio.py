@@ -170,7 +170,9 @@ class Studio:
             if vary is not None:
                 kwargs.update(self._variation_noise(vary[0], rendered, prepared, render_control))
                 rng_seed = vary[0].parent_seeds[0]  # the parent's source encoding, drawn again
-            raw = self.backend.generate(kwargs, seeds, render_control, rng_seed=rng_seed, before=set_loras)
+            raw = self.backend.generate(
+                kwargs, seeds, render_control, rng_seed=rng_seed, before=set_loras, step_hooks=prepared.step_hooks
+            )
         control.steps_done = render_control.steps_done
         takes = np.stack([prepared.finish(take) for take in raw]).astype(np.float32, copy=False)
         generated = time.perf_counter()

@@ -75,6 +75,25 @@ def test_generate_returns_float32_takes(tiny_backend):
     assert audio.dtype.name == "float32"
 
 
+def test_step_hooks_see_every_step_and_their_latents_are_the_ones_used(tiny_backend):
+    request = GenerateRequest(prompt="x", audio_duration=10, seed=3, num_inference_steps=4).validate()
+    plain = tiny_backend.generate(request.pipeline_kwargs(), request.take_seeds(), RunControl())
+    seen = []
+
+    def record(step, timestep, latents):
+        seen.append((step, timestep, tuple(latents.shape)))
+        return latents
+
+    same = tiny_backend.generate(request.pipeline_kwargs(), request.take_seeds(), RunControl(), step_hooks=[record])
+    assert [step for step, _, _ in seen] == [0, 1, 2, 3]
+    assert [t for _, t, _ in seen] == sorted((t for _, t, _ in seen), reverse=True)  # t falls from 1 towards 0
+    assert (same == plain).all()  # a hook that returns its latents changes nothing
+    zeroed = tiny_backend.generate(
+        request.pipeline_kwargs(), request.take_seeds(), RunControl(), step_hooks=[lambda s, t, x: x * 0]
+    )
+    assert not (zeroed == plain).all()  # what a hook returns is what the pipeline continues from
+
+
 def test_importing_backend_does_not_import_torch():
     import subprocess
 

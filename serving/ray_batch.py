@@ -41,6 +41,10 @@ MAX_ATTEMPTS = 2  # a failed request is retried once, on another actor when ther
 PROGRESS_EVERY_S = 10.0  # a progress line at least this often while songs render
 SAVE_THREADS = 4  # runs encoded and written at once here (the MP3 and FLAC encoders release the GIL)
 SAVE_POLL_S = 0.2  # while runs are being saved, how often the loop looks for finished ones
+# Every actor's model loaded within this, or the batch stops and says which actors did not start
+# (a cluster without the resources they ask for never starts them; a full-size model from a cold
+# disk takes minutes).
+READY_TIMEOUT_S = 1800.0
 # Environment the actors need to find the same models and caches as this process.
 PASSED_ENV_PREFIXES = ("ACE_STUDIO_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TORCH_HOME")
 # Not shipped to a remote cluster with the code: runs, caches, environments.
@@ -133,6 +137,10 @@ class RayOptions:
     argv: list[str] = field(default_factory=list)  # the studio's options, as app.py takes them
     actors: int | None = None  # default: one per GPU, else one per CPU
     report: Path | None = None
+    ready_timeout_s: float = READY_TIMEOUT_S
+    # A song still rendering after this is treated as a stuck actor: it is killed and replaced, and
+    # the song retried once. None: no limit (long songs on slow devices take what they take).
+    song_timeout_s: float | None = None
     # Called after each round of dispatch with the pool and every outcome (tests: faults, Ctrl-C).
     watch: Callable[[Pool, list[Outcome]], None] | None = None
 
@@ -172,6 +180,10 @@ def actor_resources(resources: Mapping[str, float], actors: int | None) -> tuple
     return count, {"num_cpus": float(int(share)) if share >= 1 else share}
 
 
+class PoolError(RuntimeError):
+    """The pool cannot go on (its actors do not start or keep dying); the message says why."""
+
+
 class Pool:
     """The actors, each with one studio; a dead one is replaced by a fresh one."""
 
@@ -179,6 +191,7 @@ class Pool:
         self.ray = ray
         env = {name: value for name, value in os.environ.items() if name.startswith(PASSED_ENV_PREFIXES)}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        self.options = dict(options)
         self._remote = ray.remote(Renderer).options(**options, runtime_env={"env_vars": env}, max_concurrency=1)
         self.argv = argv
         self.actors: dict[str, Any] = {}
@@ -196,9 +209,24 @@ class Pool:
         self.idle.append(name)
         return name
 
-    def wait_ready(self) -> list[str]:
-        """Every actor's model loaded; raises the first actor's error when one cannot load it."""
-        return list(self.ray.get([actor.ready.remote() for actor in self.actors.values()]))
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> list[str]:
+        """Every actor's model loaded; raises the first actor's error when one cannot load it, and
+        ``PoolError`` when some are not ready within ``timeout_s`` (never waits longer)."""
+        pending = {actor.ready.remote(): name for name, actor in self.actors.items()}
+        deadline = time.monotonic() + timeout_s
+        ready: list[str] = []
+        while pending and (left := deadline - time.monotonic()) > 0:
+            done, _ = self.ray.wait(list(pending), num_returns=1, timeout=left)
+            for ref in done:
+                pending.pop(ref)
+                ready.append(self.ray.get(ref))
+        if pending:
+            raise PoolError(
+                f"{len(pending)} of {len(self.actors)} Ray actors did not start within {timeout_s:g} s "
+                f"({', '.join(sorted(pending.values()))}); each asks for {self.options}, and the cluster "
+                f"has {self.ray.available_resources()} free. Is its model reachable from every node?"
+            )
+        return ready
 
     def replace(self, name: str, reason: str) -> str:
         self.actors.pop(name, None)
@@ -206,7 +234,7 @@ class Pool:
             self.idle.remove(name)
         self.replaced += 1
         if self.replaced > self.limit:
-            raise RuntimeError(f"actors keep dying ({self.replaced} so far); the last: {reason}")
+            raise PoolError(f"actors keep dying ({self.replaced} so far); the last: {reason}")
         return self._add()
 
     def stop(self) -> None:
@@ -289,6 +317,30 @@ def _finish(job: Job, queue: deque[Job], message: str, retry: bool, actor: str) 
         job.outcome.status, job.outcome.error = "failed", message
 
 
+def _expire(
+    ray: Any, pool: Pool, queue: deque[Job], running: dict[Any, tuple[str, Job, float]], limit_s: float
+) -> None:
+    """Songs still rendering after ``limit_s``: a stuck actor is killed and replaced, its song retried once."""
+    now = time.monotonic()
+    for ref, (name, job, started) in list(running.items()):
+        if now - started > limit_s:
+            running.pop(ref)
+            job.outcome.seconds = round(job.outcome.seconds + now - started, 3)
+            ray.kill(pool.actors[name])
+            reason = f"still rendering after {limit_s:g} s (the actor was replaced)"
+            pool.replace(name, reason)
+            _finish(job, queue, reason, retry=True, actor=name)
+
+
+def _wait_s(saving: bool, running: dict[Any, tuple[str, Job, float]], limit_s: float | None) -> float:
+    """How long the loop may wait for a song: not past the next song's time limit."""
+    wait_s = SAVE_POLL_S if saving else PROGRESS_EVERY_S
+    if limit_s is not None and running:
+        first = min(started for _, _, started in running.values())
+        wait_s = min(wait_s, max(SAVE_POLL_S, first + limit_s - time.monotonic()))
+    return wait_s
+
+
 def _save(store: OutputStore, held: HeldRun, outcome: Outcome) -> None:
     """In a saving thread: write the run, then record it. A second try follows a failed one: two
     saves that picked the same free name at once (same prompt, seed and second) collide at the rename."""
@@ -309,9 +361,11 @@ def drive(
     store: OutputStore,
     progress: Progress,
     watch: Callable[[Pool, list[Outcome]], None] | None = None,
+    song_timeout_s: float | None = None,
 ) -> None:
     """Render every job on the pool, saving each finished run here (encoding in a few threads,
-    so that many GPUs do not wait on one core); returns when every song is saved or failed."""
+    so that many GPUs do not wait on one core); returns when every song is saved or failed.
+    A song still rendering after ``song_timeout_s`` counts as a failed attempt on a stuck actor."""
     from ray.exceptions import RayActorError, RayError
 
     queue = deque(jobs)
@@ -322,7 +376,7 @@ def drive(
             _dispatch(queue, pool, running)
             if watch is not None:
                 watch(pool, progress.outcomes)
-            wait_s = SAVE_POLL_S if saving else PROGRESS_EVERY_S
+            wait_s = _wait_s(bool(saving), running, song_timeout_s)
             ready = []
             if running:
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=wait_s)
@@ -348,6 +402,8 @@ def drive(
                 else:
                     job.outcome.status = "saving"
                     saving.add(savers.submit(_save, store, result, job.outcome))
+            if song_timeout_s is not None:
+                _expire(ray, pool, queue, running, song_timeout_s)
             for future in [future for future in saving if future.done()]:
                 saving.discard(future)
                 progress.show(force=True)
@@ -398,16 +454,18 @@ def run_on_ray(studio: Studio, requests: list[SongRequest], options: RayOptions,
             started_here = _connect(ray, options.address)
             count, resources = actor_resources(ray.cluster_resources(), options.actors)
             pool = Pool(ray, options.argv, min(count, len(jobs)), resources)
-            print(
-                f"{len(jobs)} to render, {len(done)} already saved; actors: {pool.wait_ready()}", file=progress.stream
-            )
+            actors = pool.wait_ready(options.ready_timeout_s)
+            print(f"{len(jobs)} to render, {len(done)} already saved; actors: {actors}", file=progress.stream)
             progress.started = time.monotonic()
-            drive(ray, pool, jobs, studio.store, progress, options.watch)
+            drive(ray, pool, jobs, studio.store, progress, options.watch, options.song_timeout_s)
         status = 1 if any(outcome.status == "failed" for outcome in outcomes) else 0
     except KeyboardInterrupt:
         status = 130
-    except Exception as error:  # the pool could not start (model, cluster) or its actors keep dying
+    except PoolError as error:  # the actors do not start or keep dying: said in words
         print(f"error: {error}", file=sys.stderr)
+        status = 2
+    except Exception as error:  # the cluster or a model that cannot load: its own words, with its kind
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
         status = 2
     finally:
         for outcome in outcomes:

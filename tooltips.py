@@ -74,8 +74,8 @@ TOOLTIPS: dict[str, str] = {
     "n_max": "FlowEdit: how many of the last steps edit the song (empty = two thirds of the steps). More changes more.",
     "n_min": "FlowEdit: the last steps that sample plainly instead of editing (0 = none).",
     "n_avg": "FlowEdit: noise samples averaged per step; more is smoother and slower (1-8).",
-    "loras": "The LoRA stack: name-or-sha256:weight items, comma-separated (weight 0-2). Build it with Your "
-    "LoRAs below; empty means no LoRA, exactly the base model.",
+    "loras": "The LoRA stack: name-or-sha256:weight items, comma-separated (weight 0-2). Build it with the picker "
+    "above; empty means no LoRA, exactly the base model.",
     "lora_triggers": "Add the stack's trigger words to the style prompt.",
     "lora_pick": "LoRAs added here before (kept by content, so the same file never loads twice).",
     "lora_preset": "LoRAs from the Hugging Face Hub the studio knows; downloaded once, then checked like a file.",

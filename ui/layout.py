@@ -14,8 +14,9 @@ from lora.presets import load_presets
 from modes import REQUEST_TYPES, FlowEditRequest
 from serving.env import on_space
 from studio import STUDIO_NAME, Studio
+from theme import theme_toggle
 from tooltips import TOOLTIPS
-from ui.controls import build_main_panel, build_panel, build_shared_panel, file_input
+from ui.controls import CONTROLS, build_control, build_main_panel, build_panel, build_shared_panel, file_input
 from ui.examples import EXAMPLE_FIELDS, EXAMPLES, example_rows
 from ui.history import RunOwners
 from ui.idea import wire_idea
@@ -31,6 +32,7 @@ from variations import DEFAULT_VARIANCE
 
 MODE_TABS = {"generate": "Generate", "cover": "Cover", "extend": "Extend", "edit": "Edit"}
 EDIT_METHODS = (("Repaint the segment", "edit"), ("Keep the music, change the words (FlowEdit)", "flow_edit"))
+GUIDANCE_FIELDS = ("guidance_scale", "cfg_interval_start", "cfg_interval_end")
 FIT_INPUTS = ("lyrics", "instrumental", "audio_duration", "extend_seconds", "src_audio", "vocal_language")
 TEST_MODEL_BANNER = (
     "**Test model: outputs noise.** The `{label}` model has random weights; it exists so the "
@@ -54,6 +56,7 @@ def build_page(studio: Studio, demo: gr.Blocks) -> Page:
     with gr.Row(elem_classes="studio-header"):
         gr.Markdown(f"## {STUDIO_NAME}")
         status = gr.Markdown(status_markdown(studio), elem_classes="studio-status")
+        theme_toggle()
     if studio.backend.spec.is_tiny:
         gr.Markdown(TEST_MODEL_BANNER.format(label=studio.backend.spec.label), elem_classes="test-model-banner")
     # At the top level, not in the History accordion: a component inside a closed
@@ -118,6 +121,8 @@ def _song_tab(studio: Studio, mode: str, extras: dict[str, Any]) -> tuple[dict[s
             info=TOOLTIPS["edit_method"],
             elem_id="edit-method",
         )
+    if mode == "edit":  # FlowEdit's "now" fields come before the form's style and lyrics, which say what it should be
+        extras["flow_column"], now = _flow_fields(studio, now=True)
     panel = build_main_panel(mode, defaults, base=studio.backend.variant == "base")
     meter = gr.Markdown("", elem_classes="fit-meter")
     if mode == "generate":
@@ -135,19 +140,44 @@ def _song_tab(studio: Studio, mode: str, extras: dict[str, Any]) -> tuple[dict[s
             example_labels=[example.name for example in EXAMPLES],
         )
     if mode == "edit":
-        with gr.Column(visible=False, elem_classes="flow-edit") as flow_column:
-            extras["flow_panel"] = build_panel("flow", "flow_edit", studio.defaults(FlowEditRequest))
-        extras["flow_column"] = flow_column
+        extras["flow_tuning"], tuning = _flow_fields(studio, now=False)
+        extras["flow_panel"] = now | tuning
     return panel, meter
+
+
+FLOW_NOW_FIELDS = ("source_prompt", "source_lyrics")
+
+
+def _flow_fields(studio: Studio, now: bool) -> tuple[gr.Column, dict[str, Any]]:
+    """FlowEdit's own fields in a hidden column: the song as it is now, or the edit's tuning."""
+    defaults = studio.defaults(FlowEditRequest)
+    with gr.Column(visible=False, elem_classes="flow-edit") as column:
+        if now:
+            gr.Markdown(FLOW_NOW_NOTE, elem_classes="control-help")
+        fields = {
+            c.name: build_control(c, getattr(defaults, c.name), elem_id=f"flow_edit-{c.name}")
+            for c in CONTROLS
+            if c.panel == "flow" and (c.name in FLOW_NOW_FIELDS) == now
+        }
+    if "source_guidance_scale" in fields:
+        fields["source_guidance_scale"].visible = studio.backend.variant != "turbo"  # turbo ignores guidance
+    return column, fields
+
+
+FLOW_NOW_NOTE = "**The song as it is now**; below, under Style and Lyrics, what it should become."
 
 
 def build_shared_panels(studio: Studio) -> SharedPanels:
     """Advanced, LoRA, and Finishing and export (shared by every song tab), then the run buttons."""
     with gr.Accordion("Advanced", open=False) as advanced_box:
         advanced = build_shared_panel(studio.defaults(), "advanced")
+        for name in GUIDANCE_FIELDS:  # turbo is guidance-distilled: the pipeline runs it at 1.0 whatever is set
+            advanced[name].visible = studio.backend.variant != "turbo"
     with gr.Accordion("LoRA", open=False) as lora_box:
-        advanced |= build_shared_panel(studio.defaults(), "lora")
-        lora = build_lora_panel([preset.name for preset in load_presets()])
+        lora, stack = build_lora_panel(
+            [preset.name for preset in load_presets()], lambda: build_shared_panel(studio.defaults(), "lora")
+        )
+        advanced |= stack
     with gr.Accordion("Finishing and export", open=False) as finishing_box:
         # From here on "advanced" is every shared input: the sampler, LoRA, finishing, export.
         advanced |= build_shared_panel(studio.defaults(), "output")
@@ -206,8 +236,8 @@ class ModeSwitch:
         return [*columns, *(gr.update(visible=mode != "lyrics") for _ in range(self.song_only))]
 
 
-def show_flow_edit(method: str) -> gr.Column:
-    return gr.Column(visible=method == "flow_edit")
+def show_flow_edit(method: str) -> list[gr.Column]:
+    return [gr.Column(visible=method == "flow_edit")] * 2  # the "now" fields and the tuning
 
 
 class FitMeter:
@@ -231,7 +261,11 @@ def wire_navigation(studio: Studio, runs: ActiveRuns, page: Page) -> None:
         queue=False,
     )
     songs.edit_method.change(
-        show_flow_edit, inputs=songs.edit_method, outputs=songs.flow_column, api_visibility="private", queue=False
+        show_flow_edit,
+        inputs=songs.edit_method,
+        outputs=[songs.flow_column, songs.flow_tuning],
+        api_visibility="private",
+        queue=False,
     )
     for mode, panel in songs.panels.items():
         watched = {name: panel[name] for name in FIT_INPUTS if name in panel} | {"bpm": page.shared.advanced["bpm"]}

@@ -7,6 +7,7 @@ the run lock is taken (``Studio.add_lora``), so an upload never queues behind a 
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ from lora.presets import fetch_preset, load_presets
 from studio import Studio
 from tooltips import TOOLTIPS
 from ui.runs import GPU_EVENT_TIME_LIMIT_S, RUN_OPTIONS, ActiveRuns, Job, ProgressRelay, Words, guarded_run, session_key
-from validation import MAX_LORA_WEIGHT
+from validation import MAX_LORA_WEIGHT, parse_lora_stack, safe_message
 
 if TYPE_CHECKING:
     from ui.page import Page
@@ -41,10 +42,15 @@ PRESET_WORDS = Words(
 
 @dataclass
 class LoraPanel:
+    """Top-down in the order of use: pick a LoRA, set its weight, add it; the stack below (the
+    ``loras`` field, built by the caller) with its names; then where new LoRAs come from."""
+
+    refresh: gr.Button
     pick: gr.Dropdown
     weight: gr.Slider
     add_to_stack: gr.Button
-    refresh: gr.Button
+    stack_names: gr.Markdown
+    clear: gr.Button
     upload: gr.File
     name: gr.Textbox
     add_file: gr.Button
@@ -53,23 +59,45 @@ class LoraPanel:
     note: gr.Markdown
 
 
-def build_lora_panel(preset_names: list[str]) -> LoraPanel:
-    """The helpers around the ``loras`` field: pick a known LoRA, add a file, fetch a preset."""
+def build_lora_panel(
+    preset_names: list[str], build_stack: Callable[[], dict[str, Any]]
+) -> tuple[LoraPanel, dict[str, Any]]:
+    """The LoRA panel; ``build_stack`` places the stack's own fields (``loras``, its trigger
+    words) after the picker, and what it built is returned beside the panel."""
     with gr.Row():
-        pick = gr.Dropdown(choices=[], label="Your LoRAs", info=TOOLTIPS["lora_pick"], scale=3, min_width=220)
-        weight = gr.Slider(0, MAX_LORA_WEIGHT, value=1.0, step=0.05, label="Weight", scale=2, min_width=220)
-    with gr.Row():
-        add_to_stack = gr.Button("Add to the stack", variant="secondary")
-        refresh = gr.Button("Show my LoRAs", variant="secondary")
+        pick = gr.Dropdown(choices=[], label="1. Pick one of your LoRAs", info=TOOLTIPS["lora_pick"], scale=3)
+        refresh = gr.Button("Show my LoRAs", variant="secondary", scale=1, min_width=140)
+    weight = gr.Slider(0, MAX_LORA_WEIGHT, value=1.0, step=0.05, label="2. Its weight")
+    add_to_stack = gr.Button("3. Add to the stack", variant="secondary")
+    stack_names = gr.Markdown(describe_stack("", {}), elem_classes="lora-stack-names")
+    stack = build_stack()
+    clear = gr.Button("Clear the stack", variant="stop", size="sm")
+    gr.Markdown("**More LoRAs**: a file of your own or a preset.", elem_classes="control-help")
     upload = gr.File(label="Add a LoRA file (.safetensors only)", file_types=[".safetensors"], type="filepath")
     with gr.Row():
         name = gr.Textbox(label="Its name (optional)", scale=3)
-        add_file = gr.Button("Check and add", scale=1)
+        add_file = gr.Button("Check and add", variant="secondary", scale=1)
     with gr.Row():
         preset = gr.Dropdown(choices=preset_names, value=None, label="Presets", info=TOOLTIPS["lora_preset"], scale=3)
-        fetch = gr.Button("Download", scale=1)
+        fetch = gr.Button("Download", variant="secondary", scale=1)
     note = gr.Markdown("", elem_classes="control-help")
-    return LoraPanel(pick, weight, add_to_stack, refresh, upload, name, add_file, preset, fetch, note)
+    panel = LoraPanel(
+        refresh, pick, weight, add_to_stack, stack_names, clear, upload, name, add_file, preset, fetch, note
+    )
+    return panel, stack
+
+
+def describe_stack(stack: str, names: dict[str, str]) -> str:
+    """The stack as a numbered list of names (``names`` maps a key to its LoRA's name; a key
+    not in it is shown as written), top to bottom in the order it applies."""
+    try:
+        items = parse_lora_stack(stack or "")
+    except ValueError as error:
+        return safe_message(str(error))
+    if not items:
+        return "The stack is empty: no LoRA, the model as it is."
+    lines = [f"{i}. **{html.escape(names.get(key, key))}** × {weight:g}" for i, (key, weight) in enumerate(items, 1)]
+    return "The stack, applied top to bottom:\n\n" + "\n".join(lines)
 
 
 def with_lora(stack: str, key: str | None, weight: float) -> str:
@@ -88,16 +116,22 @@ class LoraHandlers:
     def __init__(self, studio: Studio, runs: ActiveRuns) -> None:
         self.studio = studio
         self.runs = runs
+        # Key -> name of every LoRA listed so far (the process's LoRAs are shared by every
+        # visitor already); the stack's view reads it without touching the model.
+        self.names: dict[str, str] = {}
 
     def _guarded(self, request: gr.Request | None, job: Job, progress: Any = None) -> Any:
         return guarded_run(self.runs, session_key(request), progress, job)
 
     def _choices(self, selected: str | None = None) -> gr.Dropdown:
         entries = self.studio.known_loras()
-        return gr.Dropdown(
-            choices=[(f"{entry.name} · {entry.sha256[:8]}", entry.sha256[:16]) for entry in entries],
-            value=selected,
-        )
+        # A name is unique among the loaded LoRAs (LoraStack refuses a second); the value stays
+        # the sha256 prefix, which also finds a LoRA kept from an earlier session.
+        self.names.update({entry.sha256[:16]: entry.name for entry in entries})
+        return gr.Dropdown(choices=[(entry.name, entry.sha256[:16]) for entry in entries], value=selected)
+
+    def stack_names(self, stack: str) -> str:
+        return describe_stack(stack, self.names)
 
     def lora_choices(self, request: gr.Request = None) -> gr.Dropdown:
         return self._guarded(request, Job(lambda control: self._choices(), words=LIST_WORDS))
@@ -153,6 +187,15 @@ def wire_lora(studio: Studio, runs: ActiveRuns, page: Page) -> None:
         api_visibility="private",
         queue=False,
     )
+    loras.change(
+        handlers.stack_names,
+        inputs=loras,
+        outputs=panel.stack_names,
+        api_visibility="private",
+        queue=False,
+        show_progress="hidden",
+    )
+    panel.clear.click(lambda: "", outputs=loras, api_visibility="private", queue=False)
     panel.add_file.click(
         handlers.add_lora_file,
         inputs=[panel.upload, panel.name],

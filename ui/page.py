@@ -34,6 +34,7 @@ class SongTabs:
     idea: gr.Textbox
     idea_button: gr.Button
     write_for_me: gr.Button
+    flow_tuning: gr.Column  # FlowEdit's steps and source guidance, after the form (flow_column: before it)
 
     @property
     def form_inputs(self) -> dict[str, Component]:

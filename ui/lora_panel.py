@@ -16,7 +16,7 @@ from lora.presets import fetch_preset, load_presets
 from studio import Studio
 from tooltips import TOOLTIPS
 from ui.runs import GPU_EVENT_TIME_LIMIT_S, RUN_OPTIONS, ActiveRuns, Job, ProgressRelay, Words, guarded_run, session_key
-from validation import MAX_LORA_WEIGHT
+from validation import MAX_LORA_WEIGHT, safe_message
 
 if TYPE_CHECKING:
     from ui.page import Page
@@ -138,7 +138,7 @@ def add_to_stack(stack: str, key: str | None, weight: float) -> str:
     try:
         return with_lora(stack, key, weight)
     except ValueError as error:
-        raise gr.Error(str(error)) from error
+        raise gr.Error(safe_message(str(error)), title="Nothing to add") from error
 
 
 def wire_lora(studio: Studio, runs: ActiveRuns, page: Page) -> None:
@@ -146,12 +146,9 @@ def wire_lora(studio: Studio, runs: ActiveRuns, page: Page) -> None:
     panel, loras = page.shared.lora, page.shared.advanced["loras"]
     handlers = LoraHandlers(studio, runs)
     panel.refresh.click(handlers.lora_choices, outputs=panel.pick, api_visibility="private", **RUN_OPTIONS)
+    # Queued: Gradio drops the message of an unqueued event's error.
     panel.add_to_stack.click(
-        add_to_stack,
-        inputs=[loras, panel.pick, panel.weight],
-        outputs=loras,
-        api_visibility="private",
-        queue=False,
+        add_to_stack, inputs=[loras, panel.pick, panel.weight], outputs=loras, api_visibility="private"
     )
     panel.add_file.click(
         handlers.add_lora_file,

@@ -225,6 +225,20 @@ def show_flow_edit(method: str) -> gr.Column:
     return gr.Column(visible=method == "flow_edit")
 
 
+def middle_third(src_audio: Any) -> tuple:
+    """Edit's segment once a source is loaded: its middle third, a valid edit to start from
+    (the header alone is read; an unreadable file leaves the fields for the run to refuse)."""
+    from audio_io import AudioInputError, probe
+
+    if not isinstance(src_audio, str) or not src_audio:
+        return gr.skip(), gr.skip()
+    try:
+        seconds = probe(src_audio, "Source song").duration
+    except (AudioInputError, OSError):
+        return gr.skip(), gr.skip()
+    return round(seconds / 3, 1), round(2 * seconds / 3, 1)
+
+
 class FitMeter:
     """The fit meter under one tab: its lyrics, length and the shared bpm."""
 
@@ -247,6 +261,14 @@ def wire_navigation(studio: Studio, runs: ActiveRuns, page: Page) -> None:
     )
     songs.edit_method.change(
         show_flow_edit, inputs=songs.edit_method, outputs=songs.flow_column, api_visibility="private", queue=False
+    )
+    edit = songs.panels["edit"]
+    edit["src_audio"].change(
+        middle_third,
+        inputs=edit["src_audio"],
+        outputs=[edit["repainting_start"], edit["repainting_end"]],
+        api_visibility="private",
+        show_progress="hidden",
     )
     for mode, panel in songs.panels.items():
         watched = {name: panel[name] for name in FIT_INPUTS if name in panel} | {"bpm": page.shared.advanced["bpm"]}

@@ -155,6 +155,15 @@ def pasted_settings(text: str | None, upload: str | None) -> dict[str, Any]:
     return load_settings(str(text))
 
 
+def plan_values(data: dict[str, Any]) -> dict[str, Any]:
+    """A saved run's request with its plan in place. A Vary run of a planned run replayed its
+    parent's plan (its request carries the codes, it has no plan of its own): reuse that."""
+    saved = data.get("request")
+    if not data.get("plan") and data.get("vary") and isinstance(saved, dict) and saved.get("audio_codes"):
+        return dict(saved)
+    return replay_values(data)
+
+
 class SettingsHandlers:
     """Apply settings, Restore a saved run, Reuse its plan, share links both ways.
 
@@ -196,9 +205,7 @@ class SettingsHandlers:
     def reuse_handler(self, text: str, upload: str | None, request: gr.Request = None) -> list:
         try:
             data = pasted_settings(text, upload)
-            values, notes = with_saved_inputs(
-                self.studio, {**data, "request": replay_values(data)}, self.reader(request)
-            )
+            values, notes = with_saved_inputs(self.studio, {**data, "request": plan_values(data)}, self.reader(request))
             restored = restorable(REQUEST_TYPES["generate"], values)
         except (ValueError, KeyError) as error:
             raise gr.Error(safe_message(str(error)), title="Could not reuse the plan") from error

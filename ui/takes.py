@@ -233,7 +233,11 @@ def wire_runs(studio: Studio, runs: ActiveRuns, page: Page) -> None:
     outputs = result_outputs(page)
     run_options = {**RUN_OPTIONS, "show_progress": "hidden"}  # the stage line beside the buttons says it
     queued: dict[str, Any] = dict(
-        inputs=page.browser, outputs=[page.browser, page.shared.progress], api_visibility="private", queue=False
+        inputs=page.browser,
+        outputs=[page.browser, page.shared.progress],
+        api_visibility="private",
+        queue=False,
+        show_progress="hidden",
     )
     for button, new_seed in ((page.shared.generate, False), (page.shared.retake, True)):
         button.click(handlers.queued, **queued).then(

@@ -84,9 +84,10 @@ CSS = """
 # with the run's stage beside the buttons.
 LOOP_CSS = """
 .studio-actions-bar { position: fixed; left: 0; right: 0; bottom: 0; z-index: 20; margin: 0 !important;
-  padding: 0.4rem max(1rem, calc(50vw - 680px)); background: var(--body-background-fill);
+  padding: 0.4rem max(1rem, calc(50vw - 680px)); background: var(--body-background-fill, #ffffff);
   border-top: 2px solid currentColor; }
-.studio-actions-bar .studio-actions { max-width: 640px; }
+.studio-actions-bar .studio-actions { max-width: 640px; flex-wrap: nowrap; }
+.studio-actions-bar .run-progress { background: inherit; }
 .studio-body { margin-bottom: 7.5rem; }
 .run-progress { font-family: ui-monospace, Menlo, monospace; font-size: 0.9rem; min-height: 1.4em; }
 .run-progress .run-stages { opacity: 0.85; font-size: 0.8rem; }

@@ -41,6 +41,7 @@ def viewport_shot(page, name: str) -> None:
     from test_browser import ARTIFACTS
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(1_000)  # the page's own loading marks fade
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 

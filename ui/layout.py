@@ -161,9 +161,9 @@ def build_shared_panels(studio: Studio) -> SharedPanels:
     # lyrics and Generate share the first screen; the run's stage shows in it.
     with gr.Column(elem_classes="studio-actions-bar", elem_id="action-bar") as song_actions:
         with gr.Row(elem_classes="studio-actions"):
-            generate = gr.Button("Generate", variant="primary", elem_id="generate")
-            retake = gr.Button("Retake", variant="secondary", elem_id="retake")
-            cancel = gr.Button("Cancel", variant="stop", elem_id="cancel")
+            generate = gr.Button("Generate", variant="primary", elem_id="generate", min_width=90)
+            retake = gr.Button("Retake", variant="secondary", elem_id="retake", min_width=90)
+            cancel = gr.Button("Cancel", variant="stop", elem_id="cancel", min_width=90)
         progress = gr.HTML("", elem_id="run-progress", elem_classes="run-progress")
     song_only = [advanced_box, lora_box, finishing_box, song_actions]  # hidden on the Lyrics tab
     return SharedPanels(advanced, lora, generate, retake, cancel, progress, song_only)

@@ -22,7 +22,7 @@ from serving.cli import make_studio, parse_args
 from serving.env import LOCAL_HOSTS, check_mcp, lan_addresses, network_access, on_space, on_zerogpu, prepare_environment
 from serving.zerogpu import attach, calibration_for
 from studio import Studio
-from theme import CSS, THEME_HEAD, brutalist_mono
+from theme import CSS, LOOP_CSS, THEME_HEAD, brutalist_mono
 from ui.layout import MODE_TABS, build_ui
 from ui.runs import ActiveRuns, one_admission_at_a_time, run_generate
 
@@ -90,7 +90,7 @@ def launch(
         server_name=host,
         server_port=port,
         theme=brutalist_mono(),
-        css=CSS,
+        css=CSS + LOOP_CSS,
         head=THEME_HEAD,
         allowed_paths=[str(studio.store.root)],
         max_file_size=MAX_UPLOAD,

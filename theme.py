@@ -261,3 +261,19 @@ CSS = f"""
     background: linear-gradient(to right, transparent, var(--body-background-fill) 60%); }}
 }}
 """
+
+# The main loop in one place (ui.layout): the action bar is fixed at the foot of the screen while
+# the form scrolls (fixed, not sticky: Gradio's container hides overflow, which ends sticky),
+# with the run's stage beside the buttons.
+LOOP_CSS = """
+.studio-actions-bar { position: fixed; left: 0; right: 0; bottom: 0; z-index: 20; margin: 0 !important;
+  padding: 0.4rem max(1rem, calc(50vw - 680px)); background: var(--body-background-fill, #ffffff);
+  border-top: 2px solid currentColor; }
+.studio-actions-bar .studio-actions { max-width: 640px; flex-wrap: nowrap; }
+.studio-actions-bar .run-progress { background: inherit; }
+.studio-body { margin-bottom: 7.5rem; }
+.run-progress { font-family: ui-monospace, Menlo, monospace; font-size: 0.9rem; min-height: 1.4em; }
+.run-progress .run-stages { opacity: 0.85; font-size: 0.8rem; }
+.test-model-banner { padding: 0.2rem 0.6rem; font-size: 0.9rem; }
+.test-model-banner p { margin: 0; }
+"""

@@ -193,13 +193,22 @@ def check_length(name: str, value: str, limit: int) -> None:
         raise ValueError(f"{name}: {len(value):,} characters is over the {limit:,}-character limit")
 
 
+def figure(value: float) -> str:
+    """A bound as people write it: 600, 0.5, 4,294,967,295 (never 4.29497e+09)."""
+    if float(value).is_integer() and abs(value) < 1e18:
+        whole = int(value)
+        return f"{whole:,}" if abs(whole) >= 10_000 else str(whole)
+    return f"{value:g}"
+
+
 def check_range(name: str, value: float, low: float, high: float, unit: str = "", note: str = "") -> None:
     """``low <= value <= high`` (and finite); ``unit`` follows the bounds, ``note`` says more in brackets."""
+    bounds = f"between {figure(low)} and {figure(high)}{unit}"
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{name}: must be a number between {low:g} and {high:g}{unit}, got {echo(value)}")
+        raise ValueError(f"{name}: must be a number {bounds}, got {echo(value)}")
     if not low <= value <= high:
         extra = f" ({note})" if note else ""
-        raise ValueError(f"{name}: must be between {low:g} and {high:g}{unit}{extra}, got {echo(value)}")
+        raise ValueError(f"{name}: must be {bounds}{extra}, got {echo(value)}")
 
 
 def optional_fields(cls: type) -> list[str]:

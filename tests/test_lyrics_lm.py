@@ -240,7 +240,7 @@ def test_model_names_and_backends():
         ({"top_p": 1.2}, "top_p: must be above 0 and at most 1, got 1.2"),
         ({"max_new_tokens": 10}, "max_new_tokens: must be between 64 and 2048, got 10"),
         ({"max_new_tokens": 700.5}, "max_new_tokens: must be a whole number, got 700.5"),
-        ({"seed": -2}, "seed: must be between 0 and 4.29497e+09 (or -1 for a random seed), got -2"),
+        ({"seed": -2}, "seed: must be between 0 and 4,294,967,295 (or -1 for a random seed), got -2"),
         ({"mood": "sad"}, "mood: not a setting of LyricsRequest"),
     ],
 )

@@ -74,7 +74,8 @@ CONTROLS: tuple[Control, ...] = (
     Control("lyrics", "textbox", "Lyrics", "main", lines=10, placeholder="[verse]\n…\n\n[chorus]\n…"),
     Control("instrumental", "checkbox", "Instrumental", "main", ("generate",)),
     Control("think", "checkbox", "Think (plan with the 5 Hz LM)", "main", ("generate",)),
-    Control("audio_duration", "slider", "Duration (s)", "main", ("generate",), MIN_DURATION_S, MAX_DURATION_S, 1),
+    # A number, not a slider: a slider's box clamps 5000 to 600 silently; the request refuses it with the range.
+    Control("audio_duration", "number", f"Duration (s, {MIN_DURATION_S}-{MAX_DURATION_S})", "main", ("generate",)),
     Control("audio_duration", "number", "Duration (s, empty = the source's)", "main", ("cover",)),
     Control("audio_cover_strength", "slider", "Cover strength", "main", ("cover",), *UNIT_RANGE, 0.01),
     Control("reference_audio", "audio", "Timbre reference (optional)", "main", ("cover",)),

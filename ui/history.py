@@ -21,15 +21,16 @@ RUNS_PER_SESSION = 4 * HISTORY_LIMIT  # a session's History plus the API runs it
 
 
 def add_to_history(
-    history: list | None, run: Run, limit: int = HISTORY_LIMIT, ticket: str = ""
+    history: list | None, run: Run, limit: int = HISTORY_LIMIT, ticket: str = "", prompt: str | None = None
 ) -> list[dict[str, Any]]:
     """This browser's run list with ``run`` first: only names and text, never audio. ``ticket``
-    (``RunOwners.ticket``) lets this browser claim the run again after a reload."""
+    (``RunOwners.ticket``) lets this browser claim the run again after a reload; ``prompt`` names
+    the run when its request's prompt is not the user's (a Vary run replays the planner's caption)."""
     request = run.settings["request"]
     entry = {
         "run_id": run.run_id,
         "mode": run.settings["mode"],
-        "prompt": request.get("prompt", "")[:80],
+        "prompt": str(request.get("prompt", "") if prompt is None else prompt)[:80],
         "created": run.settings.get("created", ""),
     }
     if ticket:

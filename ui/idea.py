@@ -12,7 +12,7 @@ import gradio as gr
 from modes import SongRequest
 from serving.zerogpu import plan_idea_on_zerogpu
 from studio import Studio
-from ui.lyrics_tab import LYRICS_OPTIONS, LyricsWriter
+from ui.lyrics_tab import LYRICS_OPTIONS, LyricsWriter, offer_undo
 from ui.runs import RUN_OPTIONS, ActiveRuns, Job, ProgressRelay, Words, guarded_run, session_key
 from validation import MAX_DURATION_S, MIN_DURATION_S
 
@@ -59,6 +59,8 @@ class IdeaPlanner:
 def wire_idea(studio: Studio, runs: ActiveRuns, page: Page) -> None:
     """The idea fills Generate's form; the lyrics writer, when there is one, then writes its lyrics."""
     generate, advanced = page.songs.panels["generate"], page.shared.advanced
+    if studio.lyrics is not None:
+        offer_undo(page, page.songs.idea_button)  # the idea's lyrics replace what was typed
     event = page.songs.idea_button.click(
         IdeaPlanner(studio, runs).idea_handler,
         inputs=page.songs.idea,

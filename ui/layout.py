@@ -34,10 +34,8 @@ MODE_TABS = {"generate": "Generate", "cover": "Cover", "extend": "Extend", "edit
 EDIT_METHODS = (("Repaint the segment", "edit"), ("Keep the music, change the words (FlowEdit)", "flow_edit"))
 GUIDANCE_FIELDS = ("guidance_scale", "cfg_interval_start", "cfg_interval_end")
 FIT_INPUTS = ("lyrics", "instrumental", "audio_duration", "extend_seconds", "src_audio", "vocal_language")
-TEST_MODEL_BANNER = (
-    "**Test model: outputs noise.** The `{label}` model has random weights; it exists so the "
-    "studio runs offline. Start with `--model xl-turbo` (or another checkpoint) for real music."
-)
+TEST_MODEL_BANNER = "**Test model `{label}`: outputs noise.** For music, start with `--model xl-turbo`."
+NO_TAKES_YET = "Your takes appear here."
 
 
 def build_ui(studio: Studio) -> gr.Blocks:
@@ -62,6 +60,7 @@ def build_page(studio: Studio, demo: gr.Blocks) -> Page:
     # At the top level, not in the History accordion: a component inside a closed
     # accordion is not mounted, and then never reads or writes the browser's storage.
     history = gr.BrowserState([], storage_key="ace-music-studio-history")
+    browser = gr.BrowserState("", storage_key="ace-music-studio-browser")
     with gr.Row(elem_classes="studio-body", equal_height=False):
         # The mode list: a sidebar on wide screens, a strip of pills on phones (theme.CSS).
         with gr.Column(scale=0, min_width=160, elem_classes="studio-sidebar"):
@@ -81,7 +80,7 @@ def build_page(studio: Studio, demo: gr.Blocks) -> Page:
             settings = build_settings_box(studio)
             library = build_library(shared=on_space())
             stems = build_stems(studio.backend.variant == "base")
-    return Page(demo, status, history, mode_nav, songs, lyrics, shared, takes, settings, library, stems)
+    return Page(demo, status, history, browser, mode_nav, songs, lyrics, shared, takes, settings, library, stems)
 
 
 def build_song_tabs(studio: Studio) -> tuple[SongTabs, LyricsTab]:
@@ -105,6 +104,7 @@ def _song_tab(studio: Studio, mode: str, extras: dict[str, Any]) -> tuple[dict[s
     defaults = studio.defaults(REQUEST_TYPES[mode])
     planner = studio.planner is not None
     if mode == "generate":
+        examples_slot = gr.Column(elem_classes="examples-slot")  # filled below, once the form exists
         with gr.Accordion("Start from an idea", open=False, visible=planner):
             extras["idea"] = gr.Textbox(
                 label="Idea",
@@ -126,19 +126,25 @@ def _song_tab(studio: Studio, mode: str, extras: dict[str, Any]) -> tuple[dict[s
     panel = build_main_panel(mode, defaults, base=studio.backend.variant == "base")
     meter = gr.Markdown("", elem_classes="fit-meter")
     if mode == "generate":
-        extras["write_for_me"] = gr.Button(
-            "Write lyrics for me", size="sm", visible=studio.lyrics is not None, elem_id="write-for-me"
-        )
+        with gr.Row():
+            extras["write_for_me"] = gr.Button(
+                "Write lyrics for me", size="sm", visible=studio.lyrics is not None, elem_id="write-for-me"
+            )
+            extras["undo_lyrics"] = gr.Button(
+                "Undo: put my lyrics back", size="sm", visible=False, elem_id="lyrics-undo"
+            )
+        extras["replaced_lyrics"] = gr.State("")
         panel["think"].visible = planner
         with gr.Accordion("Planner", open=False, visible=planner):
             panel |= build_panel("planner", mode, defaults)
-        gr.Examples(
-            example_rows(),
-            inputs=[panel[name] for name in EXAMPLE_FIELDS],
-            label="Examples",
-            examples_per_page=len(EXAMPLES),
-            example_labels=[example.name for example in EXAMPLES],
-        )
+        with examples_slot:  # above the idea and the prompt: where a new user starts
+            gr.Examples(
+                example_rows(),
+                inputs=[panel[name] for name in EXAMPLE_FIELDS],
+                label="Examples",
+                examples_per_page=len(EXAMPLES),
+                example_labels=[example.name for example in EXAMPLES],
+            )
     if mode == "edit":
         extras["flow_tuning"], tuning = _flow_fields(studio, now=False)
         extras["flow_panel"] = now | tuning
@@ -181,28 +187,37 @@ def build_shared_panels(studio: Studio) -> SharedPanels:
     with gr.Accordion("Finishing and export", open=False) as finishing_box:
         # From here on "advanced" is every shared input: the sampler, LoRA, finishing, export.
         advanced |= build_shared_panel(studio.defaults(), "output")
-    with gr.Row(elem_classes="studio-actions") as song_actions:
-        generate = gr.Button("Generate", variant="primary")
-        retake = gr.Button("Retake", variant="secondary")
-        cancel = gr.Button("Cancel", variant="stop")
+    # The action bar: sticky at the foot of the screen (theme.LOOP_CSS), so that the prompt, the
+    # lyrics and Generate share the first screen; the run's stage shows in it.
+    with gr.Column(elem_classes="studio-actions-bar", elem_id="action-bar") as song_actions:
+        with gr.Row(elem_classes="studio-actions"):
+            generate = gr.Button("Generate", variant="primary", elem_id="generate", min_width=90)
+            retake = gr.Button("Retake", variant="secondary", elem_id="retake", min_width=90)
+            cancel = gr.Button("Cancel", variant="stop", elem_id="cancel", min_width=90)
+        progress = gr.HTML("", elem_id="run-progress", elem_classes="run-progress")
     song_only = [advanced_box, lora_box, finishing_box, song_actions]  # hidden on the Lyrics tab
-    return SharedPanels(advanced, lora, generate, retake, cancel, song_only)
+    return SharedPanels(advanced, lora, generate, retake, cancel, progress, song_only)
 
 
 def build_takes() -> Takes:
     """The latest run's summary, one player per take, its files, Vary and the share link."""
-    summary = gr.Markdown("")
+    summary = gr.Markdown(NO_TAKES_YET, elem_id="run-summary")
+    # Shown once there is a run: empty players and a file box would fill the first screen.
     players = [
-        gr.Audio(label=f"Take {i + 1}", type="filepath", interactive=False, visible=i == 0, elem_id=f"take{i + 1}")
+        gr.Audio(label=f"Take {i + 1}", type="filepath", interactive=False, visible=False, elem_id=f"take{i + 1}")
         for i in range(MAX_BATCH)
     ]
-    downloads = gr.File(label="Downloads (WAV, FLAC, MP3, settings)", file_count="multiple", interactive=False)
+    downloads = gr.File(
+        label="Downloads (WAV, FLAC, MP3, settings)", file_count="multiple", interactive=False, visible=False
+    )
     with gr.Row(elem_classes="vary-row"):
         variance = gr.Slider(
             0, 1, value=DEFAULT_VARIANCE, step=0.05, label="Variance", info=TOOLTIPS["variance"],
             elem_id="variance", min_width=260,
         )  # fmt: skip
-        vary = gr.Button("Vary this run", variant="secondary", scale=0, min_width=140, elem_id="vary")
+        vary = gr.Button(
+            "Vary this run", variant="secondary", scale=0, min_width=140, elem_id="vary", interactive=False
+        )  # until there is a run to vary
     with gr.Row(elem_classes="share-row"):
         share = gr.Button("Share link", variant="secondary", scale=0, min_width=120)
         share_box = gr.Textbox(
@@ -240,6 +255,20 @@ def show_flow_edit(method: str) -> list[gr.Column]:
     return [gr.Column(visible=method == "flow_edit")] * 2  # the "now" fields and the tuning
 
 
+def middle_third(src_audio: Any) -> tuple:
+    """Edit's segment once a source is loaded: its middle third, a valid edit to start from
+    (the header alone is read; an unreadable file leaves the fields for the run to refuse)."""
+    from audio_io import AudioInputError, probe
+
+    if not isinstance(src_audio, str) or not src_audio:
+        return gr.skip(), gr.skip()
+    try:
+        seconds = probe(src_audio, "Source song").duration
+    except (AudioInputError, OSError):
+        return gr.skip(), gr.skip()
+    return round(seconds / 3, 1), round(2 * seconds / 3, 1)
+
+
 class FitMeter:
     """The fit meter under one tab: its lyrics, length and the shared bpm."""
 
@@ -266,6 +295,14 @@ def wire_navigation(studio: Studio, runs: ActiveRuns, page: Page) -> None:
         outputs=[songs.flow_column, songs.flow_tuning],
         api_visibility="private",
         queue=False,
+    )
+    edit = songs.panels["edit"]
+    edit["src_audio"].change(
+        middle_third,
+        inputs=edit["src_audio"],
+        outputs=[edit["repainting_start"], edit["repainting_end"]],
+        api_visibility="private",
+        show_progress="hidden",
     )
     for mode, panel in songs.panels.items():
         watched = {name: panel[name] for name in FIT_INPUTS if name in panel} | {"bpm": page.shared.advanced["bpm"]}

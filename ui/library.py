@@ -17,6 +17,7 @@ from ui.controls import pass_through
 from ui.history import RunOwners, history_choices
 from ui.runs import RUN_OPTIONS, ActiveRuns, Job, ProgressRelay, Words, guarded_run, session_key
 from ui.song_form import SettingsHandlers
+from ui.words import in_words
 from validation import MAX_BATCH, coerce_value, safe_message
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ def wire_library(studio: Studio, runs: ActiveRuns, page: Page) -> None:
     On a shared studio (``runs.owners``) History offers, plays and restores only this browser's runs."""
     library, targets = page.library, page.form.targets
     handlers = LibraryHandlers(studio, runs.owners)
-    restore = SettingsHandlers(studio, runs.owners, page.form).restore_handler
+    restore = in_words(SettingsHandlers(studio, runs.owners, page.form).restore_handler)
     library.history_restore.click(restore, inputs=library.history_pick, outputs=targets, api_visibility="private")
     library.history_pick.change(
         handlers.pick_handler, inputs=library.history_pick, outputs=library.history_player, api_visibility="private"
@@ -234,7 +235,7 @@ def wire_stems(studio: Studio, runs: ActiveRuns, page: Page) -> None:
     handler = stems_handler(studio, runs)
     inputs: dict[str, Any] = {"take": pass_through(stems.take), "stem_model": pass_through(stems.model)}
     stems.button.click(
-        handler,
+        in_words(handler),
         inputs_kwargs={"run_id": page.takes.last_run, **inputs},
         outputs=stems.files,
         api_visibility="private",

@@ -172,7 +172,7 @@ def add_to_stack(stack: str, key: str | None, weight: float) -> str:
     try:
         return with_lora(stack, key, weight)
     except ValueError as error:
-        raise gr.Error(str(error)) from error
+        raise gr.Error(safe_message(str(error)), title="Nothing to add") from error
 
 
 def wire_lora(studio: Studio, runs: ActiveRuns, page: Page) -> None:
@@ -180,12 +180,9 @@ def wire_lora(studio: Studio, runs: ActiveRuns, page: Page) -> None:
     panel, loras = page.shared.lora, page.shared.advanced["loras"]
     handlers = LoraHandlers(studio, runs)
     panel.refresh.click(handlers.lora_choices, outputs=panel.pick, api_visibility="private", **RUN_OPTIONS)
+    # Queued: Gradio drops the message of an unqueued event's error.
     panel.add_to_stack.click(
-        add_to_stack,
-        inputs=[loras, panel.pick, panel.weight],
-        outputs=loras,
-        api_visibility="private",
-        queue=False,
+        add_to_stack, inputs=[loras, panel.pick, panel.weight], outputs=loras, api_visibility="private"
     )
     loras.change(
         handlers.stack_names,

@@ -38,6 +38,7 @@ from ui.runs import (
     guarded_stream,
     session_key,
 )
+from ui.words import in_words
 from validation import LANGUAGE_NAMES, MIN_TOP_P_SLIDER, TEMPERATURE_RANGE, TOP_P_RANGE, VOCAL_LANGUAGES, safe_message
 
 if TYPE_CHECKING:
@@ -243,6 +244,28 @@ def use_in_generate(text: str, language: str) -> tuple[str, str, str]:
     return text, language, "generate"
 
 
+def keep_lyrics(lyrics: str | None) -> tuple[str, gr.Button]:
+    """Before the writer (or an idea) replaces Generate's lyrics: keep them, and offer them back."""
+    kept = lyrics if isinstance(lyrics, str) else ""
+    return kept, gr.Button(visible=bool(kept.strip()))
+
+
+def undo_lyrics(kept: str | None) -> tuple[str, gr.Button]:
+    return kept or "", gr.Button(visible=False)
+
+
+def offer_undo(page: Page, button: gr.Button) -> None:
+    """Clicking ``button`` replaces Generate's lyrics: keep what was typed and show Undo."""
+    songs = page.songs
+    button.click(
+        keep_lyrics,
+        inputs=songs.panels["generate"]["lyrics"],
+        outputs=[songs.replaced_lyrics, songs.undo_lyrics],
+        api_visibility="private",
+        queue=False,
+    )
+
+
 def wire_lyrics(studio: Studio, runs: ActiveRuns, page: Page) -> None:
     """The Lyrics tab's events and "Write lyrics for me" on Generate."""
     tab, generate = page.lyrics, page.songs.panels["generate"]
@@ -279,8 +302,16 @@ def wire_lyrics(studio: Studio, runs: ActiveRuns, page: Page) -> None:
         api_visibility="private",
         queue=False,
     )
+    offer_undo(page, page.songs.write_for_me)
+    page.songs.undo_lyrics.click(
+        undo_lyrics,
+        inputs=page.songs.replaced_lyrics,
+        outputs=[generate["lyrics"], page.songs.undo_lyrics],
+        api_visibility="private",
+        queue=False,
+    )
     page.songs.write_for_me.click(
-        writer.lyrics_for_generate,
+        in_words(writer.lyrics_for_generate),
         inputs=[generate["prompt"], generate["vocal_language"]],
         outputs=generate["lyrics"],
         api_visibility="private",

@@ -35,6 +35,8 @@ class SongTabs:
     idea_button: gr.Button
     write_for_me: gr.Button
     flow_tuning: gr.Column  # FlowEdit's steps and source guidance, after the form (flow_column: before it)
+    undo_lyrics: gr.Button  # puts back the lyrics that the writer or the idea replaced
+    replaced_lyrics: gr.State
 
     @property
     def form_inputs(self) -> dict[str, Component]:
@@ -53,6 +55,7 @@ class SharedPanels:
     generate: gr.Button
     retake: gr.Button
     cancel: gr.Button
+    progress: gr.HTML  # the run's stage, beside the buttons (``ui.progress``)
     song_only: list[gr.components.Block]
 
 
@@ -83,6 +86,7 @@ class Page:
     demo: gr.Blocks
     status: gr.Markdown
     history: gr.BrowserState
+    browser: gr.BrowserState  # this browser's random id: its run is found again after a reload
     mode_nav: gr.Radio
     songs: SongTabs
     lyrics: LyricsTab

@@ -38,6 +38,7 @@ from studio import Studio
 from tooltips import TOOLTIPS
 from ui.controls import build_panel
 from ui.history import RunOwners
+from ui.progress import RunBoard
 from validation import RANDOM_SEED, safe_message
 from variations import DEFAULT_VARIANCE, VaryRequest
 
@@ -151,6 +152,7 @@ class ActiveRuns:
         self._runs: dict[tuple[str, str], RunControl] = {}  # (session, lane) -> its run
         self._lock = threading.Lock()
         self.owners = owners  # on a shared studio (a Space): who made which run; None: every run is the user's
+        self.board = RunBoard()  # each browser's latest song run, for a page reloaded mid-run
 
     def check_owner(self, session: str, run_id: str, field: str = "run_id") -> None:
         """On a shared studio, refuse (``ValueError``) a run this session did not make, as if it did not exist."""

@@ -18,6 +18,7 @@ from studio import INPUT_FILES, Studio, replay_values
 from ui.history import RunOwners
 from ui.runs import ActiveRuns, session_key
 from ui.share import LINK_AUDIO_STAND_IN, MODE_PARAM, request_from_query, share_query
+from ui.words import in_words, user_terms
 from validation import safe_message
 
 if TYPE_CHECKING:
@@ -154,6 +155,15 @@ def pasted_settings(text: str | None, upload: str | None) -> dict[str, Any]:
     return load_settings(str(text))
 
 
+def plan_values(data: dict[str, Any]) -> dict[str, Any]:
+    """A saved run's request with its plan in place. A Vary run of a planned run replayed its
+    parent's plan (its request carries the codes, it has no plan of its own): reuse that."""
+    saved = data.get("request")
+    if not data.get("plan") and data.get("vary") and isinstance(saved, dict) and saved.get("audio_codes"):
+        return dict(saved)
+    return replay_values(data)
+
+
 class SettingsHandlers:
     """Apply settings, Restore a saved run, Reuse its plan, share links both ways.
 
@@ -195,9 +205,7 @@ class SettingsHandlers:
     def reuse_handler(self, text: str, upload: str | None, request: gr.Request = None) -> list:
         try:
             data = pasted_settings(text, upload)
-            values, notes = with_saved_inputs(
-                self.studio, {**data, "request": replay_values(data)}, self.reader(request)
-            )
+            values, notes = with_saved_inputs(self.studio, {**data, "request": plan_values(data)}, self.reader(request))
             restored = restorable(REQUEST_TYPES["generate"], values)
         except (ValueError, KeyError) as error:
             raise gr.Error(safe_message(str(error)), title="Could not reuse the plan") from error
@@ -212,7 +220,8 @@ class SettingsHandlers:
         try:
             restored = request_from_query(params)
         except ValueError as error:
-            gr.Warning(safe_message(f"This link's settings could not be used: {error}"))
+            # In the page's words, and on a queued event: an unqueued one drops its messages.
+            gr.Warning(safe_message(f"This link's settings could not be used: {user_terms(str(error))}"), duration=None)
             return skip
         return skip if restored is None else self.form.updates(restored)
 
@@ -233,22 +242,22 @@ def wire_settings_and_links(studio: Studio, runs: ActiveRuns, page: Page) -> Non
     form, box = page.form, page.settings
     handlers = SettingsHandlers(studio, runs.owners, form)
     box.reuse.click(
-        handlers.reuse_handler, inputs=[box.text, box.upload], outputs=form.targets, api_visibility="private"
+        in_words(handlers.reuse_handler), inputs=[box.text, box.upload], outputs=form.targets, api_visibility="private"
     )
     # Share links: the form's settings (never audio) in the page's query string.
+    # Queued, like every event that can refuse: Gradio drops an unqueued event's error message.
     page.takes.share.click(
-        share_handler,
+        in_words(share_handler),
         inputs_kwargs={"mode": form.mode_nav, "edit_method": form.edit_method, **form.shared, **form.forms},
         outputs=page.takes.share_box,
         api_visibility="private",
-        queue=False,
     ).then(
         None,
         inputs=page.takes.share_box,
         outputs=page.takes.share_box,
         js=SHARE_LINK_JS,
     )
-    page.demo.load(handlers.open_link, outputs=form.targets, api_visibility="private", queue=False)
+    page.demo.load(handlers.open_link, outputs=form.targets, api_visibility="private")
     box.apply.click(
         handlers.apply_handler,
         inputs=[box.text, box.upload],

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import html
 import json
+import secrets
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from outputs import Run
+from outputs import SETTINGS_FILE, Run, load_settings
 from studio import Studio
 from ui.history import add_to_history, history_choices
+from ui.progress import BoardRelay, RunBoard
 from ui.runs import (
     RUN_OPTIONS,
     ActiveRuns,
-    Canceller,
-    ProgressRelay,
     SongRun,
     run_files,
     run_generate,
@@ -25,7 +25,8 @@ from ui.runs import (
     session_key,
 )
 from ui.song_form import song_values
-from validation import MAX_BATCH
+from ui.words import in_words, user_terms
+from validation import MAX_BATCH, safe_message
 
 if TYPE_CHECKING:
     from ui.page import Page
@@ -73,11 +74,25 @@ def _figure(value: float | None) -> str:
 
 
 class SongRuns:
-    """The Generate, Retake and Vary buttons' handlers: a run through the guard, shown on the page."""
+    """The Generate, Retake and Vary buttons' handlers: a run through the guard, kept on this
+    browser's ``RunView`` (``runs.board``) while it lasts, and shown on the page."""
 
     def __init__(self, studio: Studio, runs: ActiveRuns) -> None:
         self.studio = studio
         self.runs = runs
+
+    def _tracked(self, browser: Any, session: str, progress: Any, start: Any) -> Run | None:
+        """``start(relay)`` with its stages written to this browser's view; failures and cancels too."""
+        view = self.runs.board.begin(browser, session)
+        try:
+            run = start(BoardRelay(progress, view))
+        except gr.Error as error:
+            if view is not None:
+                view.error, view.ended = safe_message(user_terms(str(error.message))), "failed"
+            raise
+        if view is not None:
+            view.run, view.run_id, view.ended = run, run.run_id if run else "", "done" if run else "cancelled"
+        return run
 
     def generate_handler(
         self,
@@ -85,14 +100,18 @@ class SongRuns:
         history: list,
         new_seed: bool = False,
         edit_method: str = "edit",
+        browser: str = "",
         progress: gr.Progress = gr.Progress(track_tqdm=True),
         request: gr.Request = None,
         **inputs: Any,
     ) -> tuple:
         mode, values = song_values(mode, edit_method, inputs)
-        # keep_on_disconnect: a reloaded page finds the finished run in the Library.
+        # keep_on_disconnect: a reloaded page finds the run on the board, then in History and the Library.
         how = SongRun(mode, new_seed=new_seed, keep_on_disconnect=True)
-        run = run_generate(self.studio, self.runs, values, session_key(request), ProgressRelay(progress), how)
+        session = session_key(request)
+        run = self._tracked(
+            browser, session, progress, lambda relay: run_generate(self.studio, self.runs, values, session, relay, how)
+        )
         return self.present(run, history)
 
     def vary_handler(
@@ -100,28 +119,39 @@ class SongRuns:
         run_id: str,
         variance: float,
         history: list,
+        browser: str = "",
         progress: gr.Progress = gr.Progress(track_tqdm=True),
         request: gr.Request = None,
     ) -> tuple:
         if not run_id:
             raise gr.Error("Generate something first: Vary makes a new take near the latest run.")
         values = {"parent_run_id": run_id, "variance": variance}
-        session, relay = session_key(request), ProgressRelay(progress)
-        run = run_vary(self.studio, self.runs, values, session, relay, keep_on_disconnect=True)
-        return self.present(run, history)
+        session = session_key(request)
+
+        def start(relay: BoardRelay) -> Run | None:
+            return run_vary(self.studio, self.runs, values, session, relay, keep_on_disconnect=True)
+
+        return self.present(self._tracked(browser, session, progress, start), history)
+
+    def user_prompt(self, run: Run) -> str | None:
+        """The prompt the user wrote for ``run``: a variation replays its parent's plan, whose
+        caption the planner rewrote, so it is named after its parent's request."""
+        vary = run.settings.get("vary") or {}
+        if not vary.get("parent_run_id"):
+            return None
+        try:
+            parent = load_settings(self.studio.store.run_folder(vary["parent_run_id"]) / SETTINGS_FILE)
+            return str(parent["request"].get("prompt", ""))
+        except (ValueError, OSError, KeyError, TypeError):
+            return None
 
     def present(self, run: Run | None, history: list) -> tuple:
-        """A finished run (or a cancelled one, ``None``) as the page's outputs (``Takes.outputs``)."""
+        """A finished run (or a cancelled one, ``None``) as the page's outputs (``result_outputs``)."""
         if run is None:
             return (
                 "Cancelled: nothing was saved; earlier takes are untouched.",
                 *[gr.skip()] * MAX_BATCH,
-                gr.skip(),
-                gr.skip(),
-                status_markdown(self.studio),
-                gr.skip(),
-                gr.skip(),
-                gr.skip(),
+                *[gr.skip()] * 7,
             )
         # The players stream the MP3: a 10-minute WAV is 170 MB, too much for a phone.
         take_paths = [str(take.files["mp3"]) for take in run.takes]
@@ -130,23 +160,55 @@ class SongRuns:
             for i in range(MAX_BATCH)
         ]
         owners = self.runs.owners
-        history = add_to_history(history, run, ticket=owners.ticket(run.run_id) if owners else "")
+        ticket = owners.ticket(run.run_id) if owners else ""
+        history = add_to_history(history, run, ticket=ticket, prompt=self.user_prompt(run))
         return (
             run_summary(run),
             *player_updates,
-            run_files(run),
+            gr.update(value=run_files(run), visible=True),
             json.dumps(run.settings, indent=2, ensure_ascii=False),
             status_markdown(self.studio),
             run.run_id,
             history,
             gr.Dropdown(choices=history_choices(history), value=None),
+            gr.Button(interactive=True),
         )
 
+    def watch(self, browser: str, last_run: str, history: list, request: gr.Request = None) -> tuple:
+        """The timer's tick: this browser's run in one line and, once it is saved and the page
+        has not shown it (a page reloaded mid-run), the run itself."""
+        view = self.runs.board.get(browser)
+        if view is None:
+            return (gr.skip(), *[gr.skip()] * (MAX_BATCH + 8))
+        line = view.line()
+        run = getattr(view, "run", None)
+        if view.ended != "done" or run is None or run.run_id == last_run:
+            return (line, *[gr.skip()] * (MAX_BATCH + 8))
+        if self.runs.owners is not None:  # the browser's id proves the run is its own
+            self.runs.owners.record(session_key(request), run.run_id)
+        return (line, *self.present(run, history))
 
-def wire_runs(studio: Studio, runs: ActiveRuns, page: Page) -> None:
-    """Generate and Retake (the active tab's form), Vary (this session's latest run), Cancel."""
-    handlers, takes = SongRuns(studio, runs), page.takes
-    outputs = [
+    def queued(self, browser: str, request: gr.Request = None) -> tuple[str, str]:
+        """On click, before the queue: this browser's id (made on its first run and kept in its
+        storage, so that a reload mid-run finds the run) and a view that says the run waits."""
+        browser = browser if RunBoard.valid(browser) else secrets.token_urlsafe(24)
+        view = self.runs.board.begin(browser, session_key(request))
+        return browser, view.line() if view is not None else ""
+
+    def cancel(self, browser: str = "", request: gr.Request = None) -> str:
+        """Cancel this session's run, or this browser's run from before a reload."""
+        if self.runs.cancel(session_key(request)):
+            return "Cancelling…"
+        view = self.runs.board.get(browser)
+        if view is not None and not view.ended and self.runs.cancel(view.session):
+            return "Cancelling…"
+        return "Nothing is running."
+
+
+def result_outputs(page: Page) -> list:
+    """What a finished run fills on the page (``SongRuns.present``'s order)."""
+    takes = page.takes
+    return [
         takes.summary,
         *takes.players,
         takes.downloads,
@@ -155,32 +217,64 @@ def wire_runs(studio: Studio, runs: ActiveRuns, page: Page) -> None:
         takes.last_run,
         page.history,
         page.library.history_pick,
+        takes.vary,
     ]
+
+
+# The finished take where the user looks: scrolled into view once the page shows a new run.
+SCROLL_TO_TAKE_JS = "() => { const t = document.querySelector('#take1'); if (t) t.scrollIntoView({block: 'center'}); }"
+RUN_WATCH_S = 1.0  # how often the page reads its run's progress
+
+
+def wire_runs(studio: Studio, runs: ActiveRuns, page: Page) -> None:
+    """Generate and Retake (the active tab's form), Vary (this session's latest run), Cancel, and
+    the timer that shows this browser's run (after a reload too)."""
+    handlers, takes = SongRuns(studio, runs), page.takes
+    outputs = result_outputs(page)
+    run_options = {**RUN_OPTIONS, "show_progress": "hidden"}  # the stage line beside the buttons says it
+    queued: dict[str, Any] = dict(
+        inputs=page.browser,
+        outputs=[page.browser, page.shared.progress],
+        api_visibility="private",
+        queue=False,
+        show_progress="hidden",
+    )
     for button, new_seed in ((page.shared.generate, False), (page.shared.retake, True)):
-        button.click(
-            handlers.generate_handler,
+        button.click(handlers.queued, **queued).then(
+            in_words(handlers.generate_handler),
             inputs_kwargs={
                 "mode": page.mode_nav,  # the selected mode is the nav's value
                 "history": page.history,
                 "new_seed": gr.State(new_seed),
                 "edit_method": page.songs.edit_method,
+                "browser": page.browser,
                 **page.shared.advanced,
                 **page.songs.form_inputs,
             },
             outputs=outputs,
             api_visibility="private",
-            **RUN_OPTIONS,
+            **run_options,
         )
-    takes.vary.click(
-        handlers.vary_handler,
-        inputs=[takes.last_run, takes.variance, page.history],
+    takes.vary.click(handlers.queued, **queued).then(
+        in_words(handlers.vary_handler),
+        inputs=[takes.last_run, takes.variance, page.history, page.browser],
         outputs=outputs,
         api_visibility="private",
-        **RUN_OPTIONS,
+        **run_options,
     )
     page.shared.cancel.click(
-        Canceller(runs).cancel_handler, outputs=takes.summary, queue=False, api_visibility="private"
+        handlers.cancel, inputs=page.browser, outputs=takes.summary, queue=False, api_visibility="private"
     )
+    timer = gr.Timer(RUN_WATCH_S)
+    timer.tick(
+        handlers.watch,
+        inputs=[page.browser, takes.last_run, page.history],
+        outputs=[page.shared.progress, *outputs],
+        api_visibility="private",
+        queue=False,
+        show_progress="hidden",
+    )
+    takes.last_run.change(None, js=SCROLL_TO_TAKE_JS, queue=False)
 
 
 class StatusRefresh:

@@ -1,0 +1,189 @@
+"""The main loop in a real browser (chromium, playwright) at 1440x900 and 412x915: Generate in
+the first screen, a run's stage beside it and its take in view, a reload mid-run that finds the
+run, and each refusal read in words on the page. Reuses ``test_browser``'s studio and browser.
+
+Screenshots (first screen, run in progress, result; both sizes) go to ``$ACE_STUDIO_ARTIFACTS``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from test_browser import (  # noqa: F401  (fixtures)
+    CHROMIUM,
+    DESKTOP,
+    PHONE,
+    browser,
+    open_page,
+    shot,
+    studio_url,
+    sync_api,
+)
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)"),
+    pytest.mark.timeout(300),
+]
+SIZES = {"desktop": DESKTOP, "phone": PHONE}
+STAGE = re.compile(r"Waiting for its turn|Loading the model|Encoding|Denoising|Decoding|Mastering|Writing files")
+
+
+def in_viewport(page, selector: str) -> bool:
+    box = page.locator(selector).first.bounding_box()
+    size = page.viewport_size
+    return box is not None and box["y"] >= 0 and box["y"] + min(box["height"], 40) <= size["height"]
+
+
+def viewport_shot(page, name: str) -> None:
+    """The screen as the user sees it (not the whole page)."""
+    from test_browser import ARTIFACTS
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(1_000)  # the page's own loading marks fade
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def start_run(page, prompt: str, seconds: int = 10) -> None:
+    """A short run without planning (the tiny planner would write 5 codes a second)."""
+    page.locator("#generate-think input").uncheck()
+    page.locator("#generate-prompt textarea").fill(prompt)
+    duration = page.locator("#generate-audio_duration input[type=number]")
+    duration.fill(str(seconds))
+    duration.press("Enter")
+    page.locator("#generate").click()
+
+
+def progress_text(page) -> str:
+    return page.locator("#run-progress").inner_text()
+
+
+def test_generate_prompt_and_lyrics_share_the_first_desktop_screen(browser, studio_url):  # noqa: F811
+    context, page = open_page(browser, studio_url, DESKTOP)
+    try:
+        for selector in ("#generate", "#retake", "#cancel", "#generate-prompt textarea", "#generate-lyrics label"):
+            assert in_viewport(page, selector), f"{selector} is outside the first 1440x900 screen"
+        assert not page.locator("#take1").is_visible(), "no empty player before there is a take"
+        assert page.locator("#vary").is_disabled(), "Vary waits for a run to vary"
+        viewport_shot(page, "loop-desktop-first-screen")
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_run_shows_its_stage_beside_the_buttons_then_the_take_in_view(browser, studio_url, size):  # noqa: F811
+    context, page = open_page(browser, studio_url, SIZES[size])
+    try:
+        viewport_shot(page, f"loop-{size}-first-screen")
+        assert in_viewport(page, "#generate"), "Generate is on the first screen"
+        start_run(page, f"{size} loop song")
+        page.wait_for_function(
+            "() => /Encoding|Denoising|Decoding/.test(document.querySelector('#run-progress').innerText)",
+            timeout=120_000,
+        )
+        text = progress_text(page)
+        assert STAGE.search(text), text
+        assert "%" not in text, "one number per stage, no percentage"
+        assert in_viewport(page, "#run-progress"), "the stage shows beside the buttons"
+        viewport_shot(page, f"loop-{size}-in-progress")
+        page.locator("#take1 audio, #take1 [data-testid]").first.wait_for(state="attached", timeout=120_000)
+        sync_api.expect(page.locator("#run-progress")).to_contain_text("Done", timeout=30_000)
+        page.wait_for_timeout(800)  # the scroll to the take
+        assert in_viewport(page, "#take1"), "the finished take is where the user looks"
+        viewport_shot(page, f"loop-{size}-result")
+    finally:
+        context.close()
+
+
+def test_a_reload_during_a_run_finds_the_run_and_its_take(browser, studio_url):  # noqa: F811
+    context, page = open_page(browser, studio_url, DESKTOP)
+    try:
+        start_run(page, "reloaded song", seconds=20)
+        page.wait_for_function(
+            "() => /Encoding|Denoising/.test(document.querySelector('#run-progress').innerText)", timeout=120_000
+        )
+        page.reload()
+        page.wait_for_selector("#mode-nav")
+        page.wait_for_function(
+            "() => /Denoising|Decoding|Mastering|Writing|Done/.test(document.querySelector('#run-progress').innerText)",
+            timeout=60_000,
+        )
+        viewport_shot(page, "loop-desktop-reloaded-in-progress")
+        page.locator("#take1 audio, #take1 [data-testid]").first.wait_for(state="attached", timeout=120_000)
+        sync_api.expect(page.locator("#run-summary")).to_contain_text("Saved", timeout=30_000)
+        page.get_by_text("History (this browser)").click()
+        page.locator("#history-pick input").click()
+        assert page.get_by_role("option", name="reloaded song").count() >= 1, "the run is in History"
+        viewport_shot(page, "loop-desktop-reloaded-result")
+    finally:
+        context.close()
+
+
+def error_text(page, pattern: str) -> str:
+    """The first toast (or page text) matching ``pattern``, read from the page."""
+    found = page.get_by_text(re.compile(pattern)).first
+    found.wait_for(timeout=30_000)
+    return found.inner_text()
+
+
+def test_each_refusal_is_shown_in_words(browser, studio_url):  # noqa: F811
+    context, page = open_page(browser, studio_url, DESKTOP)
+    try:
+        page.get_by_text("LoRA", exact=True).first.click()
+        page.get_by_role("button", name="Add to the stack").click()
+        assert "Pick one of your LoRAs first" in error_text(page, "Pick one of your LoRAs")
+        page.locator("#generate-prompt textarea").fill("bossa nova")
+        duration = page.locator("#generate-audio_duration input[type=number]")
+        duration.fill("5000")
+        duration.press("Enter")
+        page.locator("#generate").click()
+        words = error_text(page, r"Duration: must be between")
+        assert "10 and 600" in words, "refused with the range, not clamped"
+        duration.fill("10")
+        duration.press("Enter")
+        page.locator("[data-testid=toast-close]").first.click()
+        page.locator("#action-bar").evaluate("e => e.scrollIntoView()")
+        page.get_by_text("Advanced", exact=True).last.click()
+        bpm = page.locator("#bpm input")
+        bpm.fill("5000")
+        bpm.press("Enter")
+        page.get_by_role("button", name="Share link").click()
+        words = error_text(page, r"BPM: must be between")
+        assert "bpm" not in words and "30" in words and "300" in words, words
+        shot(page, "loop-desktop-error-share")
+        other = context.new_page()
+        other.goto(studio_url.rstrip("/") + "/?mode=generate&prompt=bossa&seed=99999999999")
+        other.wait_for_selector("#mode-nav")
+        words = error_text(other, "This link's settings could not be used")
+        assert "Seed: must be between 0 and 4,294,967,295" in words, words
+        shot(other, "loop-desktop-error-link")
+    finally:
+        context.close()
+
+
+def test_stems_error_is_shown_whole_and_lyrics_can_be_put_back(browser, studio_url):  # noqa: F811
+    context, page = open_page(browser, studio_url, DESKTOP)
+    try:
+        start_run(page, "stems song")
+        page.locator("#take1 audio, #take1 [data-testid]").first.wait_for(state="attached", timeout=120_000)
+        page.get_by_text("Stems", exact=True).first.click()
+        page.get_by_role("button", name="Split into stems").click()
+        words = error_text(page, "htdemucs")
+        print("stems error:", words)
+        assert not words.rstrip().endswith("("), f"the message is cut at its markup: {words!r}"
+        shot(page, "loop-desktop-error-stems")
+        lyrics = page.locator("#generate-lyrics textarea")
+        lyrics.fill("[verse]\nmy own words")
+        page.locator("#generate-prompt textarea").fill("a night train")
+        page.locator("#write-for-me").click()
+        page.locator("#lyrics-undo").wait_for(state="visible", timeout=30_000)
+        page.wait_for_function(
+            "() => !document.querySelector('#generate-lyrics textarea').value.includes('my own words')",
+            timeout=120_000,
+        )
+        page.wait_for_timeout(3_000)  # the writer streams: let it finish before putting the words back
+        page.locator("#lyrics-undo").click()
+        sync_api.expect(lyrics).to_have_value("[verse]\nmy own words", timeout=10_000)
+    finally:
+        context.close()

@@ -204,3 +204,19 @@ def resolve_model(spec: str | None = None, cache_dir: Path | None = None) -> Mod
         f"model {spec!r} is not a registry name ({known}), an existing directory, "
         "or a Hub repo id of the form owner/name"
     )
+
+
+def unavailable_message(spec: ModelSpec, error: Exception) -> str:
+    """Why the model could not be loaded, and what to do about it."""
+    if spec.is_local:
+        return (
+            f"Could not load the model '{spec.label}' from {spec.source}: {error}. "
+            "Check that the folder holds a diffusers-format ACE-Step 1.5 checkpoint (model_index.json)."
+        )
+    return (
+        f"Could not load the model '{spec.label}' (Hugging Face repo {spec.source}): "
+        "the Hub could not be reached and no complete local copy was found. "
+        f"Download it where there is a network (hf download {spec.source} --local-dir DIR), "
+        "then start the studio with --model DIR, or use --model tiny for the offline test model "
+        f"(it outputs noise). Details: {error}"
+    )

@@ -29,6 +29,7 @@ class SamplerDefaults:
     shift: float
     cfg_interval_start: float = 0.0
     cfg_interval_end: float = 1.0
+    dcw_enabled: bool = False  # official: on by default for turbo only (generate_music._resolve_dcw_enabled)
 
 
 # Source for every figure below: the official ACE-Step 1.5 Gradio defaults
@@ -37,7 +38,7 @@ class SamplerDefaults:
 # (docs/en/INFERENCE.md: turbo 8, base 32-64, guidance 5-9) and the README model table.
 # Turbo is guidance-distilled, so the pipeline runs it with guidance 1.0.
 SAMPLER_DEFAULTS: dict[Variant, SamplerDefaults] = {
-    "turbo": SamplerDefaults(num_inference_steps=8, guidance_scale=1.0, shift=3.0),
+    "turbo": SamplerDefaults(num_inference_steps=8, guidance_scale=1.0, shift=3.0, dcw_enabled=True),
     "sft": SamplerDefaults(num_inference_steps=50, guidance_scale=7.0, shift=3.0),
     "base": SamplerDefaults(num_inference_steps=32, guidance_scale=7.0, shift=3.0),
 }

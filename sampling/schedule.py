@@ -88,14 +88,22 @@ def plan_schedule(variant: str, steps: int, shift: float) -> Schedule:
     return Schedule(shifted(steps, shift), shift)
 
 
+# Timesteps reach the DiT as float32 (0.9 arrives as 0.89999998); the official code compares its
+# float64 table values. Widening the interval by this much keeps a typed boundary (0.9) inclusive.
+INTERVAL_TOLERANCE = 1e-6
+
+
 def pipeline_cfg_interval(start: float, end: float) -> dict[str, float]:
     """The pipeline's interval arguments: diffusers tests ``1 - t``; this mirror guides while ``start <= t <= end``."""
-    return {"cfg_interval_start": 1.0 - end, "cfg_interval_end": 1.0 - start}
+    return {
+        "cfg_interval_start": max(0.0, 1.0 - end - INTERVAL_TOLERANCE),
+        "cfg_interval_end": min(1.0, 1.0 - start + INTERVAL_TOLERANCE),
+    }
 
 
 def guided(t: float, start: float, end: float) -> bool:
-    """Whether the official code guides the step at ``t``."""
-    return start <= t <= end
+    """Whether the official code guides the step at ``t`` (``t`` as float32 carries it)."""
+    return start - INTERVAL_TOLERANCE <= t <= end + INTERVAL_TOLERANCE
 
 
 def cover_steps(steps: int, strength: float) -> int:

@@ -85,7 +85,7 @@ def plan_sampling(request, variant: str, kwargs: dict[str, Any], seeds: list[int
     switch = cover_steps(len(timesteps), request.audio_cover_strength) if cover else len(timesteps)
     phases = []
     if switch:
-        extra = {"audio_cover_strength": 1.0} if cover else {}
+        extra: dict[str, Any] = {"audio_cover_strength": 1.0} if cover else {}
         condition = "cover" if cover else kwargs.get("task_type", "text2music")
         phases.append(Phase(_call(timesteps[:switch], extra), 0, condition, switch))
     if switch < len(timesteps):

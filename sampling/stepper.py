@@ -66,7 +66,7 @@ class Stepper:
             return output  # an unguided call
         cond, null = output[0].chunk(2)
         t = float(kwargs["timestep"][0])
-        guided = adg_velocity(hidden[:takes], cond, null, t, self.adg_scale)  # type: ignore[arg-type]
+        guided = adg_velocity(hidden[:takes], cond, null, t, self.adg_scale or 1.0)
         import torch
 
         return (torch.cat([guided, guided]), *output[1:])

@@ -23,13 +23,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
-from checkpoints import ModelSpec
+from checkpoints import ModelSpec, unavailable_message
 from modes import SongRequest
 from validation import BASE_ONLY_TASKS
+
+if TYPE_CHECKING:
+    from sampling.plan import SamplingPlan
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -243,7 +246,7 @@ def load_pipeline(
     try:
         pipe = AceStepPipeline.from_pretrained(spec.source, dtype=getattr(torch, device.dtype))
     except (OSError, ValueError) as error:
-        raise ModelUnavailableError(_unavailable_message(spec, error)) from error
+        raise ModelUnavailableError(unavailable_message(spec, error)) from error
     return place_pipeline(pipe, device, offload, compile_dit)
 
 
@@ -299,21 +302,6 @@ def _component_progress(report: Callable[[float], None]):
         yield
     finally:
         diffusers_logging.tqdm = original
-
-
-def _unavailable_message(spec: ModelSpec, error: Exception) -> str:
-    if spec.is_local:
-        return (
-            f"Could not load the model '{spec.label}' from {spec.source}: {error}. "
-            "Check that the folder holds a diffusers-format ACE-Step 1.5 checkpoint (model_index.json)."
-        )
-    return (
-        f"Could not load the model '{spec.label}' (Hugging Face repo {spec.source}): "
-        "the Hub could not be reached and no complete local copy was found. "
-        f"Download it where there is a network (hf download {spec.source} --local-dir DIR), "
-        "then start the studio with --model DIR, or use --model tiny for the offline test model "
-        f"(it outputs noise). Details: {error}"
-    )
 
 
 class Backend:
@@ -418,9 +406,13 @@ class Backend:
             )
 
     def normalise(self, request: SongRequest) -> SongRequest:
-        """Settings the checkpoint dictates: turbo is guidance-distilled, so no CFG."""
-        if self.variant == "turbo" and request.guidance_scale != 1.0:
-            return replace(request, guidance_scale=1.0)
+        """Settings the checkpoint dictates: turbo is guidance-distilled, so no CFG; DCW left to the
+        checkpoint is on for turbo only (official ``_resolve_dcw_enabled``), saved as what ran."""
+        turbo = self.variant == "turbo"
+        if turbo and request.guidance_scale != 1.0:
+            request = replace(request, guidance_scale=1.0)
+        if request.dcw_enabled is None:
+            request = replace(request, dcw_enabled=turbo)
         return request
 
     @contextlib.contextmanager
@@ -450,6 +442,7 @@ class Backend:
         rng_seed: int | None = None,
         before: Callable[[Any], None] | None = None,
         step_hooks: Sequence[StepHook] = (),
+        plan: SamplingPlan | None = None,
     ) -> np.ndarray:
         """Run the pipeline; returns float32 audio ``[takes, 2, samples]`` at 48 kHz.
 
@@ -457,33 +450,31 @@ class Backend:
         Raises ``Cancelled`` within one step of ``control.cancel()``, never decoding. The global
         torch RNG is seeded with ``rng_seed`` (default: the first take's seed): the pipeline samples
         the VAE encoding of source audio from it. ``before(pipe)`` runs first, under the run lock.
-        ``step_hooks`` run in order after every step and may replace the latents.
+        ``step_hooks`` run in order after every step and may replace the latents. ``plan`` (from
+        ``sampling.plan``) runs the official schedule and per-step sampling, as one or more calls.
         """
         import torch
+
+        from sampling.plan import SamplingPlan, run_plan
 
         loading = time.perf_counter()
         pipe = self.load(control)
         control.timings["load"] = round(time.perf_counter() - loading, 3)
         control.check()
-        steps = kwargs["num_inference_steps"]
+        steps = plan.steps if plan is not None else kwargs["num_inference_steps"]
         denoised = [0.0]
 
-        def on_step_end(pipeline, step: int, timestep: float, tensors: dict) -> dict:
+        def on_step(step: int, timestep: float, latents: Any) -> Any:
             control.steps_done = step + 1
             denoised[0] = time.perf_counter()
             # Raising here leaves the pipeline before its VAE decode, so a cancelled
             # run costs at most one more step.
             control.check()
-            message = f"Denoising step {step + 1}/{steps}"
-            if step + 1 == steps:
-                message = "Decoding audio…"
+            message = f"Denoising step {step + 1}/{steps}" if step + 1 < steps else "Decoding audio…"
             control.report(0.05 + 0.85 * (step + 1) / steps, message)
-            if not step_hooks:
-                return {}
-            latents = tensors["latents"]
             for hook in step_hooks:
-                latents = hook(step, float(timestep), latents)
-            return {"latents": latents}
+                latents = hook(step, timestep, latents)
+            return latents
 
         call_kwargs = {
             name: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
@@ -499,10 +490,15 @@ class Backend:
                 control.report(0.05, "Encoding prompt…")
                 # CPU generators give the same starting noise on every device.
                 generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-                torch.manual_seed(seeds[0] if rng_seed is None else rng_seed)
+
+                def reseed() -> None:
+                    torch.manual_seed(seeds[0] if rng_seed is None else rng_seed)
+
+                reseed()
                 started = time.perf_counter()
-                output = pipe(**call_kwargs, generator=generators, callback_on_step_end=on_step_end, output_type="pt")
-                audio = output.audios.float().cpu().numpy()
+                plan = plan if plan is not None else SamplingPlan.plain(steps)
+                output = run_plan(pipe, call_kwargs, generators, plan, on_step, reseed)
+                audio = output.float().cpu().numpy()
         finally:
             release_memory()  # a cancelled or failed run's buffers too
         # Encoding and every denoising step, then the VAE decode: what the ZeroGPU estimate is calibrated on.

@@ -29,6 +29,7 @@ class SamplerDefaults:
     shift: float
     cfg_interval_start: float = 0.0
     cfg_interval_end: float = 1.0
+    dcw_enabled: bool = False  # official: on by default for turbo only (generate_music._resolve_dcw_enabled)
 
 
 # Source for every figure below: the official ACE-Step 1.5 Gradio defaults
@@ -37,7 +38,7 @@ class SamplerDefaults:
 # (docs/en/INFERENCE.md: turbo 8, base 32-64, guidance 5-9) and the README model table.
 # Turbo is guidance-distilled, so the pipeline runs it with guidance 1.0.
 SAMPLER_DEFAULTS: dict[Variant, SamplerDefaults] = {
-    "turbo": SamplerDefaults(num_inference_steps=8, guidance_scale=1.0, shift=3.0),
+    "turbo": SamplerDefaults(num_inference_steps=8, guidance_scale=1.0, shift=3.0, dcw_enabled=True),
     "sft": SamplerDefaults(num_inference_steps=50, guidance_scale=7.0, shift=3.0),
     "base": SamplerDefaults(num_inference_steps=32, guidance_scale=7.0, shift=3.0),
 }
@@ -203,4 +204,20 @@ def resolve_model(spec: str | None = None, cache_dir: Path | None = None) -> Mod
     raise ValueError(
         f"model {spec!r} is not a registry name ({known}), an existing directory, "
         "or a Hub repo id of the form owner/name"
+    )
+
+
+def unavailable_message(spec: ModelSpec, error: Exception) -> str:
+    """Why the model could not be loaded, and what to do about it."""
+    if spec.is_local:
+        return (
+            f"Could not load the model '{spec.label}' from {spec.source}: {error}. "
+            "Check that the folder holds a diffusers-format ACE-Step 1.5 checkpoint (model_index.json)."
+        )
+    return (
+        f"Could not load the model '{spec.label}' (Hugging Face repo {spec.source}): "
+        "the Hub could not be reached and no complete local copy was found. "
+        f"Download it where there is a network (hf download {spec.source} --local-dir DIR), "
+        "then start the studio with --model DIR, or use --model tiny for the offline test model "
+        f"(it outputs noise). Details: {error}"
     )

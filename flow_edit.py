@@ -58,6 +58,7 @@ from audio_io import SAMPLE_RATE, fit_length
 from backend import RunControl
 from modes import FlowEditRequest, SongRequest
 from rework import repaint
+from sampling.schedule import guided as guided_at
 from validation import RANDOM_SEED
 
 if TYPE_CHECKING:
@@ -241,7 +242,8 @@ def velocity(
     dtype = pipe.transformer.dtype
     hidden = latents.to(dtype)
     timestep = torch.full((latents.shape[0],), float(t), device=latents.device, dtype=dtype)
-    guided = condition.guided and cfg_interval[0] <= 1.0 - float(t) <= cfg_interval[1]
+    # The official rule (sampling.schedule.guided): guided while t itself lies in the interval.
+    guided = condition.guided and guided_at(float(t), *cfg_interval)
     if not guided:
         output = pipe.transformer(
             hidden_states=hidden,

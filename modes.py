@@ -18,13 +18,16 @@ from typing import Any
 
 from typing_extensions import Self
 
+from sampling.schedule import pipeline_cfg_interval
 from validation import (
     AUDIO_CODE_TOKEN,
     CODES_PER_SECOND,
     EDIT_TASKS,
     EXTEND_WHERE,
     FILE_FIELDS,
+    GUIDANCE_METHODS,
     GUIDANCE_RANGE,
+    INFER_METHODS,
     KEYSCALES,
     LANGUAGE_CHOICE_HINT,
     LATENT_FRAME_S,
@@ -48,7 +51,6 @@ from validation import (
     MIN_BPM,
     MIN_DURATION_S,
     MIN_EXTEND_S,
-    MIN_SEGMENT_S,
     MIN_SHIFT,
     MIN_STEPS,
     MP3_BITRATES_KBPS,
@@ -64,6 +66,8 @@ from validation import (
     WAV_BIT_DEPTHS,
     check_range,
     check_seed,
+    check_segment,
+    check_segment_end,
     check_text_fields,
     check_top_p,
     coerce_into,
@@ -106,6 +110,11 @@ class SongRequest:
     keyscale: str = ""
     timesignature: str = ""
     batch_size: int = 1
+    # Sampling as the official studio has it (sampling/): Euler ODE or SDE, APG or ADG guidance (base/SFT),
+    # DCW (None: the checkpoint's default, on for turbo as official; the studio saves what ran).
+    infer_method: str = "ode"
+    guidance_method: str = "apg"
+    dcw_enabled: bool | None = None
     # Finishing: loudness mastering of each take (post_process). Opt-in: mastered, Extend
     # and Edit would no longer leave the source bit-identical.
     master: bool = False
@@ -149,7 +158,7 @@ class SongRequest:
         """
         values = dict(values)
         for name in optional_fields(cls):
-            if values.get(name) in (0, "0"):
+            if values.get(name) in (0, "0") and not isinstance(values.get(name), bool):
                 # A cleared number field arrives as 0, and the pipeline itself reads a
                 # bpm of 0 as "not given": for a field that may be unset, 0 means unset.
                 values[name] = None
@@ -174,6 +183,12 @@ class SongRequest:
             raise ValueError(
                 f"cfg_interval_start: {self.cfg_interval_start} is after cfg_interval_end {self.cfg_interval_end}"
             )
+        if self.infer_method not in INFER_METHODS:
+            raise ValueError(
+                f"infer_method: must be 'ode' (Euler) or 'sde' (stochastic), got {echo(self.infer_method)}"
+            )
+        if self.guidance_method not in GUIDANCE_METHODS:
+            raise ValueError(f"guidance_method: must be 'apg' or 'adg', got {echo(self.guidance_method)}")
         check_seed("seed", self.seed)
         if self.bpm is not None:
             check_range("bpm", self.bpm, MIN_BPM, MAX_BPM, note="or empty to let the model choose")
@@ -225,6 +240,10 @@ class SongRequest:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def cfg_interval(self) -> tuple[float, float]:
+        return self.cfg_interval_start, self.cfg_interval_end
+
     def pipeline_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``AceStepPipeline.__call__`` (no generator, callbacks or audio).
 
@@ -237,8 +256,8 @@ class SongRequest:
             "num_inference_steps": self.num_inference_steps,
             "guidance_scale": self.guidance_scale,
             "shift": self.shift,
-            "cfg_interval_start": self.cfg_interval_start,
-            "cfg_interval_end": self.cfg_interval_end,
+            # Official guides while t is in the interval, diffusers while 1 - t is: hand it the mirror.
+            **pipeline_cfg_interval(*self.cfg_interval),
             "bpm": self.bpm,
             "keyscale": self.keyscale or None,
             "timesignature": self.timesignature or None,
@@ -315,6 +334,8 @@ class CoverRequest(SongRequest):
     src_audio: str = ""
     reference_audio: str = ""
     audio_cover_strength: float = DEFAULT_COVER_STRENGTH
+    # Official: how much of the source's latent the start keeps (0: pure noise; sampling.schedule.cover_start).
+    cover_noise_strength: float = 0.0
     audio_duration: float | None = None  # None: the source's length
 
     mode: typing.ClassVar[str] = "cover"
@@ -323,6 +344,7 @@ class CoverRequest(SongRequest):
         require_audio("src_audio", self.src_audio, "upload the song to cover")
         super().validate()
         check_range("audio_cover_strength", self.audio_cover_strength, *UNIT_RANGE)
+        check_range("cover_noise_strength", self.cover_noise_strength, *UNIT_RANGE)
         if self.audio_duration is not None:
             check_range("audio_duration", self.audio_duration, MIN_DURATION_S, MAX_DURATION_S, "s")
         return self
@@ -394,12 +416,12 @@ class EditRequest(SongRequest):
             if name not in TRACK_NAMES:
                 raise ValueError(f"complete_track_classes: {echo(name)} is not one of {', '.join(TRACK_NAMES)}")
         if self.task_type in SEGMENT_TASKS:
-            _check_segment(self.repainting_start, self.repainting_end)
+            check_segment(self.repainting_start, self.repainting_end)
         return self
 
     def check_source(self, source_s: float) -> None:
         if self.task_type in SEGMENT_TASKS:
-            _check_segment_end(self.repainting_end, source_s)
+            check_segment_end(self.repainting_end, source_s)
 
     def pipeline_kwargs(self) -> dict[str, Any]:
         kwargs = {**super().pipeline_kwargs(), "task_type": self.task_type}
@@ -466,29 +488,12 @@ class FlowEditRequest(SongRequest):
                 "set the end, or the start to 0 to edit the whole song"
             )
         if self.repainting_end is not None:
-            _check_segment(self.repainting_start, self.repainting_end)
+            check_segment(self.repainting_start, self.repainting_end)
         return self
 
     def check_source(self, source_s: float) -> None:
         if self.repainting_end is not None:
-            _check_segment_end(self.repainting_end, source_s)
-
-
-def _check_segment(start: float, end: float) -> None:
-    """Edit's and FlowEdit's segment: within the longest song, ``end`` after ``start``, long enough."""
-    check_range("repainting_start", start, 0.0, MAX_DURATION_S, "s")
-    check_range("repainting_end", end, 0.0, MAX_DURATION_S, "s")
-    if end <= start:
-        raise ValueError(f"repainting_end: {end:g} s must be after repainting_start {start:g} s")
-    if end - start < MIN_SEGMENT_S:
-        raise ValueError(
-            f"repainting_end: the segment {start:g}-{end:g} s is shorter than the {MIN_SEGMENT_S:g} s minimum"
-        )
-
-
-def _check_segment_end(end: float, source_s: float) -> None:
-    if end > source_s + LATENT_FRAME_S:
-        raise ValueError(f"repainting_end: {end:g} s is past the end of the source ({source_s:.1f} s)")
+            check_segment_end(self.repainting_end, source_s)
 
 
 # Every song mode, by name: the four tabs' requests and FlowEdit (on the Edit tab). Batch files,

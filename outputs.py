@@ -301,6 +301,9 @@ def load_settings(source: str | Path) -> dict[str, Any]:
     data = parse_settings_text(text)
     if not isinstance(data, dict) or not isinstance(data.get("request"), dict):
         raise ValueError("settings: no 'request' section; is this a settings.json from ACE Music Studio?")
+    from sampling.legacy import upgrade_request
+
+    data["request"] = upgrade_request(data["request"])  # a record from before the official sampling
     return data
 
 

@@ -22,6 +22,7 @@ from export import Cover, read_cover, writers_for
 from flow_edit import guidance_defaults
 from modes import INSTRUMENTAL_LYRICS, REQUEST_TYPES, FlowEditRequest, GenerateRequest, SongRequest
 from outputs import SETTINGS_FILE, OutputStore, Run, load_settings
+from sampling.plan import plan_sampling
 from stems import StemSplitter
 from variations import VaryPlan, VaryRequest, plan_variation
 
@@ -161,17 +162,20 @@ class Studio:
 
             rendered = dataclasses.replace(rendered, prompt=prompt_with_triggers(rendered.prompt, loras))
         set_loras = None if self._loras is None else (lambda pipe: self._loras.apply(weights))  # type: ignore[union-attr]
+        sampler = None
         if isinstance(request, FlowEditRequest):
             # rendered is request (FlowEdit never plans), with LoRA trigger words at most
             raw = self._flow_edit(rendered, prepared.kwargs["src_audio"], seeds, render_control, set_loras)  # type: ignore[arg-type]
         else:
             kwargs = {**rendered.pipeline_kwargs(), **prepared.kwargs}
+            plan = plan_sampling(rendered, self.backend.variant, kwargs, seeds)  # the official schedule and steps
+            sampler = plan.record()
             rng_seed = None
             if vary is not None:
                 kwargs.update(self._variation_noise(vary[0], rendered, prepared, render_control))
                 rng_seed = vary[0].parent_seeds[0]  # the parent's source encoding, drawn again
             raw = self.backend.generate(
-                kwargs, seeds, render_control, rng_seed=rng_seed, before=set_loras, step_hooks=prepared.step_hooks
+                kwargs, seeds, render_control, rng_seed, set_loras, step_hooks=prepared.step_hooks, plan=plan
             )
         control.steps_done = render_control.steps_done
         takes = np.stack([prepared.finish(take) for take in raw]).astype(np.float32, copy=False)
@@ -196,6 +200,8 @@ class Studio:
                 "sample_rate": SAMPLE_RATE,
                 "duration_s": round(max(t.shape[-1] for t in finished) / SAMPLE_RATE, 3),
             },
+            # The timesteps the DiT ran, its pipeline calls (cover: cover then text-to-music) and what was mapped, why.
+            "sampler": sampler,
             "mastering": mastering,  # per take: gain and loudness before/after, or null when off
             # What the planner decided (its codes are what "reuse plan" replays), or null.
             "plan": planned,

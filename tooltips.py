@@ -8,21 +8,33 @@ TOOLTIPS: dict[str, str] = {
     "instrumental": "No vocals: the lyrics are replaced by ACE-Step's instrumental marker.",
     "audio_duration": "Length of the song in seconds (10 s to 10 min).",
     "vocal_language": "The language the lyrics are sung in.",
-    "num_inference_steps": "Denoising steps. Turbo checkpoints are tuned for 8; SFT and base for about 50.",
+    "num_inference_steps": "Denoising steps. Turbo runs its official 8-step schedule; another count is "
+    "mapped onto the timesteps turbo was trained on (the run's summary says so). SFT and base: about 50.",
     "guidance_scale": "How strongly the song follows the prompt (APG guidance). "
     "Turbo checkpoints ignore it: they were distilled without guidance.",
     "shift": "Timestep shift: higher values spend more steps on coarse structure (1-5).",
-    "cfg_interval_start": "Guidance is applied from this point of the schedule (0 = first step).",
-    "cfg_interval_end": "Guidance is applied up to this point of the schedule (1 = last step).",
+    "cfg_interval_start": "Guidance applies while a step's noise level t lies in the interval. t runs from 1 "
+    "(the first step, pure noise) down to 0 (the finished song), so this is the late end: 0 guides to the last "
+    "step, 0.3 leaves the last steps (t below 0.3) unguided. As in the official ACE-Step studio.",
+    "cfg_interval_end": "The early end of the guidance interval (t runs from 1, the first step, down to 0): "
+    "1 guides from the first step, 0.8 leaves the first, noisiest steps (t above 0.8) unguided.",
+    "guidance_method": "APG (the default) or ADG, angle-based guidance that turns the prediction away from the "
+    "unguided one by a bounded angle (base and SFT; turbo runs without guidance).",
+    "infer_method": "ODE: the deterministic Euler sampler (default). SDE: after each step the predicted song is "
+    "noised again to the next level with fresh noise; more varied, and the seed still reproduces it.",
+    "dcw_enabled": "DCW: a small wavelet-domain correction of the latents after each step (the official default "
+    "on turbo checkpoints, off on base and SFT). Fades out towards the last step.",
+    "cover_noise_strength": "How much of the source the cover starts from: 0 starts from noise (default); higher "
+    "values start later in the schedule from the source re-noised, keeping more of it (and running fewer steps).",
     "seed": "The same seed and settings give the same song. -1 picks a new random seed each run.",
-    "batch_size": "How many takes to make at once; take n uses seed + n - 1.",
+    "batch_size": "How many takes to make at once (1-8); take n uses seed + n - 1.",
     "bpm": "Tempo in beats per minute (30-300). 0 or empty lets the model choose.",
     "keyscale": "Musical key, e.g. 'A minor'. Empty lets the model choose.",
     "timesignature": "Beats per bar (2, 3, 4 or 6). Empty lets the model choose.",
     "src_audio": "The song to work from: WAV, FLAC, OGG or MP3, up to 10 minutes.",
     "reference_audio": "A clip whose voice and instrument timbre the cover should borrow (optional).",
-    "audio_cover_strength": "1 follows the source's structure closely; lower values let the new style "
-    "and lyrics take over.",
+    "audio_cover_strength": "The share of the steps (the first ones) that follow the source; the rest follow only "
+    "your style and lyrics. 1 follows the source throughout; 0.5 sets the structure, then lets the new style finish.",
     "extend_seconds": "How much new music to add (5-240 s). The whole song is capped at 10 minutes.",
     "extend_where": "Continue after the song's end, or write an intro before its start.",
     "repainting_start": "Start of the segment to re-make, in seconds.",

@@ -28,7 +28,7 @@ MIN_SHIFT = 1.0  # the official guide's shift range is 1-5
 MAX_SHIFT = 5.0
 MIN_BPM = 30
 MAX_BPM = 300
-MAX_BATCH = 4
+MAX_BATCH = 8
 MAX_SEED = 2**32 - 1
 MAX_PROMPT_CHARS = 2_000
 MAX_LYRICS_CHARS = 8_000  # about 2,000 text-encoder tokens, the pipeline's lyric limit
@@ -92,7 +92,10 @@ MAX_LIST_ITEMS = 32  # a list field's items (the track names are 12)
 
 # Ranges written once: the requests check them, the form's sliders span them.
 GUIDANCE_RANGE = (0.0, MAX_GUIDANCE)  # guidance_scale, source_guidance_scale
-UNIT_RANGE = (0.0, 1.0)  # cfg_interval_start/end, audio_cover_strength
+UNIT_RANGE = (0.0, 1.0)  # cfg_interval_start/end, audio_cover_strength, cover_noise_strength
+# The DiT samplers and guidance rules the official studio offers (sampling/): Euler ODE or SDE; APG or ADG.
+INFER_METHODS = ("ode", "sde")
+GUIDANCE_METHODS = ("apg", "adg")
 # The LM samplers' (the planner's and the lyrics writer's): 0 picks the likeliest token.
 TEMPERATURE_RANGE = (0.0, 2.0)
 TOP_P_RANGE = (0.0, 1.0)  # above 0, at most 1
@@ -335,3 +338,20 @@ def parse_lora_stack(text: str) -> list[tuple[str, float]]:
     if len(items) > MAX_LORAS:
         raise ValueError(f"loras: at most {MAX_LORAS} LoRAs at once, got {len(items)}")
     return items
+
+
+def check_segment(start: float, end: float) -> None:
+    """Edit's and FlowEdit's segment: within the longest song, ``end`` after ``start``, long enough."""
+    check_range("repainting_start", start, 0.0, MAX_DURATION_S, "s")
+    check_range("repainting_end", end, 0.0, MAX_DURATION_S, "s")
+    if end <= start:
+        raise ValueError(f"repainting_end: {end:g} s must be after repainting_start {start:g} s")
+    if end - start < MIN_SEGMENT_S:
+        raise ValueError(
+            f"repainting_end: the segment {start:g}-{end:g} s is shorter than the {MIN_SEGMENT_S:g} s minimum"
+        )
+
+
+def check_segment_end(end: float, source_s: float) -> None:
+    if end > source_s + LATENT_FRAME_S:
+        raise ValueError(f"repainting_end: {end:g} s is past the end of the source ({source_s:.1f} s)")

@@ -116,7 +116,10 @@ def test_a_run_with_source_audio_gets_the_vaes_frame_count(tiny_backend):
 
 def test_a_saved_run_varied_at_zero_gives_back_its_takes(studio):
     pipe = studio.backend.load()
-    parent = GenerateRequest(prompt="lofi piano", audio_duration=10, seed=77, batch_size=2, wav_bit_depth="32f")
+    # DCW off: the takes are compared with a plain backend.generate run (no sampling plan).
+    parent = GenerateRequest(
+        prompt="lofi piano", audio_duration=10, seed=77, batch_size=2, wav_bit_depth="32f", dcw_enabled=False
+    )
     run = studio.generate(parent, RunControl())
     request = VaryRequest(parent_run_id=run.run_id, variance=0.0, seed=5).validate()
     plan = plan_variation(run.settings, request, folder=run.folder)

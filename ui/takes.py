@@ -52,6 +52,8 @@ def run_summary(run: Run) -> str:
             f"{plan['language']}, {len(plan['codes'])} audio codes in {stats.get('seconds', 0):.1f} s "
             f"({stats.get('tokens_per_second') or 0:.0f} tokens/s). Caption: {html.escape(plan['caption'])}"
         )
+    for note in (run.settings.get("sampler") or {}).get("notes", []):
+        text += f"  \nSampler: {html.escape(note)}."
     loras = run.settings.get("loras")
     if loras:
         stack = ", ".join(f"{html.escape(item['name'])} ×{item['weight']:g}" for item in loras)

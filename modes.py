@@ -48,7 +48,6 @@ from validation import (
     MIN_BPM,
     MIN_DURATION_S,
     MIN_EXTEND_S,
-    MIN_SEGMENT_S,
     MIN_SHIFT,
     MIN_STEPS,
     MP3_BITRATES_KBPS,
@@ -63,11 +62,16 @@ from validation import (
     VOCAL_LANGUAGES,
     WAV_BIT_DEPTHS,
     check_range,
+    check_repaint,
     check_seed,
+    check_segment,
+    check_segment_end,
     check_text_fields,
     check_top_p,
     coerce_into,
     echo,
+    normalise_keyscale,
+    normalise_timesignature,
     optional_fields,
     parse_lora_stack,
     require_audio,
@@ -85,6 +89,10 @@ LM_NEGATIVE_PROMPT = "NO USER INPUT"
 INSTRUMENTAL_LYRICS = "[Instrumental]"
 # The official default (ACE-Step 1.5 GenerationParams): follow the source fully.
 DEFAULT_COVER_STRENGTH = 1.0
+# Official repaint's defaults (generate_music.py generate_music: repaint_mode, repaint_strength): the
+# source re-imposed outside the segment for half the steps, a 12-frame latent blend at its edges.
+DEFAULT_REPAINT_MODE = "balanced"
+DEFAULT_REPAINT_STRENGTH = 0.5
 N_MAX_FRACTION = 33 / 50  # FlowEdit: the paper's SD3 setting, edit the last 33 of 50 steps
 
 
@@ -140,6 +148,14 @@ class SongRequest:
         }
     )
 
+    def __post_init__(self) -> None:
+        # Keys and meters as people type them ("Am", "6/8") become the official spellings, which are
+        # what the model sees and what settings.json saves; what is no key stays for validate() to refuse.
+        if isinstance(self.keyscale, str):
+            object.__setattr__(self, "keyscale", normalise_keyscale(self.keyscale))
+        if isinstance(self.timesignature, str):
+            object.__setattr__(self, "timesignature", normalise_timesignature(self.timesignature))
+
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> Self:
         """Build a validated request from loosely typed values (a form, the API, JSON).
@@ -178,10 +194,11 @@ class SongRequest:
         if self.bpm is not None:
             check_range("bpm", self.bpm, MIN_BPM, MAX_BPM, note="or empty to let the model choose")
         if self.keyscale and self.keyscale not in KEYSCALES:
-            raise ValueError(f"keyscale: {echo(self.keyscale)} is not a key like 'C major' or 'F# minor'")
+            raise ValueError(f"keyscale: {echo(self.keyscale)} is not a key like 'C major', 'Am' or 'F# minor'")
         if self.timesignature and self.timesignature not in TIME_SIGNATURES:
             raise ValueError(
-                f"timesignature: {echo(self.timesignature)} is not one of {', '.join(TIME_SIGNATURES)} (beats per bar)"
+                f"timesignature: {echo(self.timesignature)} is not a meter the model knows: "
+                f"{', '.join(TIME_SIGNATURES)} beats per bar, or 2/4, 3/4, 4/4, 6/8"
             )
         check_range("batch_size", self.batch_size, 1, MAX_BATCH)
         check_range("target_lufs", self.target_lufs, *TARGET_LUFS_RANGE, " LUFS")
@@ -338,6 +355,8 @@ class ExtendRequest(SongRequest):
     src_audio: str = ""
     extend_seconds: float = 30.0
     extend_where: str = "after"
+    repaint_mode: str = DEFAULT_REPAINT_MODE
+    repaint_strength: float = DEFAULT_REPAINT_STRENGTH
 
     mode: typing.ClassVar[str] = "extend"
 
@@ -347,6 +366,7 @@ class ExtendRequest(SongRequest):
         check_range("extend_seconds", self.extend_seconds, MIN_EXTEND_S, MAX_EXTEND_S, "s")
         if self.extend_where not in EXTEND_WHERE:
             raise ValueError(f"extend_where: must be 'after' or 'before', got {echo(self.extend_where)}")
+        check_repaint(self.repaint_mode, self.repaint_strength)
         return self
 
     def check_source(self, source_s: float) -> None:
@@ -378,6 +398,8 @@ class EditRequest(SongRequest):
     task_type: str = "repaint"
     track_name: str = ""
     complete_track_classes: tuple[str, ...] = ()
+    repaint_mode: str = DEFAULT_REPAINT_MODE  # repaint and lego: see ExtendRequest
+    repaint_strength: float = DEFAULT_REPAINT_STRENGTH
 
     mode: typing.ClassVar[str] = "edit"
 
@@ -394,12 +416,13 @@ class EditRequest(SongRequest):
             if name not in TRACK_NAMES:
                 raise ValueError(f"complete_track_classes: {echo(name)} is not one of {', '.join(TRACK_NAMES)}")
         if self.task_type in SEGMENT_TASKS:
-            _check_segment(self.repainting_start, self.repainting_end)
+            check_segment(self.repainting_start, self.repainting_end)
+        check_repaint(self.repaint_mode, self.repaint_strength)
         return self
 
     def check_source(self, source_s: float) -> None:
         if self.task_type in SEGMENT_TASKS:
-            _check_segment_end(self.repainting_end, source_s)
+            check_segment_end(self.repainting_end, source_s)
 
     def pipeline_kwargs(self) -> dict[str, Any]:
         kwargs = {**super().pipeline_kwargs(), "task_type": self.task_type}
@@ -466,29 +489,12 @@ class FlowEditRequest(SongRequest):
                 "set the end, or the start to 0 to edit the whole song"
             )
         if self.repainting_end is not None:
-            _check_segment(self.repainting_start, self.repainting_end)
+            check_segment(self.repainting_start, self.repainting_end)
         return self
 
     def check_source(self, source_s: float) -> None:
         if self.repainting_end is not None:
-            _check_segment_end(self.repainting_end, source_s)
-
-
-def _check_segment(start: float, end: float) -> None:
-    """Edit's and FlowEdit's segment: within the longest song, ``end`` after ``start``, long enough."""
-    check_range("repainting_start", start, 0.0, MAX_DURATION_S, "s")
-    check_range("repainting_end", end, 0.0, MAX_DURATION_S, "s")
-    if end <= start:
-        raise ValueError(f"repainting_end: {end:g} s must be after repainting_start {start:g} s")
-    if end - start < MIN_SEGMENT_S:
-        raise ValueError(
-            f"repainting_end: the segment {start:g}-{end:g} s is shorter than the {MIN_SEGMENT_S:g} s minimum"
-        )
-
-
-def _check_segment_end(end: float, source_s: float) -> None:
-    if end > source_s + LATENT_FRAME_S:
-        raise ValueError(f"repainting_end: {end:g} s is past the end of the source ({source_s:.1f} s)")
+            check_segment_end(self.repainting_end, source_s)
 
 
 # Every song mode, by name: the four tabs' requests and FlowEdit (on the Edit tab). Batch files,

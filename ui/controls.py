@@ -238,8 +238,9 @@ def build_control(control: Control, value: Any, elem_id: str, visible: bool = Tr
         kwargs.update(precision=None if control.name.startswith("repainting") else 0)
     elif control.widget in ("dropdown", "multiselect"):
         kwargs.update(choices=list(control.choices), multiselect=control.widget == "multiselect")
-        if control.name == "keyscale":
-            kwargs["allow_custom_value"] = True  # a plan may spell a key with ♯ or ♭, as the model allows
+        if control.name in ("keyscale", "timesignature"):
+            # Typed spellings ("Am", "F♯ minor", "6/8") are read into the official ones by the request.
+            kwargs["allow_custom_value"] = True
         if control.widget == "multiselect":
             kwargs["value"] = list(value)
     return pass_through(_WIDGETS[control.widget](visible=visible, **kwargs))

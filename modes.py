@@ -268,6 +268,7 @@ class GenerateRequest(SongRequest):
 
     instrumental: bool = False
     audio_duration: float = 60.0
+    reference_audio: str = ""  # a timbre reference, as on Cover (rework.timbre_reference)
     # The planner ("thinking"): the 5 Hz LM fills blank metadata, may rewrite the caption,
     # and plans the song as audio codes before the DiT renders it.
     think: bool = False

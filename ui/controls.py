@@ -32,6 +32,7 @@ from validation import (
     MIN_STEPS,
     MIN_TOP_P_SLIDER,
     MP3_BITRATES_KBPS,
+    REPAINT_MODES,
     TARGET_LUFS_RANGE,
     TEMPERATURE_RANGE,
     TIME_SIGNATURES,
@@ -77,7 +78,7 @@ CONTROLS: tuple[Control, ...] = (
     Control("audio_duration", "slider", "Duration (s)", "main", ("generate",), MIN_DURATION_S, MAX_DURATION_S, 1),
     Control("audio_duration", "number", "Duration (s, empty = the source's)", "main", ("cover",)),
     Control("audio_cover_strength", "slider", "Cover strength", "main", ("cover",), *UNIT_RANGE, 0.01),
-    Control("reference_audio", "audio", "Timbre reference (optional)", "main", ("cover",)),
+    Control("reference_audio", "audio", "Timbre reference (optional)", "main", ("generate", "cover")),
     Control("extend_seconds", "slider", "Seconds to add", "main", ("extend",), MIN_EXTEND_S, MAX_EXTEND_S, 1),
     Control(
         "extend_where", "dropdown", "Where", "main", ("extend",),
@@ -90,6 +91,11 @@ CONTROLS: tuple[Control, ...] = (
             ("Add a track over the segment", "lego"), ("Complete with more tracks", "complete"),
         ),
     ),
+    Control(
+        "repaint_mode", "dropdown", "Keep the source around it", "main", ("extend", "edit"),
+        choices=tuple((mode.capitalize(), mode) for mode in REPAINT_MODES),
+    ),
+    Control("repaint_strength", "slider", "Repaint strength", "main", ("extend", "edit"), *UNIT_RANGE, 0.05),
     Control("repainting_start", "number", "Segment start (s)", "main", ("edit",)),
     Control("repainting_end", "number", "Segment end (s)", "main", ("edit",)),
     Control(

@@ -60,17 +60,18 @@ class Studio:
                     self._loras = LoraStack(pipe, store_dir=self.lora_store)
         return self._loras
 
-    def add_lora(self, path: str | Path, name: str | None = None, trigger_words=None) -> LoraEntry:
+    def add_lora(self, path: str | Path, name: str | None = None, trigger_words=None, adapter_config=None) -> LoraEntry:
         """Check a .safetensors LoRA from its header, keep it in the store and load it (once per content).
 
         The untrusted file is checked before the model loads and without the run lock, so a bad
-        file is refused at once and never holds up a run.
+        file is refused at once and never holds up a run. ``adapter_config`` (PEFT's, e.g. from
+        ``lora.bundle.read_upload``) states the alpha the LoRA was trained with.
         """
         from lora.header import read_safetensors_header
 
         read_safetensors_header(Path(path))
         stack = self.lora_stack()
-        checked = stack.check(path, name=name, trigger_words=trigger_words)
+        checked = stack.check(path, name=name, trigger_words=trigger_words, adapter_config=adapter_config)
         with MODEL_LOADS, self.backend.exclusive():  # adapters load like models: one load at a time
             return stack.add_checked(checked)
 

@@ -27,6 +27,8 @@ TOOLTIPS: dict[str, str] = {
     "and lyrics take over.",
     "extend_seconds": "How much new music to add (5-240 s). The whole song is capped at 10 minutes.",
     "extend_where": "Continue after the song's end, or write an intro before its start.",
+    "lora_alpha": "The lora_alpha its adapter_config.json states (official LoRAs: 16 at rank 8). Empty: "
+    "read from the config or the file; unknown means 1x.",
     "repaint_mode": "How the new part meets the song (the official modes): conservative re-imposes the "
     "source outside the segment at every step and blends 1 s at each edge; balanced does so for part of the "
     "steps (see strength); aggressive lets the model run free. The audio outside stays untouched either way.",

@@ -89,8 +89,7 @@ LM_NEGATIVE_PROMPT = "NO USER INPUT"
 INSTRUMENTAL_LYRICS = "[Instrumental]"
 # The official default (ACE-Step 1.5 GenerationParams): follow the source fully.
 DEFAULT_COVER_STRENGTH = 1.0
-# Official repaint's defaults (generate_music.py generate_music: repaint_mode, repaint_strength): the
-# source re-imposed outside the segment for half the steps, a 12-frame latent blend at its edges.
+# Official repaint's defaults (generate_music.py generate_music; see repaint_steps).
 DEFAULT_REPAINT_MODE = "balanced"
 DEFAULT_REPAINT_STRENGTH = 0.5
 N_MAX_FRACTION = 33 / 50  # FlowEdit: the paper's SD3 setting, edit the last 33 of 50 steps

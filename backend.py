@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from sampling.plan import SamplingPlan
 
 log = logging.getLogger(__name__)
+AUDIO_CODEC = ("audio_tokenizer", "audio_token_detokenizer")  # the pipeline's optional components
 T = TypeVar("T")
 # Runs after each denoising step: (step index, the timestep just taken, latents after the
 # step) -> the latents the next step starts from (official semantics the pipeline lacks:
@@ -404,6 +405,41 @@ class Backend:
                 f"task_type: {task!r} needs a base checkpoint, and {self.spec.label} is {self.variant}; "
                 "start the studio with --model xl-base (or base)"
             )
+        # Cover conditions on the source's 5 Hz codes, Think renders the planner's codes: both go through
+        # the audio tokenizer/detokenizer, which a checkpoint may lack (diffusers prepare_src_latents).
+        needs = "think" if request.plans else "audio_codes" if str(getattr(request, "audio_codes", "")).strip() else ""
+        needs = "src_audio" if request.mode == "cover" else needs
+        if needs and not self.has_audio_codec():
+            what = {"think": "Think", "audio_codes": "A plan's codes", "src_audio": "Cover"}[needs]
+            raise ValueError(
+                f"{needs}: {what} needs the checkpoint's audio tokenizer and detokenizer, and {self.spec.label} "
+                "has none; turn Think off, or start the studio with a checkpoint that has them"
+            )
+
+    def has_audio_codec(self) -> bool:
+        """Whether the checkpoint has the audio tokenizer and detokenizer (codes, Think, Cover need them).
+
+        Read from the loaded pipeline, else from the checkpoint's ``model_index.json`` (a local folder
+        or the Hub cache) so that a refusal costs no load; loaded when neither says."""
+        if not self._pipe.is_loaded:
+            index = self._model_index()
+            if index is not None:
+                return all(isinstance(index.get(name), list) and None not in index[name] for name in AUDIO_CODEC)
+        pipe = self.load()
+        return all(getattr(pipe, name, None) is not None for name in AUDIO_CODEC)
+
+    def _model_index(self) -> dict[str, Any] | None:
+        import json
+
+        path: Any = Path(self.spec.source) / "model_index.json" if self.spec.is_local else None
+        if path is None:
+            from huggingface_hub import try_to_load_from_cache
+
+            path = try_to_load_from_cache(self.spec.source, "model_index.json")
+        try:
+            return json.loads(Path(path).read_text(encoding="utf-8")) if isinstance(path, (str, Path)) else None
+        except (OSError, ValueError):
+            return None
 
     def normalise(self, request: SongRequest) -> SongRequest:
         """Settings the checkpoint dictates: turbo is guidance-distilled, so no CFG; DCW left to the
@@ -450,8 +486,10 @@ class Backend:
         Raises ``Cancelled`` within one step of ``control.cancel()``, never decoding. The global
         torch RNG is seeded with ``rng_seed`` (default: the first take's seed): the pipeline samples
         the VAE encoding of source audio from it. ``before(pipe)`` runs first, under the run lock.
-        ``step_hooks`` run in order after every step and may replace the latents. ``plan`` (from
-        ``sampling.plan``) runs the official schedule and per-step sampling, as one or more calls.
+        ``step_hooks`` run in order after every step and may replace the latents; a hook with an
+        ``attach(pipe)`` method is attached before the call and detached (by what it returned) after.
+        ``plan`` (from ``sampling.plan``) runs the official schedule and per-step sampling, as one or
+        more calls.
         """
         import torch
 
@@ -482,11 +520,14 @@ class Backend:
             else value
             for name, value in kwargs.items()
         }
+        detach: list[Callable[[], None]] = []
         try:
             with self._run_lock:
                 control.check()
                 if before is not None:
                     before(pipe)  # e.g. set the LoRA stack: nothing else is inside the pipeline now
+                # A hook with attach(pipe) watches the run (e.g. the DiT's inputs); it stops when the run ends.
+                detach += [hook.attach(pipe) for hook in step_hooks if hasattr(hook, "attach")]
                 control.report(0.05, "Encoding prompt…")
                 # CPU generators give the same starting noise on every device.
                 generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
@@ -500,6 +541,8 @@ class Backend:
                 output = run_plan(pipe, call_kwargs, generators, plan, on_step, reseed)
                 audio = output.float().cpu().numpy()
         finally:
+            for stop in detach:
+                stop()
             release_memory()  # a cancelled or failed run's buffers too
         # Encoding and every denoising step, then the VAE decode: what the ZeroGPU estimate is calibrated on.
         control.timings["dit"] = round(denoised[0] - started, 3)

@@ -65,6 +65,7 @@ from validation import (
     VOCAL_LANGUAGES,
     WAV_BIT_DEPTHS,
     check_range,
+    check_repaint,
     check_seed,
     check_segment,
     check_segment_end,
@@ -72,6 +73,8 @@ from validation import (
     check_top_p,
     coerce_into,
     echo,
+    normalise_keyscale,
+    normalise_timesignature,
     optional_fields,
     parse_lora_stack,
     require_audio,
@@ -89,6 +92,9 @@ LM_NEGATIVE_PROMPT = "NO USER INPUT"
 INSTRUMENTAL_LYRICS = "[Instrumental]"
 # The official default (ACE-Step 1.5 GenerationParams): follow the source fully.
 DEFAULT_COVER_STRENGTH = 1.0
+# Official repaint's defaults (generate_music.py generate_music; see repaint_steps).
+DEFAULT_REPAINT_MODE = "balanced"
+DEFAULT_REPAINT_STRENGTH = 0.5
 N_MAX_FRACTION = 33 / 50  # FlowEdit: the paper's SD3 setting, edit the last 33 of 50 steps
 
 
@@ -149,6 +155,14 @@ class SongRequest:
         }
     )
 
+    def __post_init__(self) -> None:
+        # Keys and meters as people type them ("Am", "6/8") become the official spellings, which are
+        # what the model sees and what settings.json saves; what is no key stays for validate() to refuse.
+        if isinstance(self.keyscale, str):
+            object.__setattr__(self, "keyscale", normalise_keyscale(self.keyscale))
+        if isinstance(self.timesignature, str):
+            object.__setattr__(self, "timesignature", normalise_timesignature(self.timesignature))
+
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> Self:
         """Build a validated request from loosely typed values (a form, the API, JSON).
@@ -193,10 +207,11 @@ class SongRequest:
         if self.bpm is not None:
             check_range("bpm", self.bpm, MIN_BPM, MAX_BPM, note="or empty to let the model choose")
         if self.keyscale and self.keyscale not in KEYSCALES:
-            raise ValueError(f"keyscale: {echo(self.keyscale)} is not a key like 'C major' or 'F# minor'")
+            raise ValueError(f"keyscale: {echo(self.keyscale)} is not a key like 'C major', 'Am' or 'F# minor'")
         if self.timesignature and self.timesignature not in TIME_SIGNATURES:
             raise ValueError(
-                f"timesignature: {echo(self.timesignature)} is not one of {', '.join(TIME_SIGNATURES)} (beats per bar)"
+                f"timesignature: {echo(self.timesignature)} is not a meter the model knows: "
+                f"{', '.join(TIME_SIGNATURES)} beats per bar, or 2/4, 3/4, 4/4, 6/8"
             )
         check_range("batch_size", self.batch_size, 1, MAX_BATCH)
         check_range("target_lufs", self.target_lufs, *TARGET_LUFS_RANGE, " LUFS")
@@ -270,6 +285,7 @@ class GenerateRequest(SongRequest):
 
     instrumental: bool = False
     audio_duration: float = 60.0
+    reference_audio: str = ""  # a timbre reference, as on Cover (rework.timbre_reference)
     # The planner ("thinking"): the 5 Hz LM fills blank metadata, may rewrite the caption,
     # and plans the song as audio codes before the DiT renders it.
     think: bool = False
@@ -360,6 +376,8 @@ class ExtendRequest(SongRequest):
     src_audio: str = ""
     extend_seconds: float = 30.0
     extend_where: str = "after"
+    repaint_mode: str = DEFAULT_REPAINT_MODE
+    repaint_strength: float = DEFAULT_REPAINT_STRENGTH
 
     mode: typing.ClassVar[str] = "extend"
 
@@ -369,6 +387,7 @@ class ExtendRequest(SongRequest):
         check_range("extend_seconds", self.extend_seconds, MIN_EXTEND_S, MAX_EXTEND_S, "s")
         if self.extend_where not in EXTEND_WHERE:
             raise ValueError(f"extend_where: must be 'after' or 'before', got {echo(self.extend_where)}")
+        check_repaint(self.repaint_mode, self.repaint_strength)
         return self
 
     def check_source(self, source_s: float) -> None:
@@ -400,6 +419,8 @@ class EditRequest(SongRequest):
     task_type: str = "repaint"
     track_name: str = ""
     complete_track_classes: tuple[str, ...] = ()
+    repaint_mode: str = DEFAULT_REPAINT_MODE  # repaint and lego: see ExtendRequest
+    repaint_strength: float = DEFAULT_REPAINT_STRENGTH
 
     mode: typing.ClassVar[str] = "edit"
 
@@ -417,6 +438,7 @@ class EditRequest(SongRequest):
                 raise ValueError(f"complete_track_classes: {echo(name)} is not one of {', '.join(TRACK_NAMES)}")
         if self.task_type in SEGMENT_TASKS:
             check_segment(self.repainting_start, self.repainting_end)
+        check_repaint(self.repaint_mode, self.repaint_strength)
         return self
 
     def check_source(self, source_s: float) -> None:

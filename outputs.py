@@ -23,6 +23,7 @@ import numpy as np
 
 import bounded_json
 from export import WRITERS, Cover, Tags, Writer, title_from_prompt
+from repaint_steps import with_saved_defaults
 
 SETTINGS_FILE = "settings.json"
 SETTINGS_FORMAT = 1
@@ -301,6 +302,8 @@ def load_settings(source: str | Path) -> dict[str, Any]:
     data = parse_settings_text(text)
     if not isinstance(data, dict) or not isinstance(data.get("request"), dict):
         raise ValueError("settings: no 'request' section; is this a settings.json from ACE Music Studio?")
+    # A run saved before a field existed is read as it was made (e.g. Edit before official repaint).
+    data["request"] = with_saved_defaults(data.get("mode"), data["request"])
     from sampling.legacy import upgrade_request
 
     data["request"] = upgrade_request(data["request"])  # a record from before the official sampling

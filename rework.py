@@ -8,6 +8,7 @@ bit-identical to the input.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,8 +17,14 @@ import numpy as np
 
 from audio_io import SAMPLE_RATE, LoadedAudio, crossfade_splice, fit_length
 from modes import CoverRequest, EditRequest, ExtendRequest, SongRequest
+from repaint_steps import RepaintInjection, repaint_config
 from validation import MIN_DURATION_S
 
+# The timbre reference: three 10 s pieces (30 s) from the front, middle and back thirds, at offsets
+# drawn from the seed (official handler.py ``process_reference_audio``; diffusers takes fixed pieces).
+TIMBRE_PIECE_S = 10
+TIMBRE_PIECES = 3
+SILENCE_LEVEL = 1e-6  # official handler.py ``is_silence``: every sample below this
 SPLICE_FADE_S = 0.1  # equal-power crossfade at each seam: long enough to hide a click
 MAX_LEVEL_MATCH_DB = 12.0  # never boost or cut the new span by more than this
 
@@ -61,7 +68,7 @@ def _prepare_cover(request: CoverRequest, source: LoadedAudio, reference: Loaded
         )
     kwargs: dict[str, Any] = {"src_audio": audio, "audio_duration": duration_s}
     if reference is not None:
-        kwargs["reference_audio"] = reference.audio
+        kwargs["reference_audio"] = timbre_reference(reference.audio, request.seed)
     samples = audio.shape[-1]
     return Prepared(kwargs=kwargs, finish=lambda take: fit_length(take, samples))
 
@@ -77,7 +84,7 @@ def _prepare_extend(request: ExtendRequest, source: LoadedAudio) -> Prepared:
     else:
         padded = np.concatenate([silence, seed], axis=1)
         start, end = 0, added
-    return repaint(padded, start, end)
+    return repaint(padded, start, end, _injection(request))
 
 
 def _prepare_edit(request: EditRequest, source: LoadedAudio) -> Prepared:
@@ -86,16 +93,28 @@ def _prepare_edit(request: EditRequest, source: LoadedAudio) -> Prepared:
     samples = audio.shape[-1]
     if request.task_type != "repaint":
         # Extract, lego and complete make a different track, not a patch of this one:
-        # the take is the model's output, at the source's length.
+        # the take is the model's output, at the source's length. Lego works on a segment,
+        # and official re-imposes the source outside it as for repaint (conditioning_masks.py).
         kwargs = {"src_audio": audio, "audio_duration": samples / SAMPLE_RATE}
-        return Prepared(kwargs=kwargs, finish=lambda take: fit_length(take, samples))
+        hooks = _injection(request) if request.task_type == "lego" else []
+        return Prepared(kwargs=kwargs, finish=lambda take: fit_length(take, samples), step_hooks=hooks)
     start = round(request.repainting_start * SAMPLE_RATE)
     end = min(round(request.repainting_end * SAMPLE_RATE), audio.shape[-1])
-    return repaint(audio, start, end)
+    return repaint(audio, start, end, _injection(request))
 
 
-def repaint(original: np.ndarray, start: int, end: int) -> Prepared:
-    """Repaint ``[start, end)`` of ``original`` and splice each take back into it."""
+def _injection(request: EditRequest | ExtendRequest) -> list[Callable[[int, float, Any], Any]]:
+    """The official repaint step hook for the request's mode; none for "aggressive" (which is what
+    runs saved before the modes existed did), so those reproduce bit for bit."""
+    config = repaint_config(request.repaint_mode, request.repaint_strength)
+    return [RepaintInjection(config)] if config.changes_sampling else []
+
+
+def repaint(
+    original: np.ndarray, start: int, end: int, step_hooks: list[Callable[[int, float, Any], Any]] | None = None
+) -> Prepared:
+    """Repaint ``[start, end)`` of ``original`` and splice each take back into it; ``step_hooks``
+    (official repaint's re-injection) run in the sampler."""
     samples = original.shape[-1]
     fade = round(SPLICE_FADE_S * SAMPLE_RATE)
     kwargs = {
@@ -110,7 +129,7 @@ def repaint(original: np.ndarray, start: int, end: int) -> Prepared:
         take = take * _level_match_gain(original, take, start, end)
         return crossfade_splice(original, take.astype(np.float32), start, end, fade)
 
-    return Prepared(kwargs=kwargs, finish=finish)
+    return Prepared(kwargs=kwargs, finish=finish, step_hooks=list(step_hooks or []))
 
 
 def _level_match_gain(original: np.ndarray, take: np.ndarray, start: int, end: int) -> float:
@@ -129,3 +148,23 @@ def _level_match_gain(original: np.ndarray, take: np.ndarray, start: int, end: i
         return 1.0
     limit = 10 ** (MAX_LEVEL_MATCH_DB / 20)
     return float(np.clip(source_rms / take_rms, 1 / limit, limit))
+
+
+def timbre_reference(audio: np.ndarray, seed: int) -> np.ndarray:
+    """The 30 s the timbre encoder hears from a reference ``[2, samples]``, as the official code picks it:
+    repeated up to 30 s, then one 10 s piece from a random offset in each third, the offsets drawn from
+    ``seed`` so a run reproduces. The pipeline's own fixed front/middle/back cut of a 30 s clip is then
+    exactly these three pieces. Refuses a silent reference (official would drop it without a word)."""
+    if not np.any(np.abs(audio) >= SILENCE_LEVEL):
+        raise ValueError(
+            "reference_audio: the timbre reference is silent; upload a clip with the voice or instruments to borrow"
+        )
+    piece = TIMBRE_PIECE_S * SAMPLE_RATE
+    if audio.shape[-1] < piece * TIMBRE_PIECES:
+        audio = np.tile(audio, (1, -(-piece * TIMBRE_PIECES // audio.shape[-1])))
+    total = audio.shape[-1]
+    third = total // TIMBRE_PIECES
+    draw = random.Random(seed)
+    starts = [i * third + draw.randint(0, max(0, third - piece)) for i in range(TIMBRE_PIECES - 1)]
+    starts.append((TIMBRE_PIECES - 1) * third + draw.randint(0, max(0, total - (TIMBRE_PIECES - 1) * third - piece)))
+    return np.concatenate([audio[:, start : start + piece] for start in starts], axis=1).astype(np.float32)

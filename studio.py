@@ -61,17 +61,18 @@ class Studio:
                     self._loras = LoraStack(pipe, store_dir=self.lora_store)
         return self._loras
 
-    def add_lora(self, path: str | Path, name: str | None = None, trigger_words=None) -> LoraEntry:
+    def add_lora(self, path: str | Path, name: str | None = None, trigger_words=None, adapter_config=None) -> LoraEntry:
         """Check a .safetensors LoRA from its header, keep it in the store and load it (once per content).
 
         The untrusted file is checked before the model loads and without the run lock, so a bad
-        file is refused at once and never holds up a run.
+        file is refused at once and never holds up a run. ``adapter_config`` (PEFT's, e.g. from
+        ``lora.bundle.read_upload``) states the alpha the LoRA was trained with.
         """
         from lora.header import read_safetensors_header
 
         read_safetensors_header(Path(path))
         stack = self.lora_stack()
-        checked = stack.check(path, name=name, trigger_words=trigger_words)
+        checked = stack.check(path, name=name, trigger_words=trigger_words, adapter_config=adapter_config)
         with MODEL_LOADS, self.backend.exclusive():  # adapters load like models: one load at a time
             return stack.add_checked(checked)
 
@@ -97,8 +98,9 @@ class Studio:
         if request_type is FlowEditRequest:
             # FlowEditRequest's guidance fields are floats; mypy checks the dict against every field.
             defaults = dataclasses.replace(defaults, **guidance_defaults(self.backend.variant))  # type: ignore[arg-type]
-        if self.planner is not None and hasattr(defaults, "think"):
-            # Think is on wherever a planner is at hand (hasattr: only the modes that have the field)
+        if self.planner is not None and hasattr(defaults, "think") and self.backend.variant != "base":
+            # Think is on wherever a planner is at hand (hasattr: only the modes that have the field),
+            # but base checkpoints start with it off, as the official studio does
             defaults = dataclasses.replace(defaults, think=True)  # type: ignore[call-arg]
         return defaults
 
@@ -341,7 +343,7 @@ class Studio:
     def _prepare(self, request: SongRequest):
         """Decode and check every audio input before the model is touched."""
         from audio_io import load_audio, probe
-        from rework import Prepared, prepare
+        from rework import Prepared, prepare, timbre_reference
 
         if isinstance(request, FlowEditRequest):
             check = request.check_source
@@ -351,8 +353,12 @@ class Studio:
             return Prepared(kwargs={"src_audio": source.audio})
         if isinstance(request, GenerateRequest):
             samples = round(request.audio_duration * SAMPLE_RATE)
+            kwargs = {}
+            if request.reference_audio:  # checked (silence too) before the planner or the DiT runs
+                reference = load_audio(request.reference_audio, label=AUDIO_FIELDS["reference_audio"][1])
+                kwargs["reference_audio"] = timbre_reference(reference.audio, request.seed)
             # The latent grid is 1920 samples; trim the last frame's overhang to the request.
-            return Prepared(kwargs={}, finish=lambda take: take[..., :samples])
+            return Prepared(kwargs=kwargs, finish=lambda take: take[..., :samples])
 
         check_source = getattr(request, "check_source", None)
         if check_source is not None:

@@ -29,14 +29,22 @@ TOOLTIPS: dict[str, str] = {
     "seed": "The same seed and settings give the same song. -1 picks a new random seed each run.",
     "batch_size": "How many takes to make at once (1-8); take n uses seed + n - 1.",
     "bpm": "Tempo in beats per minute (30-300). 0 or empty lets the model choose.",
-    "keyscale": "Musical key, e.g. 'A minor'. Empty lets the model choose.",
-    "timesignature": "Beats per bar (2, 3, 4 or 6). Empty lets the model choose.",
+    "keyscale": "Musical key, e.g. 'A minor' (typed 'Am', 'F♯ minor' or 'C Major' work too). Empty lets the "
+    "model choose.",
+    "timesignature": "Beats per bar (2, 3, 4 or 6; typed 4/4 or 6/8 work too). Empty lets the model choose.",
     "src_audio": "The song to work from: WAV, FLAC, OGG or MP3, up to 10 minutes.",
-    "reference_audio": "A clip whose voice and instrument timbre the cover should borrow (optional).",
-    "audio_cover_strength": "The share of the steps (the first ones) that follow the source; the rest follow only "
+    "reference_audio": "A clip whose voice and instrument timbre the song should borrow (optional; not silent). "
+    "Three 10 s pieces of it are heard, picked from the seed.",
     "your style and lyrics. 1 follows the source throughout; 0.5 sets the structure, then lets the new style finish.",
     "extend_seconds": "How much new music to add (5-240 s). The whole song is capped at 10 minutes.",
     "extend_where": "Continue after the song's end, or write an intro before its start.",
+    "lora_alpha": "The lora_alpha its adapter_config.json states (official LoRAs: 16 at rank 8). Empty: "
+    "read from the config or the file; unknown means 1x.",
+    "repaint_mode": "How the new part meets the song (the official modes): conservative re-imposes the "
+    "source outside the segment at every step and blends 1 s at each edge; balanced does so for part of the "
+    "steps (see strength); aggressive lets the model run free. The audio outside stays untouched either way.",
+    "repaint_strength": "Balanced only: 0 keeps the most of the source around the segment (like conservative), "
+    "1 the least (like aggressive); 0.5 is the official default.",
     "repainting_start": "Start of the segment to re-make, in seconds.",
     "repainting_end": "End of the segment to re-make, in seconds. Everything outside it stays as it was.",
     "task_type": "Re-make the segment (any checkpoint), or with a base checkpoint: extract one "

@@ -68,6 +68,45 @@ FORM_KEYSCALES: tuple[str, ...] = tuple(
     for note in ("C", "C#", "Db", "D", "D#", "Eb", "E", "F", "F#", "Gb", "G", "G#", "Ab", "A", "A#", "Bb", "B")
     for mode in ("major", "minor")
 )
+# How people type keys and time signatures ("Am", "F# Minor", "B♭ major", "6/8"): read into the
+# official spellings above, so the model and the planner see one of the values they were trained on.
+_KEY_SPELLING = re.compile(
+    r"([A-G])\s*(#|\u266f|b|\u266d|-?sharp|-?flat)?\s*-?\s*(major|minor|maj|min|m)?", re.IGNORECASE
+)
+_ACCIDENTAL_SPELLINGS = {"#": "#", "\u266f": "#", "sharp": "#", "b": "b", "\u266d": "b", "flat": "b"}
+_METER_SPELLING = re.compile(r"(\d{1,2})\s*/\s*(2|4|8|16)")
+
+
+def normalise_keyscale(text: str) -> str:
+    """A key as people type it ("Am", "c minor", "F♯ Minor", "Bb") in the official form ("A minor",
+    "F# minor", "Bb major"); a text that is no key comes back unchanged for the check to refuse.
+
+    The ASCII sharp and flat are kept (the form offers them); a lone "M" means major, "m" minor.
+    """
+    match = _KEY_SPELLING.fullmatch(text.strip()) if len(text) <= MAX_SHORT_CHARS else None
+    if match is None:
+        return text
+    note, accidental, mode = match.groups()
+    sign = _ascii_accidental(accidental)
+    scale = "minor" if mode is not None and (mode == "m" or mode.lower().startswith("min")) else "major"
+    return f"{note.upper()}{sign} {scale}"
+
+
+def _ascii_accidental(accidental: str | None) -> str:
+    if not accidental:
+        return ""
+    return _ACCIDENTAL_SPELLINGS[accidental.lower().lstrip("-")]
+
+
+def normalise_timesignature(text: str) -> str:
+    """A time signature as written ("4/4", "6/8", "3/4") as the beats per bar the model knows ("4",
+    "6", "3"); anything else comes back unchanged for the check to refuse."""
+    match = _METER_SPELLING.fullmatch(text.strip()) if len(text) <= MAX_SHORT_CHARS else None
+    if match is not None and match.group(1).lstrip("0") in TIME_SIGNATURES:
+        return match.group(1).lstrip("0")
+    return text.strip() if text.strip() in TIME_SIGNATURES else text
+
+
 # Instrument tracks the base model can extract or add (acestep/constants.py, TRACK_NAMES).
 TRACK_NAMES: tuple[str, ...] = (
     "woodwinds", "brass", "fx", "synth", "strings", "percussion",
@@ -124,6 +163,9 @@ LATENT_FRAME_S = 1 / 25  # one latent frame (the VAE makes 25 a second): the pip
 EDIT_TASKS: tuple[str, ...] = ("repaint", "extract", "lego", "complete")
 BASE_ONLY_TASKS: tuple[str, ...] = ("extract", "lego", "complete")
 SEGMENT_TASKS: tuple[str, ...] = ("repaint", "lego")  # the tasks that work on a time segment
+# Official repaint modes (ACE-Step 1.5 generate_music.py, _resolve_repaint_config): how much of the
+# source the sampler re-imposes outside the segment; strength only shapes "balanced".
+REPAINT_MODES: tuple[str, ...] = ("conservative", "balanced", "aggressive")
 MAX_N_AVG = 8  # FlowEdit's noise samples per step: each extra one costs two more DiT calls per step
 
 
@@ -340,6 +382,13 @@ def parse_lora_stack(text: str) -> list[tuple[str, float]]:
     return items
 
 
+def check_repaint(mode: str, strength: float) -> None:
+    """A repaint mode and its strength (0: keep the most of the source, 1: none of it)."""
+    if mode not in REPAINT_MODES:
+        raise ValueError(f"repaint_mode: must be one of {', '.join(REPAINT_MODES)}, got {echo(mode)}")
+    check_range("repaint_strength", strength, *UNIT_RANGE, note="0 keeps the most of the source")
+
+
 def check_segment(start: float, end: float) -> None:
     """Edit's and FlowEdit's segment: within the longest song, ``end`` after ``start``, long enough."""
     check_range("repainting_start", start, 0.0, MAX_DURATION_S, "s")
@@ -353,5 +402,6 @@ def check_segment(start: float, end: float) -> None:
 
 
 def check_segment_end(end: float, source_s: float) -> None:
+    """A segment's end within the source (one latent frame of slack)."""
     if end > source_s + LATENT_FRAME_S:
         raise ValueError(f"repainting_end: {end:g} s is past the end of the source ({source_s:.1f} s)")

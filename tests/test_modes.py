@@ -113,3 +113,26 @@ def test_blank_metadata_lets_the_model_choose():
 def test_to_dict_round_trips():
     request = make(seed=5, bpm=100, audio_duration=math.pi * 10)
     assert GenerateRequest.from_values(request.to_dict()) == request
+
+
+@pytest.mark.parametrize(
+    ("typed", "saved"),
+    [("C Major", "C major"), ("Am", "A minor"), ("F# minor", "F# minor"), ("F♯ minor", "F# minor"),
+     ("B♭ major", "Bb major"), ("ebm", "Eb minor"), ("G sharp minor", "G# minor"), ("D", "D major")],
+)  # fmt: skip
+def test_typed_keys_are_saved_in_the_official_spelling(typed, saved):
+    request = GenerateRequest.from_values({"prompt": "x", "keyscale": typed})
+    assert request.keyscale == saved
+    assert request.to_dict()["keyscale"] == saved
+    assert request.pipeline_kwargs()["keyscale"] == saved
+
+
+@pytest.mark.parametrize(("typed", "saved"), [("4/4", "4"), ("6/8", "6"), ("3/4", "3"), ("2/2", "2"), (" 4 ", "4")])
+def test_typed_time_signatures_become_beats_per_bar(typed, saved):
+    assert GenerateRequest.from_values({"prompt": "x", "timesignature": typed}).timesignature == saved
+
+
+@pytest.mark.parametrize(("field", "value"), [("keyscale", "H major"), ("keyscale", "Cmaj7"), ("timesignature", "5/4")])
+def test_what_is_no_key_or_meter_is_still_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        GenerateRequest.from_values({"prompt": "x", field: value})

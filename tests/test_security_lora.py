@@ -216,7 +216,7 @@ def test_a_shape_bomb_upload_is_refused_while_other_clients_are_answered(tiny_ba
             uploaded = httpx.post(f"{base}/gradio_api/upload", files={"files": handle}, timeout=60).json()[0]
         file_data = {"path": uploaded, "orig_name": bomb.name, "meta": {"_type": "gradio.FileData"}}
         result: dict = {}
-        upload = threading.Thread(target=lambda: result.update(queue_call(base, fn_index, [file_data, ""])))
+        upload = threading.Thread(target=lambda: result.update(queue_call(base, fn_index, [[file_data], "", None])))
         waits = []
         upload.start()
         while upload.is_alive() or not waits:

@@ -32,6 +32,7 @@ from validation import (
     MIN_STEPS,
     MIN_TOP_P_SLIDER,
     MP3_BITRATES_KBPS,
+    REPAINT_MODES,
     TARGET_LUFS_RANGE,
     TEMPERATURE_RANGE,
     TIME_SIGNATURES,
@@ -79,7 +80,7 @@ CONTROLS: tuple[Control, ...] = (
     Control("audio_duration", "number", "Duration (s, empty = the source's)", "main", ("cover",)),
     Control("audio_cover_strength", "slider", "Cover strength", "main", ("cover",), *UNIT_RANGE, 0.01),
     Control("cover_noise_strength", "slider", "Start from the source", "main", ("cover",), *UNIT_RANGE, 0.01),
-    Control("reference_audio", "audio", "Timbre reference (optional)", "main", ("cover",)),
+    Control("reference_audio", "audio", "Timbre reference (optional)", "main", ("generate", "cover")),
     Control("extend_seconds", "slider", "Seconds to add", "main", ("extend",), MIN_EXTEND_S, MAX_EXTEND_S, 1),
     Control(
         "extend_where", "dropdown", "Where", "main", ("extend",),
@@ -92,6 +93,11 @@ CONTROLS: tuple[Control, ...] = (
             ("Add a track over the segment", "lego"), ("Complete with more tracks", "complete"),
         ),
     ),
+    Control(
+        "repaint_mode", "dropdown", "Keep the source around it", "main", ("extend", "edit"),
+        choices=tuple((mode.capitalize(), mode) for mode in REPAINT_MODES),
+    ),
+    Control("repaint_strength", "slider", "Repaint strength", "main", ("extend", "edit"), *UNIT_RANGE, 0.05),
     Control("repainting_start", "number", "Segment start (s)", "main", ("edit",)),
     Control("repainting_end", "number", "Segment end (s)", "main", ("edit",)),
     Control(
@@ -246,8 +252,9 @@ def build_control(control: Control, value: Any, elem_id: str, visible: bool = Tr
         kwargs.update(precision=None if control.name.startswith("repainting") else 0)
     elif control.widget in ("dropdown", "multiselect"):
         kwargs.update(choices=list(control.choices), multiselect=control.widget == "multiselect")
-        if control.name == "keyscale":
-            kwargs["allow_custom_value"] = True  # a plan may spell a key with ♯ or ♭, as the model allows
+        if control.name in ("keyscale", "timesignature"):
+            # Typed spellings ("Am", "F♯ minor", "6/8") are read into the official ones by the request.
+            kwargs["allow_custom_value"] = True
         if control.widget == "multiselect":
             kwargs["value"] = list(value)
     return pass_through(_WIDGETS[control.widget](visible=visible, **kwargs))

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from lora.bundle import read_upload
 from lora.presets import fetch_preset, load_presets
 from studio import Studio
 from tooltips import TOOLTIPS
@@ -52,6 +55,7 @@ class LoraPanel:
     stack_names: gr.Markdown
     clear: gr.Button
     upload: gr.File
+    alpha: gr.Number
     name: gr.Textbox
     add_file: gr.Button
     preset: gr.Dropdown
@@ -73,8 +77,14 @@ def build_lora_panel(
     stack = build_stack()
     clear = gr.Button("Clear the stack", variant="stop", size="sm")
     gr.Markdown("**More LoRAs**: a file of your own or a preset.", elem_classes="control-help")
-    upload = gr.File(label="Add a LoRA file (.safetensors only)", file_types=[".safetensors"], type="filepath")
+    upload = gr.File(
+        label="Add a LoRA: its .safetensors with adapter_config.json, or the folder as a .zip",
+        file_types=[".safetensors", ".json", ".zip"],
+        file_count="multiple",
+        type="filepath",
+    )
     with gr.Row():
+        alpha = gr.Number(value=None, label="Its lora_alpha (optional)", info=TOOLTIPS["lora_alpha"], scale=2)
         name = gr.Textbox(label="Its name (optional)", scale=3)
         add_file = gr.Button("Check and add", variant="secondary", scale=1)
     with gr.Row():
@@ -82,7 +92,7 @@ def build_lora_panel(
         fetch = gr.Button("Download", variant="secondary", scale=1)
     note = gr.Markdown("", elem_classes="control-help")
     panel = LoraPanel(
-        refresh, pick, weight, add_to_stack, stack_names, clear, upload, name, add_file, preset, fetch, note
+        refresh, pick, weight, add_to_stack, stack_names, clear, upload, alpha, name, add_file, preset, fetch, note
     )
     return panel, stack
 
@@ -136,16 +146,22 @@ class LoraHandlers:
     def lora_choices(self, request: gr.Request = None) -> gr.Dropdown:
         return self._guarded(request, Job(lambda control: self._choices(), words=LIST_WORDS))
 
-    def add_lora_file(self, path: str | None, name: str, request: gr.Request = None) -> tuple:
+    def add_lora_file(
+        self, paths: list[str] | str | None, name: str, alpha: float | None = None, request: gr.Request = None
+    ) -> tuple:
         # A plain function: Gradio runs it in its thread pool, so checking a file never blocks
         # the event loop; the file is checked before the run lock is taken (Studio.add_lora).
-        if not path:
-            raise gr.Error("Choose a .safetensors file first.")
+        if not paths:
+            raise gr.Error("Choose a .safetensors file (with its adapter_config.json) or a .zip first.")
+        files = [paths] if isinstance(paths, str) else list(paths)
 
         def work(control: Any) -> tuple:
-            entry = self.studio.add_lora(path, name=name.strip() or None)
-            note = f"Added **{html.escape(entry.name)}** (rank {entry.info.rank}, {entry.info.modules} layers)."
-            return self._choices(entry.sha256[:16]), note
+            with tempfile.TemporaryDirectory(prefix="lora-") as workdir:
+                upload = read_upload(files, alpha or None, Path(workdir))  # a cleared Number sends 0
+                entry = self.studio.add_lora(
+                    upload.weights, name=name.strip() or None, adapter_config=upload.adapter_config
+                )
+            return self._choices(entry.sha256[:16]), added_note(entry)
 
         # Beside a song on its own slot: not registered for Cancel, which stays with the song.
         return self._guarded(request, Job(work, words=FILE_WORDS, cancellable=False))
@@ -166,6 +182,18 @@ class LoraHandlers:
             return self._choices(entry.sha256[:16]), note
 
         return self._guarded(request, Job(work, words=PRESET_WORDS), ProgressRelay(progress))
+
+
+def added_note(entry: Any) -> str:
+    """What the page says of an added LoRA: its size, and the strength it plays at."""
+    info = entry.info
+    note = f"Added **{html.escape(entry.name)}** (rank {info.rank}, {info.modules} layers)"
+    if info.alpha is None:
+        return (
+            f"{note}. Its alpha is unknown, so 1 is assumed (alpha = rank): an official LoRA may play weaker "
+            "than trained. Add its adapter_config.json too, or type its lora_alpha."
+        )
+    return f"{note}, alpha {info.alpha:g}: it plays at {info.alpha / info.rank:g}x, as trained."
 
 
 def add_to_stack(stack: str, key: str | None, weight: float) -> str:
@@ -195,7 +223,7 @@ def wire_lora(studio: Studio, runs: ActiveRuns, page: Page) -> None:
     panel.clear.click(lambda: "", outputs=loras, api_visibility="private", queue=False)
     panel.add_file.click(
         handlers.add_lora_file,
-        inputs=[panel.upload, panel.name],
+        inputs=[panel.upload, panel.name, panel.alpha],
         outputs=[panel.pick, panel.note],
         api_visibility="private",
         **LORA_FILE_OPTIONS,

@@ -35,6 +35,7 @@ TOOLTIPS: dict[str, str] = {
     "src_audio": "The song to work from: WAV, FLAC, OGG or MP3, up to 10 minutes.",
     "reference_audio": "A clip whose voice and instrument timbre the song should borrow (optional; not silent). "
     "Three 10 s pieces of it are heard, picked from the seed.",
+    "audio_cover_strength": "The share of the steps (the first ones) that follow the source; the rest follow only "
     "your style and lyrics. 1 follows the source throughout; 0.5 sets the structure, then lets the new style finish.",
     "extend_seconds": "How much new music to add (5-240 s). The whole song is capped at 10 minutes.",
     "extend_where": "Continue after the song's end, or write an intro before its start.",

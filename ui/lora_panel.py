@@ -7,8 +7,8 @@ the run lock is taken (``Studio.add_lora``), so an upload never queues behind a 
 from __future__ import annotations
 
 import html
-from collections.abc import Callable
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any

@@ -82,13 +82,14 @@ def test_a_checkpoint_without_the_audio_tokenizer_is_refused_before_encoding(
 
 
 def test_cancel_stops_describing(thinking_studio, song):
-    control = RunControl()
+    controls: list[RunControl] = []
 
     def cancel_once_reading(fraction: float, message: str) -> None:
         if "bpm" in message:
-            control.cancel()
+            controls[0].cancel()
 
-    control._on_progress = cancel_once_reading
+    control = RunControl(cancel_once_reading)
+    controls.append(control)
     with pytest.raises(Cancelled):
         thinking_studio.describe(song, control, max_lyrics_tokens=LYRICS_TOKENS)
 
@@ -105,3 +106,44 @@ def test_lyrics_lose_the_header_and_control_characters_and_stay_bounded():
     assert clean_lyrics("# Lyric\n[verse]\nhello\x00 there\x07\n") == "[verse]\nhello there"
     assert len(clean_lyrics("la " * 10_000)) <= 8_000
     assert MAX_LYRICS_TOKENS >= 1_024
+
+
+@pytest.fixture(scope="module")
+def server(tiny_backend, tiny_planner, tmp_path_factory):
+    from test_app_features import serve
+
+    from outputs import OutputStore
+    from studio import Studio
+
+    studio = Studio(backend=tiny_backend, store=OutputStore(tmp_path_factory.mktemp("out")), planner=tiny_planner)
+    demo, client = serve(studio)
+    yield studio, client
+    client.close()
+    demo.close()
+
+
+def test_the_describe_endpoint_answers_in_the_song_endpoints_names(server, song):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    _, client = server
+    values = client.predict(src_audio=handle_file(song), seed=5, api_name="/describe")
+    assert values["codes"] == 16 and 10 <= values["duration"] <= 600
+    form = {name: values[name] for name in ("prompt", "lyrics", "bpm", "keyscale", "timesignature", "vocal_language")}
+    request = CoverRequest.from_values({**form, "src_audio": song}).validate()
+    assert request.vocal_language == values["vocal_language"] and request.keyscale in FORM_KEYSCALES
+    with pytest.raises(AppError, match="silent"):
+        silent = song.replace("song.wav", "silent.wav")
+        sf.write(silent, np.zeros((SAMPLE_RATE, 2)), SAMPLE_RATE)
+        client.predict(src_audio=handle_file(silent), api_name="/describe")
+
+
+def test_the_describe_button_fills_the_tab_and_the_shared_fields(server, song):
+    from ui.describe import SHARED_FIELDS, TAB_FIELDS, SongDescriber
+    from ui.runs import ActiveRuns
+
+    studio, _ = server
+    filled = SongDescriber(studio, ActiveRuns()).fill_form(song)
+    values = dict(zip((*TAB_FIELDS, *SHARED_FIELDS), filled, strict=True))
+    EditRequest.from_values({**values, "src_audio": song}).validate()
+    assert values["timesignature"] in TIME_SIGNATURES

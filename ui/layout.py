@@ -16,6 +16,7 @@ from serving.env import on_space
 from studio import STUDIO_NAME, Studio
 from tooltips import TOOLTIPS
 from ui.controls import build_main_panel, build_panel, build_shared_panel, file_input
+from ui.describe import DESCRIBE_MODES, wire_describe
 from ui.examples import EXAMPLE_FIELDS, EXAMPLES, example_rows
 from ui.history import RunOwners
 from ui.idea import wire_idea
@@ -119,6 +120,10 @@ def _song_tab(studio: Studio, mode: str, extras: dict[str, Any]) -> tuple[dict[s
             elem_id="edit-method",
         )
     panel = build_main_panel(mode, defaults, base=studio.backend.variant == "base")
+    if mode in DESCRIBE_MODES:
+        extras.setdefault("describe", {})[mode] = gr.Button(
+            "Describe this song", size="sm", visible=planner, elem_id=f"describe-{mode}"
+        )
     meter = gr.Markdown("", elem_classes="fit-meter")
     if mode == "generate":
         extras["write_for_me"] = gr.Button(
@@ -254,6 +259,7 @@ def wire_page(studio: Studio, runs: ActiveRuns, page: Page) -> None:
         wire_stems,
         wire_settings_and_links,
         wire_idea,
+        wire_describe,
         wire_lyrics,
         wire_lora,
         wire_library,

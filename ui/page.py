@@ -34,6 +34,7 @@ class SongTabs:
     idea: gr.Textbox
     idea_button: gr.Button
     write_for_me: gr.Button
+    describe: dict[str, gr.Button]  # Cover's, Extend's and Edit's "Describe this song"
 
     @property
     def form_inputs(self) -> dict[str, Component]:

@@ -58,6 +58,8 @@ XL_DIT = dict(
 )
 STEPS = {"turbo": 8, "sft": 50}  # the official defaults (checkpoints.SAMPLER_DEFAULTS)
 SMOKE_STEPS = 2
+SMOKE_TAKES = (1, 2)  # the four-take path, shorter
+CAPTION_TOKENS = 32  # a random-weight LM rarely ends its caption by itself
 
 
 def full_size_loader(shape: str, turbo: bool):
@@ -90,15 +92,24 @@ def make_backend(shape: str, variant: str, smoke: bool, device: str | None) -> B
     return Backend(spec, device=pick_device(device), loader=full_size_loader(shape, variant == "turbo"))
 
 
-def check_planner(source: str, device: str | None, song_s: int) -> list[dict[str, Any]]:
-    """Tokens per second for ``song_s`` seconds of codes, one take and four."""
-    planner = Planner(source, backend="transformers", device=device, max_caption_tokens=32)
+def song_request(backend: Backend, song_s: int, steps: int) -> GenerateRequest:
+    """The benchmark song with the checkpoint's own guidance (SFT: CFG 7; turbo: none)."""
+    request = bench_request(song_s, steps)
+    return backend.normalise(dataclasses.replace(request, guidance_scale=backend.spec.defaults.guidance_scale))
+
+
+def check_planner(
+    source: str, device: str | None, song_s: int, warm_up: bool = True, batches: tuple[int, ...] = (1, 4)
+) -> list[dict[str, Any]]:
+    """Tokens per second for ``song_s`` seconds of codes, for each number of takes in ``batches``."""
+    planner = Planner(source, backend="transformers", device=device, max_caption_tokens=CAPTION_TOKENS)
     planner.load()
-    settings = PlannerSettings(max_caption_tokens=32)
+    settings = PlannerSettings(max_caption_tokens=CAPTION_TOKENS)
     batched = "takes" in inspect.signature(planner.plan).parameters
-    planner.plan("warm-up", "", seed=0, settings=settings, duration=10, bpm=120)
+    if warm_up:
+        planner.plan("warm-up", "", seed=0, settings=settings, duration=10, bpm=120)
     rows = []
-    for takes in (1, 4):
+    for takes in batches:
         stats: dict[str, Any] = {}
         started = time.perf_counter()
         if batched or takes == 1:
@@ -122,9 +133,9 @@ def check_planner(source: str, device: str | None, song_s: int) -> list[dict[str
     return rows
 
 
-def check_dit(backend: Backend, song_s: int, steps: int) -> dict[str, Any]:
+def check_dit(backend: Backend, song_s: int, steps: int, warm_up: bool = True) -> dict[str, Any]:
     """One pipeline call of a ``song_s`` song: the median step, its MFU, the VAE decode."""
-    request = backend.normalise(bench_request(song_s, steps))
+    request = backend.normalise(song_request(backend, song_s, steps))
     pipe = backend.load()
     timer = StageTimer(pipe)
     step_ends: list[float] = []
@@ -134,7 +145,8 @@ def check_dit(backend: Backend, song_s: int, steps: int) -> dict[str, Any]:
             step_ends.append(time.perf_counter())
 
     control = RunControl(on_progress)
-    backend.generate(request.pipeline_kwargs(), request.take_seeds(), RunControl())  # warm-up
+    if warm_up:  # first-call allocations and kernel choices
+        backend.generate(request.pipeline_kwargs(), request.take_seeds(), RunControl())
     timer.reset()
     backend.generate(request.pipeline_kwargs(), request.take_seeds(), control)
     gaps = [b - a for a, b in itertools.pairwise(step_ends)]
@@ -157,7 +169,7 @@ def check_song(backend: Backend, planner: Planner, song_s: int, steps: int) -> l
     with tempfile.TemporaryDirectory() as folder:
         studio = Studio(backend=backend, store=OutputStore(Path(folder)), planner=planner)
         for think in (False, True):
-            request: GenerateRequest = backend.normalise(dataclasses.replace(bench_request(song_s, steps), think=think))
+            request: GenerateRequest = dataclasses.replace(song_request(backend, song_s, steps), think=think)
             started = time.perf_counter()
             run = studio.generate(request, RunControl())
             rows.append({"think": think, "seconds": round(time.perf_counter() - started, 2), "run": run.run_id})
@@ -176,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {"device": device_name(pick_device(device).device), "song_s": song_s}
     with tempfile.TemporaryDirectory() as folder:
         source = str(ensure_tiny_planner() if args.smoke else build_full_size_planner(Path(folder) / "lm", "1.7B"))
-        report["planner"] = check_planner(source, device, song_s)
+        report["planner"] = check_planner(source, device, song_s, not args.smoke, SMOKE_TAKES if args.smoke else (1, 4))
         print(f"planner 1.7B{' (tiny)' if args.smoke else ''}, {song_s * 5} codes, CFG:", report["planner"])
         report["dit"] = []
         for shape in ("XL", "2B"):
@@ -191,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print("dit", row)
                 if shape == "XL" and variant == "turbo":
                     song_backend = backend  # kept for the whole song; the others go as the next is built
-        planner = Planner(source, backend="transformers", device=device, max_caption_tokens=32)
+        planner = Planner(source, backend="transformers", device=device, max_caption_tokens=CAPTION_TOKENS)
         steps = SMOKE_STEPS if args.smoke else STEPS["turbo"]
         report["song"] = check_song(song_backend, planner, song_s, steps)
         print("whole song, XL turbo:", report["song"])

@@ -221,3 +221,40 @@ def unavailable_message(spec: ModelSpec, error: Exception) -> str:
         "then start the studio with --model DIR, or use --model tiny for the offline test model "
         f"(it outputs noise). Details: {error}"
     )
+
+
+# ---- the planner's size
+
+
+PLANNER_ENV_VAR = "ACE_STUDIO_PLANNER"
+# The planner that fits a GPU, largest first: (more than this many GB, the 5 Hz LM). From the official
+# tiers (acestep/gpu_config.py: GPU_TIER_CONFIGS' available_lm_models, get_gpu_tier's bounds, a 16 GB
+# card counted from 15.5 GB as VRAM_16GB_MIN_GB does): 6 GB or less none, to 12 GB 0.6B, to 16 GB
+# 1.7B, then 4B. The largest a tier allows is the one chosen.
+PLANNER_TIERS: tuple[tuple[float, str], ...] = ((15.5, "4B"), (12.0, "1.7B"), (6.0, "0.6B"))
+CPU_PLANNER = "0.6B"  # no GPU memory to go by: the smallest, the one a CPU runs at a usable speed
+
+
+@dataclass(frozen=True)
+class PlannerChoice:
+    """Which planner the studio loads and why (said once at start)."""
+
+    name: str | None  # a size, a Hub repo id or a folder; None: no planner (Think is off)
+    reason: str
+
+
+def choose_planner(requested: str | None, device: str, gpu_memory_gb: float | None = None) -> PlannerChoice:
+    """The planner for ``device`` ("cuda", "mps" or "cpu") with ``gpu_memory_gb`` of memory, unless
+    ``requested`` (``--planner``, else ``$ACE_STUDIO_PLANNER``) names one ("none" for no planner)."""
+    requested = requested or os.environ.get(PLANNER_ENV_VAR) or None
+    if requested is not None:
+        name = None if requested.strip().lower() == "none" else requested.strip()
+        return PlannerChoice(name, f"planner {name or 'none'}: as asked")
+    if device == "cpu" or gpu_memory_gb is None:
+        return PlannerChoice(CPU_PLANNER, f"planner {CPU_PLANNER}: no GPU to size it by, so the smallest, on the CPU")
+    for above_gb, size in PLANNER_TIERS:
+        if gpu_memory_gb > above_gb:
+            return PlannerChoice(size, f"planner {size}: fits {gpu_memory_gb:.1f} GB of {device} memory")
+    return PlannerChoice(
+        None, f"no planner: {gpu_memory_gb:.1f} GB of {device} memory is too little (over 6 GB needed); Think is off"
+    )

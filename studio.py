@@ -27,6 +27,7 @@ from stems import StemSplitter
 from variations import VaryPlan, VaryRequest, plan_variation
 
 if TYPE_CHECKING:
+    from lm.describe import Description
     from lm.planner import Planner
     from lora.stack import LoraEntry, LoraStack
     from lyrics_lm import LyricsLM
@@ -286,6 +287,18 @@ class Studio:
                 "or restart it with a planner"
             )
         return thinking
+
+    def describe(self, src_audio: str, control: RunControl, seed: int | None = None, **limits: Any) -> Description:
+        """Describe this song: the uploaded song's caption, bpm, key, metre, language and lyrics, as
+        the planner reads them from its 5 Hz codes (``lm.describe``). ``limits``: ``max_lyrics_tokens``."""
+        from lm.describe import describe_song
+
+        if self.planner is None:
+            raise ValueError("describe: this studio was started without a planner (--planner none)")
+        if not src_audio:
+            raise ValueError("src_audio: upload the song to describe first")
+        seed = SongRequest(seed=-1 if seed is None else seed).resolve_seed().seed
+        return describe_song(self.backend, self.planner, src_audio, seed=seed, control=control, **limits)
 
     def _plan(self, request: GenerateRequest, control: RunControl) -> tuple[GenerateRequest, dict[str, Any]]:
         """Run the planner; returns the request the DiT renders (the plan's metadata, caption and

@@ -7,11 +7,13 @@ the same ``Studio`` the page uses without importing Gradio's layout.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 import backend as backend_module
 from backend import Backend
-from checkpoints import REGISTRY, TINY_MODELS, default_model_name, resolve_model
+from checkpoints import PLANNER_ENV_VAR, REGISTRY, TINY_MODELS, choose_planner, default_model_name, resolve_model
 from lm.planner import DEFAULT_LM, LM_MODELS, Planner
 from lm.session import BACKENDS, load_lm
 from lyrics_lm import DEFAULT_LYRICS_MODEL, LYRICS_MODELS, SMALL_LYRICS_MODEL, LyricsLM
@@ -58,7 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--planner",
         default=None,
         help=f"the 5 Hz LM for Think: {', '.join(LM_MODELS)}, a Hub repo id or a local folder, or 'none' "
-        f"(default {DEFAULT_LM}; with a tiny model, the tiny test planner)",
+        f"(default ${PLANNER_ENV_VAR}, else by GPU memory: over 6 GB 0.6B, over 12 GB 1.7B, from 16 GB 4B; "
+        "0.6B on the CPU; with a tiny model, the tiny test planner)",
     )
     parser.add_argument(
         "--lyrics-model",
@@ -88,10 +91,34 @@ def make_studio(args: argparse.Namespace) -> Studio:
     device = backend_module.pick_device(args.device) if args.device else None
     backend = Backend(spec, device=device, offload=args.offload or args.low_vram, compile_dit=args.compile)
     on_cpu = args.low_vram or args.device == "cpu"
-    planner = make_planner(args.planner, spec.is_tiny, args.lm_backend, on_cpu)
+    planner_name = args.planner
+    if not (spec.is_tiny and planner_name is None):
+        device = "cpu" if on_cpu else backend.device.device
+        choice = choose_planner(planner_name, device, gpu_memory_gb(device))
+        print(f"{STUDIO_NAME}: {choice.reason}", file=sys.stderr)
+        planner_name = choice.name or "none"
+    planner = make_planner(planner_name, spec.is_tiny, args.lm_backend, on_cpu)
     lyrics = make_lyrics_writer(args.lyrics_model, spec.is_tiny, args.lm_backend, on_cpu)
     store = OutputStore(args.outputs or default_outputs_dir(), private_ids=on_space())
     return Studio(backend=backend, store=store, planner=planner, lyrics=lyrics)
+
+
+def gpu_memory_gb(device: str) -> float | None:
+    """The GPU's memory in GiB (as the official tiers count it), or None on the CPU or when unknown.
+    ``$MAX_CUDA_VRAM`` / ``$MAX_MPS_VRAM`` stand in for it, as in the official code (to try a tier)."""
+    override = os.environ.get("MAX_MPS_VRAM" if device == "mps" else "MAX_CUDA_VRAM")
+    if device != "cpu" and override:
+        return float(override)
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.get_device_properties(0).total_memory / 1024**3
+    if device == "mps":
+        import torch
+
+        recommended = getattr(torch.mps, "recommended_max_memory", None)
+        return recommended() / 1024**3 if recommended is not None else None
+    return None
 
 
 def make_lyrics_writer(name: str | None, tiny: bool, backend: str = "auto", on_cpu: bool = False) -> LyricsLM | None:

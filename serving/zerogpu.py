@@ -293,6 +293,20 @@ def _plan_idea(idea: str, seed: int, progress: Any = None) -> Any:
 
 plan_idea_on_zerogpu = _gpu(IDEA_GPU_S)(_plan_idea)
 
+DESCRIBE_GPU_S = 120  # a 10-minute song's codes and up to 2,048 lyric tokens, with loading and margin
+
+
+def _describe(src_audio: str, seed: int | None, progress: Any = None) -> Any:
+    """Describe this song on a GPU worker (a ``Description``)."""
+    from backend import RunControl
+
+    if _attached is None:
+        raise RuntimeError("zerogpu.attach(studio) was not called before the first GPU task")
+    return _attached.describe(src_audio, RunControl(progress), seed=seed)
+
+
+describe_on_zerogpu = _gpu(DESCRIBE_GPU_S)(_describe)
+
 
 STEMS_GPU_S = 120  # Demucs over a 10-minute take with loading, writing and margin
 

@@ -17,6 +17,7 @@ from studio import STUDIO_NAME, Studio
 from theme import theme_toggle
 from tooltips import TOOLTIPS
 from ui.controls import CONTROLS, build_control, build_main_panel, build_panel, build_shared_panel, file_input
+from ui.describe import DESCRIBE_MODES, wire_describe
 from ui.examples import EXAMPLE_FIELDS, EXAMPLES, example_rows
 from ui.history import RunOwners
 from ui.idea import wire_idea
@@ -124,6 +125,10 @@ def _song_tab(studio: Studio, mode: str, extras: dict[str, Any]) -> tuple[dict[s
     if mode == "edit":  # FlowEdit's "now" fields come before the form's style and lyrics, which say what it should be
         extras["flow_column"], now = _flow_fields(studio, now=True)
     panel = build_main_panel(mode, defaults, base=studio.backend.variant == "base")
+    if mode in DESCRIBE_MODES:
+        extras.setdefault("describe", {})[mode] = gr.Button(
+            "Describe this song", size="sm", visible=planner, elem_id=f"describe-{mode}"
+        )
     meter = gr.Markdown("", elem_classes="fit-meter")
     if mode == "generate":
         with gr.Row():
@@ -325,6 +330,7 @@ def wire_page(studio: Studio, runs: ActiveRuns, page: Page) -> None:
         wire_stems,
         wire_settings_and_links,
         wire_idea,
+        wire_describe,
         wire_lyrics,
         wire_lora,
         wire_library,

@@ -37,6 +37,7 @@ class SongTabs:
     flow_tuning: gr.Column  # FlowEdit's steps and source guidance, after the form (flow_column: before it)
     undo_lyrics: gr.Button  # puts back the lyrics that the writer or the idea replaced
     replaced_lyrics: gr.State
+    describe: dict[str, gr.Button]  # Cover's, Extend's and Edit's "Describe this song"
 
     @property
     def form_inputs(self) -> dict[str, Component]:

@@ -259,10 +259,10 @@ def test_apply_settings_restores_a_rework_run_with_its_source(server, tmp_path):
 
 def test_a_model_failure_mid_run_is_a_clear_error_and_saves_nothing(tmp_path):
     """The pipeline raising mid-run (a fake loader stands in for a GPU running out of memory)."""
+    import torch
+
     from backend import Backend, DeviceInfo
     from checkpoints import resolve_model
-
-    import torch
 
     class FailingPipeline:
         is_turbo = True

@@ -364,7 +364,7 @@ def test_phase_two_prompts_match_the_official_ones(recorded):
     assert system in think_cond and user in think_cond and think_cond.endswith("assistant\n")
     assert f"# Lyric\n{lyrics}\n" in think_uncond and "# Caption" not in think_uncond
     codes_cond, codes_uncond = prompts[1]
-    think = Plan(120, "F♯ minor", "4", "no", 10, plan.caption, ()).think_block()
+    think = plan.think_block()
     # official build_formatted_prompt_with_cot: the think block as the assistant turn, then a newline
     assert user in codes_cond and think in codes_cond and codes_cond.endswith("\n")
     assert "keyscale: F♯ minor\nlanguage: 'no'\n" in codes_cond

@@ -11,9 +11,8 @@ position ids counted from each row's first real token.
 
 Sampling draws Gumbel noise from a generator seeded once per batch, so a seed repeats its tokens
 on the same device and backend (not across devices: their random streams differ). Top-p keeps the
-fewest best tokens holding ``top_p`` of the mass, found by bisecting the probability threshold
-(``NUCLEUS_STEPS`` halvings, no sort): exact but for tokens within ``p_max / 2**24`` of the
-threshold. Nothing here knows about Gradio.
+fewest best tokens holding ``top_p`` of the mass, found with one sort per row, on the device and
+with no copy to the host. Nothing here knows about Gradio.
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ import numpy as np
 
 from lm.session import MLX_PREFILL_CHUNK, Sampling
 
-NUCLEUS_STEPS = 24  # threshold halvings for top-p: p_max / 2**24 resolution
 _TINY = 1e-10  # keeps the Gumbel noise's logs finite
 
 
@@ -183,14 +181,17 @@ class _MlxOps:
     def softmax(self, z):
         return self.mx.softmax(z, axis=-1)
 
-    def row_max(self, x):
-        return x.max(axis=-1, keepdims=True)
-
-    def row_sum(self, x):
-        return x.sum(axis=-1, keepdims=True)
-
     def kth_best(self, z, k: int):
         return self.mx.sort(z, axis=-1)[:, -k][:, None]
+
+    def sort_descending(self, z):
+        return self.mx.sort(z, axis=-1)[:, ::-1]
+
+    def cumsum(self, x):
+        return self.mx.cumsum(x, axis=-1)
+
+    def row_min(self, x):
+        return x.min(axis=-1, keepdims=True)
 
 
 class _TorchOps:
@@ -211,14 +212,17 @@ class _TorchOps:
     def softmax(self, z):
         return self.torch.softmax(z, dim=-1)
 
-    def row_max(self, x):
-        return x.amax(dim=-1, keepdim=True)
-
-    def row_sum(self, x):
-        return x.sum(dim=-1, keepdim=True)
-
     def kth_best(self, z, k: int):
         return z.topk(k, dim=-1).values[:, -1:]
+
+    def sort_descending(self, z):
+        return z.sort(dim=-1, descending=True).values
+
+    def cumsum(self, x):
+        return x.cumsum(dim=-1)
+
+    def row_min(self, x):
+        return x.amin(dim=-1, keepdim=True)
 
 
 class _MlxBatch:
@@ -298,13 +302,9 @@ def _sample(ops, z, sampling: Sampling, uniform):
 
 
 def _nucleus(ops, z, top_p: float):
-    """The fewest best tokens of each row holding ``top_p`` of its probability: ``p >= t`` for the
-    largest threshold ``t`` that still holds it, found by bisection (the mass above ``t`` falls as ``t`` rises)."""
-    p = ops.softmax(z)
-    high = ops.row_max(p)
-    low = high * 0
-    for _ in range(NUCLEUS_STEPS):
-        middle = (low + high) / 2
-        holds = ops.row_sum(ops.where(p >= middle, p, 0.0)) >= top_p
-        low, high = ops.where(holds, middle, low), ops.where(holds, high, middle)
-    return p >= low
+    """The fewest best tokens of each row holding ``top_p`` of its probability (and any tied with the
+    last of them): those at or above the worst logit whose better tokens hold less than ``top_p``."""
+    best = ops.sort_descending(z)
+    p = ops.softmax(best)
+    better = ops.cumsum(p) - p
+    return z >= ops.row_min(ops.where(better < top_p, best, float("inf")))

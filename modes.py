@@ -284,7 +284,9 @@ class GenerateRequest(SongRequest):
     """Text (+ lyrics) to a song."""
 
     instrumental: bool = False
-    audio_duration: float = 60.0
+    # None (or the official UI's -1): Think's planner chooses the length, ending the song on its own
+    # (official acestep/gradio_ui/interfaces/generation.py: duration -1); without Think a length is needed.
+    audio_duration: float | None = 60.0
     reference_audio: str = ""  # a timbre reference, as on Cover (rework.timbre_reference)
     # The planner ("thinking"): the 5 Hz LM fills blank metadata, may rewrite the caption,
     # and plans the song as audio codes before the DiT renders it.
@@ -300,11 +302,24 @@ class GenerateRequest(SongRequest):
 
     mode: typing.ClassVar[str] = "generate"
 
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> Self:
+        values = dict(values)
+        if values.get("audio_duration") in (-1, "-1", -1.0):
+            values["audio_duration"] = None  # the official UI's "the LM decides"
+        return super().from_values(values)
+
     def validate(self) -> Self:
         if not self.prompt.strip() and not self.lyrics.strip() and not self.instrumental:
             raise ValueError("prompt: describe the music (style, instruments, mood) or give lyrics")
         super().validate()
-        check_range("audio_duration", self.audio_duration, MIN_DURATION_S, MAX_DURATION_S, "s")
+        if self.audio_duration is None and not self.plans:
+            raise ValueError(
+                f"audio_duration: give the song's length ({MIN_DURATION_S}-{MAX_DURATION_S} s); only Think "
+                "(with no plan to replay) lets the planner choose it"
+            )
+        if self.audio_duration is not None:
+            check_range("audio_duration", self.audio_duration, MIN_DURATION_S, MAX_DURATION_S, "s")
         check_range("lm_temperature", self.lm_temperature, *TEMPERATURE_RANGE, note="0 picks the likeliest token")
         check_top_p("lm_top_p", self.lm_top_p)
         check_range("lm_top_k", self.lm_top_k, 0, MAX_TOP_K, note="0 turns it off")
@@ -321,11 +336,11 @@ class GenerateRequest(SongRequest):
             raise ValueError(
                 "audio_codes: holds something other than audio code tokens (audio_code_N); clear it to plan again"
             )
-        expected = round(self.audio_duration) * CODES_PER_SECOND
+        expected = round(self.audio_duration or 0) * CODES_PER_SECOND
         if len(codes) != expected:
             raise ValueError(
                 f"audio_codes: {len(codes)} codes make {len(codes) / CODES_PER_SECOND:g} s, but the duration asks for "
-                f"{expected} ({round(self.audio_duration)} s); set the duration to the plan's or clear the codes"
+                f"{expected} ({round(self.audio_duration or 0)} s); set the duration to the plan's or clear the codes"
             )
         bad = [code for code in codes if code > MAX_AUDIO_CODE]
         if bad:
@@ -334,7 +349,8 @@ class GenerateRequest(SongRequest):
 
     def pipeline_kwargs(self) -> dict[str, Any]:
         kwargs = super().pipeline_kwargs()
-        kwargs["audio_duration"] = float(self.audio_duration)
+        if self.audio_duration is not None:  # None: the plan's length is filled in before rendering
+            kwargs["audio_duration"] = float(self.audio_duration)
         if self.audio_codes.strip():
             kwargs["audio_codes"] = [self.audio_codes.strip()] * self.batch_size
         if self.instrumental:

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import time
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from variations import VaryPlan, VaryRequest, plan_variation
 
 if TYPE_CHECKING:
     from lm.describe import Description
+    from lm.plan import Plan
     from lm.planner import Planner
     from lora.stack import LoraEntry, LoraStack
     from lyrics_lm import LyricsLM
@@ -102,7 +104,9 @@ class Studio:
         if self.planner is not None and hasattr(defaults, "think") and self.backend.variant != "base":
             # Think is on wherever a planner is at hand (hasattr: only the modes that have the field),
             # but base checkpoints start with it off, as the official studio does
-            defaults = dataclasses.replace(defaults, think=True)  # type: ignore[call-arg]
+            # and with it the official UI's defaults: language "unknown" and duration -1, the LM's to choose
+            # (acestep/gradio_ui/interfaces/generation.py).
+            defaults = dataclasses.replace(defaults, think=True, vocal_language=UNKNOWN_LANGUAGE, audio_duration=None)  # type: ignore[call-arg]
         return defaults
 
     def vary(self, vary: VaryRequest, control: RunControl) -> Run:
@@ -131,7 +135,9 @@ class Studio:
         plan = plan_variation(settings, vary, folder)
         values = plan.request
         kept = settings.get("inputs") or {}
-        if settings.get("plan"):  # the parent's plan is replayed, not planned again
+        replay = None
+        if settings.get("plan"):  # the parent's plans are replayed, not planned again: each take its own
+            replay = take_plans(settings)
             values = {**replay_values(settings), "seed": vary.seed}
             values.update({f: str(self.store.kept_file(vary.parent_run_id, name)) for f, name in kept.items()})
         request = REQUEST_TYPES[plan.mode].from_values(values)
@@ -141,11 +147,18 @@ class Studio:
             "seed": vary.seed,
             "variance": vary.variance,
         }
-        return self.generate(request, control, vary=(plan, record))
+        return self.generate(request, control, vary=(plan, record), replay=replay)
 
-    def generate(self, request: SongRequest, control: RunControl, vary: tuple[VaryPlan, dict] | None = None) -> Run:
+    def generate(
+        self,
+        request: SongRequest,
+        control: RunControl,
+        vary: tuple[VaryPlan, dict] | None = None,
+        replay: list[Plan] | None = None,
+    ) -> Run:
         """Generate and save. Raises ``ValueError`` (bad input, before any model time),
-        ``Cancelled`` (nothing saved) or the pipeline's error."""
+        ``Cancelled`` (nothing saved) or the pipeline's error. ``replay``: one saved plan per take
+        (Vary of a planned run), rendered as they are."""
         request = self.backend.normalise(request.validate().resolve_seed())
         self.backend.check_supports(request)
         cover = read_cover(request.cover_image) if request.cover_image else None
@@ -154,9 +167,13 @@ class Studio:
         started = time.perf_counter()
         seeds = request.take_seeds()
         loras = self._resolve_loras(request, control)  # an unknown LoRA is refused before any model time
-        rendered, planned = request, None
+        rendered, planned, plans = request, None, replay
         if thinking:
-            rendered, planned = self._plan(request, control.part(0.0, 0.3))  # type: ignore[arg-type]  # Generate
+            plans, planned = self._plan(request, control.part(0.0, 0.3))  # type: ignore[arg-type]  # Generate
+        elif replay:
+            planned = plan_record(replay, None)
+        if plans:
+            rendered = rendered_request(request, plans)  # type: ignore[arg-type]  # only Generate plans
         render_control = control.part(0.3, 1.0) if thinking else control
         planned_at = time.perf_counter()
         weights = [(entry.sha256, weight) for entry, (_, weight) in zip(loras, request.lora_items(), strict=True)]
@@ -171,6 +188,8 @@ class Studio:
             raw = self._flow_edit(rendered, prepared.kwargs["src_audio"], seeds, render_control, set_loras)  # type: ignore[arg-type]
         else:
             kwargs = {**rendered.pipeline_kwargs(), **prepared.kwargs}
+            if plans:  # each take its own codes: parallel thinking (official), or a Vary replaying them
+                kwargs["audio_codes"] = [p.audio_codes for p in plans]
             plan = plan_sampling(rendered, self.backend.variant, kwargs, seeds)  # the official schedule and steps
             sampler = plan.record()
             rng_seed = None
@@ -181,7 +200,9 @@ class Studio:
                 kwargs, seeds, render_control, rng_seed, set_loras, step_hooks=prepared.step_hooks, plan=plan
             )
         control.steps_done = render_control.steps_done
-        takes = np.stack([prepared.finish(take) for take in raw]).astype(np.float32, copy=False)
+        takes = [prepared.finish(take).astype(np.float32, copy=False) for take in raw]
+        if plans:  # a take planned shorter than the batch's longest is cut to its own length
+            takes = [take[..., : round(p.duration * SAMPLE_RATE)] for take, p in zip(takes, plans, strict=True)]
         generated = time.perf_counter()
         control.check()  # a cancel that arrived during decoding still discards the run
         takes, mastering = self._master(request, takes, control)
@@ -206,7 +227,8 @@ class Studio:
             # The timesteps the DiT ran, its pipeline calls (cover: cover then text-to-music) and what was mapped, why.
             "sampler": sampler,
             "mastering": mastering,  # per take: gain and loudness before/after, or null when off
-            # What the planner decided (its codes are what "reuse plan" replays), or null.
+            # What the planner decided, take 1's fields with every take's plan under "takes" (its
+            # codes are what "Reuse its plan" and Vary replay), or null.
             "plan": planned,
             # The LoRA stack the DiT ran with: name, sha256, weight and trigger words of each.
             "loras": [
@@ -229,7 +251,7 @@ class Studio:
         return run
 
     @staticmethod
-    def _master(request: SongRequest, takes: np.ndarray, control: RunControl) -> tuple[np.ndarray, list | None]:
+    def _master(request: SongRequest, takes: list[np.ndarray], control: RunControl) -> tuple[list, list | None]:
         """The takes mastered when the request asks for it, and each take's mastering summary (None: off)."""
         if not request.master:
             return takes, None
@@ -239,7 +261,7 @@ class Studio:
         target = MasteringSettings(True, request.target_lufs, request.true_peak_dbtp)
         results = [master(take, SAMPLE_RATE, target) for take in takes]
         control.check()
-        return np.stack([result.audio for result in results]), [result.summary() for result in results]
+        return [result.audio for result in results], [result.summary() for result in results]
 
     def _model_record(self) -> dict[str, Any]:
         """The model, device and dtype a run's settings name (a variation needs the same model)."""
@@ -300,9 +322,10 @@ class Studio:
         seed = SongRequest(seed=-1 if seed is None else seed).resolve_seed().seed
         return describe_song(self.backend, self.planner, src_audio, seed=seed, control=control, **limits)
 
-    def _plan(self, request: GenerateRequest, control: RunControl) -> tuple[GenerateRequest, dict[str, Any]]:
-        """Run the planner; returns the request the DiT renders (the plan's metadata, caption and
-        codes filled in) and the plan's record for settings.json."""
+    def _plan(self, request: GenerateRequest, control: RunControl) -> tuple[list[Plan], dict[str, Any]]:
+        """Run the planner: one think phase, then every take's codes in one batch (official
+        "parallel thinking"); returns one plan per take and the record for settings.json. A language
+        of "unknown" and no duration leave both to the LM, as official's UI defaults do."""
         from lm.plan import FIELDS, PlannerSettings
 
         infer = (
@@ -320,25 +343,26 @@ class Studio:
             max_caption_tokens=self.planner.max_caption_tokens,  # type: ignore[union-attr]  # _check_planner
         )
         lyrics = INSTRUMENTAL_LYRICS if request.instrumental else request.lyrics
+        language = None if request.vocal_language == UNKNOWN_LANGUAGE else request.vocal_language
         stats: dict[str, Any] = {}
         try:
-            plan = self.planner.plan(  # type: ignore[union-attr]  # _check_planner made sure of it
+            plans = self.planner.plans(  # type: ignore[union-attr]  # _check_planner made sure of it
                 request.prompt,
                 lyrics,
                 seed=request.seed,
+                takes=request.batch_size,
                 settings=settings,
                 control=control,
                 stats=stats,
                 bpm=request.bpm,
                 keyscale=request.keyscale,
                 timesignature=request.timesignature,
-                language=request.vocal_language,
+                language="unknown" if request.instrumental else language,
                 duration=request.audio_duration,
             )
         except ModelUnavailableError as error:
             raise ModelUnavailableError(f"{error} Turn Think off to generate without the planner.") from error
-        rendered = dataclasses.replace(request, **plan.request_fields())
-        return rendered, {**plan.to_dict(), "planner": {**stats, "settings": settings.to_dict()}}
+        return plans, plan_record(plans, {**stats, "settings": settings.to_dict()})
 
     @staticmethod
     def _shape_ends(request: SongRequest, take: np.ndarray) -> np.ndarray:
@@ -365,11 +389,13 @@ class Studio:
             source = load_audio(request.src_audio, label=AUDIO_FIELDS["src_audio"][1])
             return Prepared(kwargs={"src_audio": source.audio})
         if isinstance(request, GenerateRequest):
-            samples = round(request.audio_duration * SAMPLE_RATE)
             kwargs = {}
             if request.reference_audio:  # checked (silence too) before the planner or the DiT runs
                 reference = load_audio(request.reference_audio, label=AUDIO_FIELDS["reference_audio"][1])
                 kwargs["reference_audio"] = timbre_reference(reference.audio, request.seed)
+            if request.audio_duration is None:  # the planner's length: each take is cut to its own plan
+                return Prepared(kwargs=kwargs)
+            samples = round(request.audio_duration * SAMPLE_RATE)
             # The latent grid is 1920 samples; trim the last frame's overhang to the request.
             return Prepared(kwargs=kwargs, finish=lambda take: take[..., :samples])
 
@@ -452,14 +478,51 @@ def kept_suffix(path: str | Path, cover: Cover | None = None) -> str:
     return KEPT_AUDIO_SUFFIXES[detected]
 
 
-def replay_values(settings: dict[str, Any]) -> dict[str, Any]:
-    """A saved run's request with its plan replayed ("reuse plan"): the planner's caption,
-    metadata and audio codes in place, so the run renders again without planning, exactly."""
+UNKNOWN_LANGUAGE = "unknown"  # the form's "let the planner choose" (with Think on)
+
+
+def plan_record(plans: list[Plan], planner: dict[str, Any] | None) -> dict[str, Any]:
+    """settings.json's plan: take 1's fields at the top (as records before per-take plans had them),
+    every take's plan under "takes", and the planner's stats and settings."""
+    return {**plans[0].to_dict(), "takes": [plan.to_dict() for plan in plans], "planner": planner}
+
+
+def take_plans(settings: Mapping[str, Any]) -> list[Plan]:
+    """Each take's saved plan; a record from before per-take plans holds one plan, every take's."""
     from lm.plan import Plan
 
-    values = dict(settings["request"])
     saved = settings.get("plan")
     if not saved:
         raise ValueError("plan: this run was made without the planner (Think was off); there is no plan to reuse")
-    plan = Plan.from_dict({name: value for name, value in saved.items() if name != "planner"}).validate()
-    return {**values, **plan.request_fields()}
+    if not isinstance(saved, Mapping):
+        raise ValueError("plan: not a plan record")
+    takes = saved.get("takes") or [{name: value for name, value in saved.items() if name not in ("planner", "takes")}]
+    if not isinstance(takes, list) or not all(isinstance(take, Mapping) for take in takes):
+        raise ValueError("plan: takes must be a list of plans")
+    count = len(settings.get("takes") or []) or len(takes)
+    plans = [Plan.from_dict(take).validate() for take in takes]
+    return plans if len(plans) == count else [plans[0]] * count
+
+
+def rendered_request(request: GenerateRequest, plans: list[Plan]) -> GenerateRequest:
+    """The request the DiT renders: the plan's caption and metadata in the user's place, the batch
+    as long as its longest take (each take's own codes go to the pipeline beside it)."""
+    longest = max(plans, key=lambda plan: plan.duration)
+    return dataclasses.replace(request, **{**plans[0].request_fields(), "audio_duration": float(longest.duration)})
+
+
+def replay_values(settings: dict[str, Any], take: int = 1) -> dict[str, Any]:
+    """A saved run's request with one take's plan replayed ("Reuse its plan"): the planner's caption,
+    metadata and that take's audio codes in place, and its seed, so it renders again without planning."""
+    plans = take_plans(settings)
+    if not 1 <= take <= len(plans):
+        raise ValueError(f"take: the run has {len(plans)} take(s), got {take}")
+    values = dict(settings["request"])
+    seeds = [entry.get("seed") for entry in settings.get("takes") or [] if isinstance(entry, Mapping)]
+    seed = seeds[take - 1] if len(seeds) == len(plans) else values.get("seed")
+    return {
+        **values,
+        **plans[take - 1].request_fields(),
+        "seed": seed,
+        "batch_size": 1 if take > 1 else values.get("batch_size", 1),
+    }

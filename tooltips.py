@@ -6,8 +6,11 @@ TOOLTIPS: dict[str, str] = {
     "lyrics": "Lyrics with section tags on their own lines, e.g. [verse], [chorus], [bridge]. "
     "Leave empty for the model to hum or for an instrumental.",
     "instrumental": "No vocals: the lyrics are replaced by ACE-Step's instrumental marker.",
-    "audio_duration": "Length of the song in seconds (10 s to 10 min).",
-    "vocal_language": "The language the lyrics are sung in.",
+    "audio_duration": "Length of the song in seconds (10 s to 10 min). With Think on, leave it empty and the "
+    "planner chooses the length, ending each take where its song ends (shown and saved with the run). "
+    "Without Think a length is needed.",
+    "vocal_language": "The language the lyrics are sung in. With Think on, Other / unknown lets the planner "
+    "tell it from the lyrics (its choice is shown and saved); pick one to keep it.",
     "num_inference_steps": "Denoising steps. Turbo runs its official 8-step schedule; another count is "
     "mapped onto the timesteps turbo was trained on (the run's summary says so). SFT and base: about 50.",
     "guidance_scale": "How strongly the song follows the prompt (APG guidance). "
@@ -68,9 +71,10 @@ TOOLTIPS: dict[str, str] = {
     "cover_image": "Optional cover art, embedded in every WAV, FLAC, MP3 and Opus file (at most 5 MB).",
     "share_link": "Press Share link for a link that opens the studio with these settings (never the audio).",
     "settings_text": "A run's settings.json. Paste or upload one, then Apply settings to load it into the form.",
-    "think": "Plan first with ACE-Step's 5 Hz language model: it fills the bpm, key, time signature you "
-    "left empty, can rewrite the style into a fuller caption, and sketches the song as audio codes that the "
-    "DiT then renders. Slower, usually more musical.",
+    "think": "Plan first with ACE-Step's 5 Hz language model: it fills the bpm, key, time signature, "
+    "language and length you left empty, can rewrite the style into a fuller caption, and sketches each "
+    "take as its own audio codes that the DiT then renders (takes are different songs). Slower, usually "
+    "more musical.",
     "lm_rewrite_caption": "Let the planner rewrite the style prompt into a fuller caption (it is saved with "
     "the run). Off keeps your words as they are.",
     "lm_temperature": "Planner randomness: lower is safer and more repetitive, higher more adventurous "

@@ -8,7 +8,7 @@ A plan is plain data (no model here): the studio saves it in settings.json, repl
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,11 +124,14 @@ class Plan:
             "audio_codes": self.audio_codes,
         }
 
-    def think_block(self) -> str:
-        """The sorted YAML think block phase 2 reads, formatted as in training (yaml.dump)."""
+    def think_block(self, fields: Sequence[str] = FIELDS) -> str:
+        """The sorted YAML think block phase 2 reads, formatted as in training: official
+        ``_format_metadata_as_cot`` (acestep/llm_inference.py) dumps the fields it has with
+        ``yaml.dump(allow_unicode=True, sort_keys=True)``, digit strings as numbers."""
         import yaml
 
-        items = {**self.metadata(), "timesignature": int(self.timesignature)}
+        items = {name: value for name, value in self.metadata().items() if name in fields}
+        items.update({name: int(items[name]) for name in ("timesignature",) if name in items})
         return f"<think>\n{yaml.dump(items, allow_unicode=True, sort_keys=True).strip()}\n</think>"
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,8 +150,8 @@ class Plan:
         return cls(**fields, codes=codes).validate()
 
 
-def parse_think(text: str) -> dict[str, Any]:
-    """The metadata in an LM's think block, typed and range-checked.
+def parse_think(text: str, fields: Sequence[str] = FIELDS) -> dict[str, Any]:
+    """The metadata in an LM's think block (``fields`` of it), typed and range-checked.
 
     Continuation lines (indented, as yaml.dump wraps long captions) join the field above.
     """
@@ -172,10 +175,10 @@ def parse_think(text: str) -> dict[str, Any]:
         key = name.strip().lower() if colon else None
         if key is not None:
             raw[key] = [value.strip()]
-    missing = [name for name in FIELDS if name not in raw]
+    missing = [name for name in fields if name not in raw]
     if missing:
         raise ValueError(f"planner output has no {', '.join(missing)}")
-    return _check_fields({name: _unquote(" ".join(part for part in raw[name] if part)) for name in FIELDS})
+    return {name: check_field(name, _unquote(" ".join(part for part in raw[name] if part))) for name in fields}
 
 
 def _unquote(value: str) -> str:

@@ -7,14 +7,14 @@ returns the next-token logits as a float32 NumPy vector. ``sample`` picks a toke
 vector with the caller's temperature, top-p and top-k and a seeded NumPy generator, so a seed
 draws the same tokens from the same logits on every backend.
 
-Guidance (the planner's CFG) feeds two sessions the same ids today. Batching it means one
-session of two rows (conditional and unconditional prompts, padded to one length) whose ``feed``
-returns ``[2, vocab]`` logits; ``LoadedLM`` would gain a second factory for it, and nothing
-else here changes. Nothing here knows about Gradio.
+The planner decodes through ``new_batch`` instead (``lm.batch``): several takes and their
+unconditional twins in one forward, guidance and sampling on the device. Nothing here knows
+about Gradio.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import platform
 import sys
@@ -44,6 +44,8 @@ class LoadedLM:
     new_session: Callable[[], Session]
     backend: str
     eos_ids: frozenset[int] = frozenset()  # the model's own end-of-sequence ids
+    # (cond ids, uncond ids or None, takes, guidance, Sampling, seed) -> lm.batch.DecodeBatch
+    new_batch: Callable[..., Any] | None = None
 
 
 def pick_lm_backend(backend: str = "auto") -> str:
@@ -93,8 +95,10 @@ def _load_transformers(source: str, device_name: str | None = None) -> LoadedLM:
             self.cache = out.past_key_values
             return out.logits[0, -1].float().cpu().numpy()
 
+    from lm.batch import torch_batch
+
     eos = _int_ids(tokenizer.eos_token_id, model.generation_config.eos_token_id)
-    return LoadedLM(tokenizer, TorchSession, "transformers", eos)
+    return LoadedLM(tokenizer, TorchSession, "transformers", eos, functools.partial(torch_batch, model))
 
 
 _mlx_streams = threading.local()
@@ -126,8 +130,10 @@ def _load_mlx(source: str) -> LoadedLM:
                     mx.eval(last)
             return np.array(last)
 
+    from lm.batch import mlx_batch
+
     eos = _int_ids(tokenizer.eos_token_id, list(wrapper.eos_token_ids))
-    return LoadedLM(tokenizer, MlxSession, "mlx", eos)
+    return LoadedLM(tokenizer, MlxSession, "mlx", eos, functools.partial(mlx_batch, model))
 
 
 @dataclass(frozen=True)

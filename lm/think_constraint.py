@@ -66,10 +66,21 @@ class Vocab:
         self.caption_ids = np.array(plain, dtype=np.int64)
         self.continuation_ids = np.array([i for i in plain if self.token_bytes[i][:1] in (b" ", b"\t")], np.int64)
         self.newline_id = self.by_bytes[b"\n"]
+        self.newline_only = np.array([self.newline_id], dtype=np.int64)
+        self.caption_or_newline = np.append(self.caption_ids, self.newline_id)
+        # Arrays are cached so that each set is one array: the decoder keeps a device copy per array.
         self._allowed: dict[tuple[str, bytes], np.ndarray] = {}
+        self._after_newline: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def after_caption_line(self, next_first: int) -> tuple[np.ndarray, np.ndarray]:
+        """After a caption line: the next field's first token alone, or with a continuation line."""
+        if next_first not in self._after_newline:
+            alone = np.array([next_first], dtype=np.int64)
+            self._after_newline[next_first] = (alone, np.concatenate([self.continuation_ids, alone]))
+        return self._after_newline[next_first]
 
     def allowed(self, field: str, choices: frozenset[bytes], written: bytes) -> np.ndarray:
         """Tokens that keep ``written`` a prefix of one of ``choices`` (cached: prefixes recur)."""
@@ -107,12 +118,16 @@ class ThinkConstraint:
     each newline the LM chooses between a continuation and the next field.
     """
 
-    def __init__(self, vocab: Vocab, known: Mapping[str, str], max_caption_tokens: int) -> None:
+    def __init__(
+        self, vocab: Vocab, known: Mapping[str, str], max_caption_tokens: int, skip: frozenset[str] = frozenset()
+    ) -> None:
         self.vocab = vocab
         self.max_caption_tokens = max_caption_tokens
         pieces: list[Any] = []
         text = "<think>\n"
         for name in FIELDS:
+            if name in skip:
+                continue  # left out of the block, as official's skip_caption/skip_language
             if name in known:
                 text += f"{name}: {known[name]}\n"
             else:
@@ -145,13 +160,13 @@ class ThinkConstraint:
         if field != "caption":
             return self.vocab.allowed(field, _FIELD_CHOICES[field], self.written)
         after_newline = self.written.endswith(b"\n")
-        next_first = np.array(self.pieces[self.index + 1][:1], dtype=np.int64)
+        alone, or_continue = self.vocab.after_caption_line(self.pieces[self.index + 1][0])
         if self.caption_tokens >= self.max_caption_tokens:
-            return next_first if after_newline else np.array([self.vocab.newline_id])
+            return alone if after_newline else self.vocab.newline_only
         if after_newline:
-            return np.concatenate([self.vocab.continuation_ids, next_first])
+            return or_continue
         if self.written.strip():
-            return np.append(self.vocab.caption_ids, self.vocab.newline_id)
+            return self.vocab.caption_or_newline
         return self.vocab.caption_ids
 
     def accept(self, ids: Sequence[int]) -> None:

@@ -47,6 +47,7 @@ DIT_STEP_S_PER_MIN = 0.25  # one DiT step over one minute of audio, batch 1, no 
 VAE_S_PER_MIN = 1.0  # decode (and encode, for a source song) of one minute of stereo audio
 PLANNER_S_PER_TOKEN = 0.04  # the 1.7B planner with LM guidance: ~25 tokens/s
 PLANNER_META_TOKENS = 150  # its metadata and caption before the audio codes
+PLANNED_SONG_S = 240.0  # the length budgeted when the planner chooses it
 LORA_LOAD_S = 2.0  # each adapter, the first time a worker sees it
 LORA_STEP_FACTOR = 0.05  # extra DiT time per active adapter
 
@@ -60,6 +61,8 @@ MARGIN = 1.25
 def song_minutes(request: SongRequest) -> float:
     """The length the model will render, in minutes (a source song's length is read from its header)."""
     seconds = getattr(request, "audio_duration", None) or 0.0  # Extend, Edit and FlowEdit have none
+    if not seconds and request.plans:
+        seconds = PLANNED_SONG_S  # Think picks the length: budget a full song
     if isinstance(request, ExtendRequest) or not seconds:
         source = getattr(request, "src_audio", "")
         if source:

@@ -57,7 +57,7 @@ def test_think_is_on_by_default_with_a_planner_and_the_plan_comes_back(server):
     again_files, again = client.predict(
         prompt=plan["caption"], lyrics="[verse]\nhello", audio_duration=10, seed=4, num_inference_steps=2,
         bpm=plan["bpm"], keyscale=plan["keyscale"], timesignature=plan["timesignature"], audio_codes=codes,
-        api_name="/generate",
+        vocal_language=plan["language"], api_name="/generate",  # the language the planner chose (the default)
     )  # fmt: skip
     assert again["plan"] is None
     np.testing.assert_array_equal(wav_of(again_files), wav_of(files))

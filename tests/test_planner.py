@@ -241,7 +241,7 @@ def test_same_seed_same_plan_and_guidance_changes_it(torch_planner, user_plan):
 
 def test_user_caption_is_kept_when_the_lm_may_not_rewrite_it(torch_planner):
     settings = PlannerSettings(max_caption_tokens=8, infer=frozenset({"bpm", "keyscale", "timesignature"}))
-    plan = torch_planner.plan("dreamy  synthwave,\nneon nights", seed=1, settings=settings, duration=12, language="ja")
+    plan = torch_planner.plan("dreamy synthwave, neon nights", seed=1, settings=settings, duration=12, language="ja")
     assert_valid(plan, duration=12)
     assert (plan.caption, plan.language) == ("dreamy synthwave, neon nights", "ja")
 
@@ -299,3 +299,126 @@ def test_mlx_backend_plans_from_a_worker_thread(lm_dir):
     assert_valid(plan)
     assert plan.bpm == 80
     assert planner.load().lm.backend == "mlx"
+
+
+# ---- official defaults, parallel thinking and the official formatting
+
+
+@pytest.fixture(scope="session")
+def recorded(lm_dir):
+    """A planner whose batches are recorded: the prompts each phase decoded (conditional, unconditional)."""
+    import dataclasses
+
+    from lm.session import load_lm
+
+    prompts: list[tuple[str, str | None]] = []
+
+    def loader(source, backend):
+        lm = load_lm(source, backend, device="cpu")
+
+        def new_batch(cond, uncond, *rest):
+            decode = lm.tokenizer.decode
+            prompts.append((decode(cond), None if uncond is None else decode(uncond)))
+            return lm.new_batch(cond, uncond, *rest)
+
+        return dataclasses.replace(lm, new_batch=new_batch)
+
+    planner = Planner(str(lm_dir), backend="transformers", loader=loader, max_caption_tokens=8, max_duration_s=12)
+    return planner, prompts
+
+
+LONG_CAPTION = (
+    "an epic orchestral piece: soaring strings, thundering taiko drums and a choir that rises over a slow, dark pulse"
+)
+# Built by hand from official ``_format_metadata_as_cot`` (acestep/llm_inference.py): yaml.dump of the
+# sorted fields with allow_unicode, so a caption holding ": " is single-quoted and wrapped at 80
+# columns with a two-space continuation, "no" is quoted (YAML would read it as false), ♯ stays as is.
+OFFICIAL_THINK = (
+    "<think>\nbpm: 120\ncaption: 'an epic orchestral piece: soaring strings, thundering taiko drums and a\n"
+    "  choir that rises over a slow, dark pulse'\nduration: 30\nkeyscale: F♯ minor\nlanguage: 'no'\n"
+    "timesignature: 4\n</think>"
+)
+
+
+def test_think_block_matches_the_official_formatting_byte_for_byte():
+    plan = Plan(120, "F♯ minor", "4", "no", 30, LONG_CAPTION, tuple(range(150)))
+    assert plan.think_block() == OFFICIAL_THINK
+    assert parse_think(OFFICIAL_THINK) == plan.metadata()
+    # All four metadata given: official skips phase 1 and its think block holds those four alone.
+    four = "<think>\nbpm: 120\nduration: 30\nkeyscale: F♯ minor\ntimesignature: 4\n</think>"
+    assert plan.think_block(("bpm", "duration", "keyscale", "timesignature")) == four
+
+
+def test_phase_two_prompts_match_the_official_ones(recorded):
+    planner, prompts = recorded
+    prompts.clear()
+    lyrics = "[verse]\nhej"
+    plan = planner.plan(
+        LONG_CAPTION, lyrics, seed=3, settings=FAST, bpm=120, keyscale="F♯ minor", language="no", duration=10
+    )
+    assert len(prompts) == 2  # the think phase, then the codes
+    think_cond, think_uncond = prompts[0]
+    user = f"# Caption\n{LONG_CAPTION}\n\n# Lyric\n{lyrics}\n"
+    system = "# Instruction\nGenerate audio semantic tokens based on the given conditions:\n\n"
+    # official build_formatted_prompt: the default negative prompt drops the caption from the uncond turn
+    assert system in think_cond and user in think_cond and think_cond.endswith("assistant\n")
+    assert f"# Lyric\n{lyrics}\n" in think_uncond and "# Caption" not in think_uncond
+    codes_cond, codes_uncond = prompts[1]
+    think = plan.think_block()
+    # official build_formatted_prompt_with_cot: the think block as the assistant turn, then a newline
+    assert user in codes_cond and think in codes_cond and codes_cond.endswith("\n")
+    assert "keyscale: F♯ minor\nlanguage: 'no'\n" in codes_cond
+    assert user in codes_uncond and "<think>\n</think>" in codes_uncond
+
+
+def test_no_language_and_no_duration_are_the_lms_choice(recorded):
+    planner, _ = recorded
+    plan = planner.plan("lofi", "[verse]\nhola", seed=4, settings=FAST)
+    assert plan.language in VOCAL_LANGUAGES
+    assert 10 <= plan.duration <= 12  # ended on its own EOS, or at the studio's longest song
+    assert len(plan.codes) == plan.duration * 5
+    given = planner.plan("lofi", "[verse]\nhola", seed=4, settings=FAST, duration=11)
+    assert given.duration == 11 and len(given.codes) == 55
+
+
+def test_a_batch_of_takes_shares_the_think_phase_and_differs_in_codes(recorded):
+    planner, prompts = recorded
+    prompts.clear()
+    stats: dict = {}
+    first, second = planner.plans("lofi", seed=5, takes=2, settings=FAST, duration=10, stats=stats)
+    assert len(prompts) == 2 and stats["takes"] == 2  # one think phase, one codes batch
+    assert first.metadata() == second.metadata()
+    assert len(first.codes) == len(second.codes) == 50 and first.codes != second.codes
+    again = planner.plans("lofi", seed=5, takes=2, settings=FAST, duration=10)
+    assert again == [first, second]  # a seed repeats its takes on the same device
+
+
+def test_all_four_metadata_skip_the_think_phase(recorded):
+    planner, prompts = recorded
+    prompts.clear()
+    stats: dict = {}
+    known = dict(bpm=90, keyscale="A minor", timesignature="3", duration=10)
+    plan = planner.plan("folk", seed=6, settings=FAST, stats=stats, **known)
+    assert len(prompts) == 1  # the codes phase alone
+    assert "<think>\nbpm: 90\nduration: 10\nkeyscale: A minor\ntimesignature: 3\n</think>" in prompts[0][0]
+    assert stats["tokens"] == 50 and plan.caption == "folk" and plan.language == "unknown"
+
+
+def test_caption_rewriting_off_leaves_the_caption_out_of_the_think_block(recorded):
+    planner, prompts = recorded
+    prompts.clear()
+    settings = PlannerSettings(max_caption_tokens=8, infer=frozenset(FIELDS) - {"caption"})
+    plan = planner.plan("sad  piano", seed=7, settings=settings, bpm=70, duration=10)
+    codes_prompt = prompts[-1][0]
+    think = codes_prompt[codes_prompt.index("<think>") :]
+    assert "caption:" not in think and think.startswith("<think>\nbpm: 70\nduration: 10\nkeyscale: ")
+    assert plan.caption == "sad  piano"  # the user's own, untouched
+
+
+def test_mlx_batches_takes_with_guidance(lm_dir):
+    planner = Planner(str(lm_dir), backend="mlx", max_caption_tokens=8)
+    first, second = planner.plans("lofi", seed=8, takes=2, settings=FAST, bpm=80, duration=10)
+    assert_valid(first)
+    assert_valid(second)
+    assert first.codes != second.codes
+    assert planner.plans("lofi", seed=8, takes=2, settings=FAST, bpm=80, duration=10) == [first, second]

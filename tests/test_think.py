@@ -146,3 +146,51 @@ def test_planned_metadata_is_valid_when_the_user_leaves_it_blank(thinking_studio
     assert 30 <= plan["bpm"] <= 300 and plan["language"] == "es" and plan["language"] in VOCAL_LANGUAGES
     assert plan["caption"] == "calm piano ballad"  # not rewritten when asked not to
     assert dataclasses.asdict(GenerateRequest())["think"] is False
+
+
+# ---- official defaults and parallel thinking, through the studio
+
+
+@pytest.fixture
+def choosing_studio(tiny_backend, cache_dir, tmp_path):
+    """A studio whose planner ends a song it was given no length for by 12 s (a random LM never ends one)."""
+    from lm.planner import Planner
+    from outputs import OutputStore
+    from studio import Studio
+    from tools.tiny_model import ensure_tiny_planner
+
+    planner = Planner(
+        str(ensure_tiny_planner(cache_dir)),
+        backend="transformers",
+        device="cpu",
+        max_caption_tokens=8,
+        max_duration_s=12,
+    )
+    return Studio(backend=tiny_backend, store=OutputStore(tmp_path / "outputs"), planner=planner)
+
+
+def test_think_defaults_leave_language_and_length_to_the_planner(choosing_studio):
+    defaults = choosing_studio.defaults()
+    assert (defaults.think, defaults.vocal_language, defaults.audio_duration) == (True, "unknown", None)
+    request = dataclasses.replace(defaults, prompt="calm piano ballad", lyrics=LYRICS, num_inference_steps=2, seed=3)
+    run = choosing_studio.generate(request, RunControl())
+    plan = run.settings["plan"]
+    assert plan["language"] in VOCAL_LANGUAGES and 10 <= plan["duration"] <= 12
+    assert len(plan["codes"]) == plan["duration"] * 5
+    assert read_take(run).shape == (plan["duration"] * 48_000, 2)
+    assert run.settings["request"]["audio_duration"] is None  # the request as asked; the plan says what was chosen
+
+
+def test_without_think_a_duration_is_needed():
+    with pytest.raises(ValueError, match="audio_duration: give the song's length"):
+        GenerateRequest.from_values({"prompt": "pop", "audio_duration": -1}).validate()
+    assert GenerateRequest.from_values({"prompt": "pop", "think": True, "audio_duration": -1}).audio_duration is None
+
+
+def test_each_take_is_its_own_song_and_reuse_picks_one(thinking_studio):
+    run = thinking_studio.generate(thinking_request(batch_size=2), RunControl())
+    first, second = run.settings["plan"]["takes"]
+    assert first["codes"] != second["codes"] and first["bpm"] == second["bpm"] == 97
+    values = replay_values(run.settings, take=2)
+    assert values["audio_codes"].count("<|audio_code_") == 50 and values["seed"] == run.takes[1].seed
+    assert values["audio_codes"] == "".join(f"<|audio_code_{c}|>" for c in second["codes"])

@@ -76,7 +76,13 @@ CONTROLS: tuple[Control, ...] = (
     Control("instrumental", "checkbox", "Instrumental", "main", ("generate",)),
     Control("think", "checkbox", "Think (plan with the 5 Hz LM)", "main", ("generate",)),
     # A number, not a slider: a slider's box clamps 5000 to 600 silently; the request refuses it with the range.
-    Control("audio_duration", "number", f"Duration (s, {MIN_DURATION_S}-{MAX_DURATION_S})", "main", ("generate",)),
+    Control(
+        "audio_duration",
+        "number",
+        f"Duration (s, {MIN_DURATION_S}-{MAX_DURATION_S}; empty: the planner's choice)",
+        "main",
+        ("generate",),
+    ),
     Control("audio_duration", "number", "Duration (s, empty = the source's)", "main", ("cover",)),
     Control("audio_cover_strength", "slider", "Cover strength", "main", ("cover",), *UNIT_RANGE, 0.01),
     Control("cover_noise_strength", "slider", "Start from the source", "main", ("cover",), *UNIT_RANGE, 0.01),

@@ -46,11 +46,14 @@ def run_summary(run: Run) -> str:
     )
     plan = run.settings.get("plan")
     if plan:
-        stats = plan.get("planner", {})
+        stats = plan.get("planner") or {}
+        lengths = ", ".join(f"{take['duration']} s" for take in plan.get("takes") or [plan])
+        codes = sum(len(take["codes"]) for take in plan.get("takes") or [plan])
         text += (
             f"  \nPlanned: {plan['bpm']} bpm, {html.escape(plan['keyscale'])}, {plan['timesignature']} beats per bar, "
-            f"{plan['language']}, {len(plan['codes'])} audio codes in {stats.get('seconds', 0):.1f} s "
-            f"({stats.get('tokens_per_second') or 0:.0f} tokens/s). Caption: {html.escape(plan['caption'])}"
+            f"language {html.escape(plan['language'])}, length {lengths}; {codes} audio codes in "
+            f"{stats.get('seconds', 0):.1f} s ({stats.get('tokens_per_second') or 0:.0f} tokens/s). "
+            f"Caption: {html.escape(plan['caption'])}"
         )
     for note in (run.settings.get("sampler") or {}).get("notes", []):
         text += f"  \nSampler: {html.escape(note)}."

@@ -276,7 +276,7 @@ def test_a_rerun_skips_saved_runs_counting_identical_lines(studio, tmp_path):
     requests = batch.read_requests(requests_file(tmp_path, [SONGS[0], SONGS[0], SONGS[1]]))
     first = batch.run_batch(studio, requests[:1])
     assert len(first) == 1
-    todo, done = batch.split_done(batch.plan_batch(requests), studio.store)
+    todo, done = batch.split_done(batch.plan_batch(requests, studio.backend.normalise), studio.store)
     assert [item.number for item in done] == [1] and [item.number for item in todo] == [2, 3]
 
 

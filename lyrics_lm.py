@@ -4,8 +4,9 @@
 ever grows. The reply is cut from the prompt at the token level (only newly generated ids are
 decoded), and ``normalise_lyrics`` keeps the lyric lines and section tags while dropping the
 markdown and chatter instruct models add. The model runs through ``lm.session``: transformers on
-CUDA/MPS/CPU, and mlx-lm (4-bit conversions) on Apple Silicon, sampled by the session's one
-sampler, so a seed writes the same lyrics from the same logits on either. Nothing here knows about Gradio.
+CUDA/MPS/CPU, and mlx-lm (4-bit conversions) on Apple Silicon, a batch of one sampled on the device
+by the planner's one sampler (``lm.batch``): a seed writes the same lyrics again on the same device
+and backend, and greedy decoding (temperature 0) ignores the seed. Nothing here knows about Gradio.
 """
 
 from __future__ import annotations
@@ -22,12 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from typing_extensions import Self
 
 from backend import Lazy, ModelUnavailableError, RunControl, import_libraries
 from lm.lyrics_tidy import INSTRUMENTAL_SECTIONS, LyricsTidier, section_tag
-from lm.session import LoadedLM, Sampling, load_lm, pick_lm_backend, sample
+from lm.session import LoadedLM, Sampling, load_lm, pick_lm_backend
 from validation import (
     LANGUAGE_CHOICE_HINT,
     LANGUAGE_NAMES,
@@ -272,21 +272,20 @@ class LyricsLM:
         prompt = self.prompt_ids(request)
         # Temperature before top-p, as transformers' ``generate`` orders them.
         sampling = Sampling(request.temperature, request.top_p, temperature_first=True)
-        rng = np.random.default_rng(request.seed)
         with self._run_lock:
             control.check()
-            session = lm.new_session()
-            logits = session.feed(prompt)
+            batch = lm.new_batch(prompt, None, 1, 1.0, sampling, request.seed)  # one take, no guidance
             for count in range(1, request.max_new_tokens + 1):
                 control.check()
-                token = sample(logits, sampling, rng)
+                picked = batch.pick()
+                token = int(batch.host([picked])[0, 0])  # streamed: each token to the host as it comes
                 if token in lm.eos_ids:
                     break
                 yield token
                 if count % _PROGRESS_EVERY == 0:
                     control.report(count / request.max_new_tokens, f"Writing lyrics: {count} tokens")
                 if count < request.max_new_tokens:
-                    logits = session.feed([token])
+                    batch.feed(picked)
         control.report(1.0, "Lyrics written")
 
     def write(self, request: LyricsRequest, control: RunControl | None = None) -> Iterator[str]:

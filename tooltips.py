@@ -71,6 +71,8 @@ TOOLTIPS: dict[str, str] = {
     "cover_image": "Optional cover art, embedded in every WAV, FLAC, MP3 and Opus file (at most 5 MB).",
     "share_link": "Press Share link for a link that opens the studio with these settings (never the audio).",
     "settings_text": "A run's settings.json. Paste or upload one, then Apply settings to load it into the form.",
+    "reuse_take": "Which take's plan Reuse its plan puts in the form (1 is the first): with Think each take "
+    "is its own song, planned as its own codes.",
     "think": "Plan first with ACE-Step's 5 Hz language model: it fills the bpm, key, time signature, "
     "language and length you left empty, can rewrite the style into a fuller caption, and sketches each "
     "take as its own audio codes that the DiT then renders (takes are different songs). Slower, usually "

@@ -23,9 +23,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from lm.session import MLX_PREFILL_CHUNK, Sampling
+from lm.session import MLX_PREFILL_CHUNK, Sampling, cache_keyword
 
 _TINY = 1e-10  # keeps the Gumbel noise's logs finite
+# On a CPU, top-p first sorts this many best logits (a 150k vocabulary's full sort costs more than the
+# forward of a small LM); the whole row only when they hold less than top_p of the mass.
+SORT_HEAD = 1_024
 
 
 class DecodeBatch(Protocol):
@@ -33,12 +36,18 @@ class DecodeBatch(Protocol):
 
     takes: int
 
+    @property
+    def vocab_size(self) -> int:
+        """The width of the model's logits (its vocabulary, padding included)."""
+        ...
+
     def index(self, ids: np.ndarray) -> Any:
         """Token ids as a device index (cached per array: the constraint's sets recur)."""
         ...
 
-    def pick(self, allowed: Any) -> Any:
-        """One token id per take, on the device, sampled among ``allowed`` (an ``index``)."""
+    def pick(self, allowed: Any = None) -> Any:
+        """One token id per take, on the device, sampled among ``allowed`` (an ``index``; None: the
+        whole vocabulary)."""
         ...
 
     def feed(self, tokens: Any) -> None:
@@ -102,6 +111,7 @@ class _TorchBatch:
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.index = _Index(lambda ids: torch.from_numpy(ids).to(device))
         self.cache = None
+        self.cache_name = cache_keyword(model)
         self._forward(torch.tensor(padded, device=device), (columns - pad).clamp(min=0))
 
     def _forward(self, ids, positions) -> None:
@@ -110,11 +120,11 @@ class _TorchBatch:
                 input_ids=ids,
                 attention_mask=self.mask,
                 position_ids=positions,
-                past_key_values=self.cache,
                 use_cache=True,
                 logits_to_keep=1,
+                **{self.cache_name: self.cache},
             )
-        self.cache = out.past_key_values
+        self.cache = getattr(out, self.cache_name)
         self.logits = out.logits[:, -1]
 
     def _step(self, ids) -> None:
@@ -126,14 +136,19 @@ class _TorchBatch:
             self.mask = torch.cat([self.mask, self.mask.new_ones(self.rows, count)], dim=1)
         self._forward(ids, positions)
 
-    def pick(self, allowed):
+    def pick(self, allowed=None):
         torch = self.torch
         with torch.inference_mode():
-            z = self.logits.index_select(-1, allowed).float()
+            z = (self.logits if allowed is None else self.logits.index_select(-1, allowed)).float()
             if self.guidance is not None:
                 cond, uncond = z[: self.takes], z[self.takes :]
                 z = uncond + self.guidance * (cond - uncond)
-            return allowed[_sample(_TorchOps(torch), z, self.sampling, self._uniform)]
+            picked = _sample(_TorchOps(torch), z, self.sampling, self._uniform)
+            return picked if allowed is None else allowed[picked]
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.logits.shape[-1])
 
     def _uniform(self, shape):
         return self.torch.rand(shape, generator=self.generator, device=self.logits.device)
@@ -193,6 +208,21 @@ class _MlxOps:
     def row_min(self, x):
         return x.min(axis=-1, keepdims=True)
 
+    def on_cpu(self, z) -> bool:
+        return self.mx.default_device() == self.mx.cpu
+
+    def head(self, z, k: int):
+        return self.mx.sort(self.mx.topk(z, k, axis=-1), axis=-1)[:, ::-1]
+
+    def log_total(self, z):
+        return self.mx.logsumexp(z, axis=-1, keepdims=True)
+
+    def exp(self, x):
+        return self.mx.exp(x)
+
+    def all(self, x) -> bool:
+        return bool(self.mx.all(x).item())
+
 
 class _TorchOps:
     """The same operations in torch's spelling."""
@@ -224,6 +254,21 @@ class _TorchOps:
     def row_min(self, x):
         return x.amin(dim=-1, keepdim=True)
 
+    def on_cpu(self, z) -> bool:
+        return z.device.type == "cpu"
+
+    def head(self, z, k: int):
+        return z.topk(k, dim=-1).values
+
+    def log_total(self, z):
+        return z.logsumexp(dim=-1, keepdim=True)
+
+    def exp(self, x):
+        return x.exp()
+
+    def all(self, x) -> bool:
+        return bool(x.all())
+
 
 class _MlxBatch:
     def __init__(self, model, cond, uncond, takes, guidance, sampling, seed) -> None:
@@ -253,18 +298,23 @@ class _MlxBatch:
             self.logits = self.model(ids, cache=self.cache)[:, -1, :]
             self.mx.async_eval(self.logits)
 
+    @property
+    def vocab_size(self) -> int:
+        return int(self.logits.shape[-1])
+
     def _uniform(self, shape):
         self.key, draw = self.mx.random.split(self.key)
         return self.mx.random.uniform(shape=shape, key=draw)
 
-    def pick(self, allowed):
+    def pick(self, allowed=None):
         mx = self.mx
         with mx.stream(self.stream):
-            z = mx.take(self.logits, allowed, axis=-1).astype(mx.float32)
+            z = (self.logits if allowed is None else mx.take(self.logits, allowed, axis=-1)).astype(mx.float32)
             if self.guidance is not None:
                 cond, uncond = z[: self.takes], z[self.takes :]
                 z = uncond + self.guidance * (cond - uncond)
-            token = allowed[_sample(_MlxOps(mx), z, self.sampling, self._uniform)]
+            picked = _sample(_MlxOps(mx), z, self.sampling, self._uniform)
+            token = picked if allowed is None else allowed[picked]
             mx.async_eval(token)
             return token
 
@@ -303,7 +353,15 @@ def _sample(ops, z, sampling: Sampling, uniform):
 
 def _nucleus(ops, z, top_p: float):
     """The fewest best tokens of each row holding ``top_p`` of its probability (and any tied with the
-    last of them): those at or above the worst logit whose better tokens hold less than ``top_p``."""
+    last of them): those at or above the worst logit whose better tokens hold less than ``top_p``.
+    On a CPU (where reading a flag back costs nothing) the best ``SORT_HEAD`` are tried first: the
+    same tokens whenever they hold ``top_p`` of the mass, so a seed draws alike either way."""
+    if z.shape[-1] > SORT_HEAD and ops.on_cpu(z):
+        head = ops.head(z, SORT_HEAD)
+        p = ops.exp(head - ops.log_total(z))
+        held = ops.cumsum(p)
+        if ops.all(held[:, -1:] >= top_p):
+            return z >= ops.row_min(ops.where(held - p < top_p, head, float("inf")))
     best = ops.sort_descending(z)
     p = ops.softmax(best)
     better = ops.cumsum(p) - p

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lm.plan import parse_think
-from lm.session import Sampling, sample
+from lm.session import Sampling
 from lm.think_constraint import ThinkConstraint
 from validation import FORM_KEYSCALES, MAX_DURATION_S, MAX_LYRICS_CHARS
 
@@ -154,34 +154,36 @@ def describe_codes(
     max_lyrics_tokens: int = MAX_LYRICS_TOKENS,
 ) -> Description:
     """The LM's reading of ``codes``: its think block under the planner's constraint, then its lyrics."""
-    rng = np.random.default_rng(seed)
     sampling = Sampling(temperature=DESCRIBE_TEMPERATURE)
     vocab = ready.vocab
-    session = ready.lm.new_session()
     control.report(0.0, "Describing: reading the codes…")
-    logits = session.feed(vocab.encode(_prompt(ready, codes)))
+    # One sequence, no guidance, sampled on the device by the planner's sampler.
+    batch = ready.lm.new_batch(vocab.encode(_prompt(ready, codes)), None, 1, 1.0, sampling, seed)
     constraint = ThinkConstraint(vocab, {}, max_caption_tokens)
     while not constraint.done:
         control.check()
-        ids = constraint.forced()
-        if ids is None:
-            allowed = constraint.allowed()
-            ids = [int(allowed[sample(logits[allowed], sampling, rng)])]
-        constraint.accept(ids)
-        logits = session.feed(ids)
+        forced = constraint.forced()
+        if forced is not None:
+            constraint.accept(forced)
+            batch.feed_ids(forced)
+        else:
+            token = batch.pick(batch.index(constraint.allowed()))
+            constraint.accept(batch.host([token])[0].tolist())
+            batch.feed(token)
         control.report(0.5 * constraint.fraction, "Describing: bpm, key, caption…")
     think = vocab.tokenizer.decode(constraint.ids)
     # After </think> anything but an audio code (official: the code mask stays on).
-    free = np.setdiff1d(np.arange(logits.shape[-1]), vocab.code_ids)
+    free = batch.index(np.setdiff1d(np.arange(batch.vocab_size), vocab.code_ids))
     stops = _stop_ids(ready)
     lyric_ids: list[int] = []
     for n in range(max_lyrics_tokens):
         control.check()
-        token = int(free[sample(logits[free], sampling, rng)])
+        picked = batch.pick(free)
+        token = int(batch.host([picked])[0, 0])
         if token in stops:
             break
         lyric_ids.append(token)
-        logits = session.feed([token])
+        batch.feed(picked)
         if (n + 1) % 16 == 0:
             control.report(0.5 + 0.5 * (n + 1) / max_lyrics_tokens, "Describing: the lyrics…")
     fields = parse_think(think)

@@ -15,7 +15,7 @@ import pytest
 from backend import Cancelled, ModelUnavailableError, RunControl
 from lm.plan import FIELDS, Plan, PlannerSettings, parse_think
 from lm.planner import Planner
-from lm.session import LoadedLM, Sampling, pick_lm_backend, sample
+from lm.session import LoadedLM, Sampling, pick_lm_backend
 from tools.tiny_model import NUM_CODES, build_tiny_planner_lm
 from validation import AUDIO_CODE_TOKEN, KEYSCALES, VOCAL_LANGUAGES
 
@@ -163,12 +163,18 @@ def test_backend_choice():
         pick_lm_backend("jax")
 
 
-# ---- the one sampler (lm.session.sample), shared with the lyrics writer
+# ---- the one sampler (lm.batch), shared by the planner, Describe and the lyrics writer
 
 
 def draws(logits, sampling: Sampling, count: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return np.array([sample(np.asarray(logits, dtype=np.float32), sampling, rng) for _ in range(count)])
+    """``count`` draws from ``logits`` as ``count`` rows of one batch, on the CPU's torch."""
+    import torch
+
+    from lm.batch import _sample, _TorchOps
+
+    z = torch.tensor(np.asarray(logits, dtype=np.float32)).expand(count, -1)
+    generator = torch.Generator().manual_seed(seed)
+    return _sample(_TorchOps(torch), z, sampling, lambda shape: torch.rand(shape, generator=generator)).numpy()
 
 
 def test_sampling_follows_the_softmax_and_a_seed_repeats_its_draws():
@@ -194,6 +200,28 @@ def test_top_p_off_samples_the_whole_vocabulary():
     # Nearly uniform, best first: a sampler that only looked at a sorted head would never pass index 1,023.
     picks = draws(-1e-6 * np.arange(4_096), Sampling(top_p=1.0), 1_000)
     assert (picks >= 1_024).mean() > 0.6
+
+
+@pytest.mark.parametrize("backend", ["torch", "mlx"])
+def test_a_cpu_tries_the_best_logits_first_and_keeps_the_same_nucleus(backend, monkeypatch):
+    from lm import batch
+
+    if backend == "mlx":
+        mx = pytest.importorskip("mlx.core")
+        ops, array = batch._MlxOps(mx), mx.array
+    else:
+        import torch
+
+        ops, array = batch._TorchOps(torch), torch.from_numpy
+    rng = np.random.default_rng(0)
+    peaked = array((rng.standard_normal((3, 5_000)) * 6).astype(np.float32))  # the nucleus lies in the best 1,024
+    flat = array(rng.standard_normal((2, 5_000)).astype(np.float32))  # it does not: the whole row is sorted
+    for z in (peaked, flat):
+        head_first = np.array(batch._nucleus(ops, z, 0.9).tolist())
+        monkeypatch.setattr(batch, "SORT_HEAD", 10**9)  # the full sort, as on a GPU
+        np.testing.assert_array_equal(head_first, np.array(batch._nucleus(ops, z, 0.9).tolist()))
+        monkeypatch.undo()
+    assert np.array(batch._nucleus(ops, peaked, 0.9).tolist()).sum(-1).max() < batch.SORT_HEAD
 
 
 def test_code_vocabulary_comes_from_the_tokenizer(torch_planner):

@@ -31,6 +31,7 @@ from pathlib import Path
 from backend import RunControl
 from lm.plan import PlannerSettings
 from lm.planner import Planner
+from lm.session import cache_keyword
 from lyrics_lm import LyricsLM, LyricsRequest
 from tools.tiny_model import ensure_tiny_lyrics_lm, ensure_tiny_planner
 
@@ -125,14 +126,13 @@ def _bare_torch(source: str, tokens: int, device: str | None) -> None:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, info.dtype)).to(info.device).eval()
         _bare_torch.models[source] = model  # type: ignore[attr-defined]
     ids = torch.arange(2 * BARE_PROMPT_TOKENS, device=model.device).reshape(2, -1) % 1000 + 100
+    cache = cache_keyword(model)
     with torch.inference_mode():
         out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
         for _ in range(tokens):
             logits = out.logits[:, -1].float()
             token = (logits[1] + LM_GUIDANCE * (logits[0] - logits[1])).argmax()
-            out = model(
-                input_ids=token.expand(2, 1), past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1
-            )
+            out = model(input_ids=token.expand(2, 1), use_cache=True, logits_to_keep=1, **{cache: getattr(out, cache)})
         out.logits.cpu()
 
 

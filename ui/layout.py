@@ -240,8 +240,13 @@ def build_settings_box(studio: Studio) -> SettingsBox:
         upload = file_input(gr.File(label="Upload settings.json", file_types=[".json"]))
         with gr.Row():
             apply = gr.Button("Apply settings")
-            reuse = gr.Button("Reuse its plan", visible=studio.planner is not None)
-    return SettingsBox(text, upload, apply, reuse)
+            planner = studio.planner is not None
+            reuse_take = gr.Number(
+                1, label="Take", info=TOOLTIPS["reuse_take"], precision=0, minimum=1, maximum=MAX_BATCH,
+                visible=planner, min_width=120, scale=0,
+            )  # fmt: skip
+            reuse = gr.Button("Reuse its plan", visible=planner)
+    return SettingsBox(text, upload, apply, reuse, reuse_take)
 
 
 class ModeSwitch:

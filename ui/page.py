@@ -80,6 +80,7 @@ class SettingsBox:
     upload: gr.File
     apply: gr.Button
     reuse: gr.Button
+    reuse_take: gr.Number  # which take's plan Reuse puts back
 
 
 @dataclass

@@ -6,6 +6,7 @@ link). ``ui.layout`` builds the components; this module binds them.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from ui.history import RunOwners
 from ui.runs import ActiveRuns, session_key
 from ui.share import LINK_AUDIO_STAND_IN, MODE_PARAM, request_from_query, share_query
 from ui.words import in_words, user_terms
-from validation import safe_message
+from validation import echo, safe_message
 
 if TYPE_CHECKING:
     from ui.page import Page
@@ -155,13 +156,28 @@ def pasted_settings(text: str | None, upload: str | None) -> dict[str, Any]:
     return load_settings(str(text))
 
 
-def plan_values(data: dict[str, Any]) -> dict[str, Any]:
-    """A saved run's request with its plan in place. A Vary run of a planned run replayed its
-    parent's plan (its request carries the codes, it has no plan of its own): reuse that."""
+def take_number(value: Any) -> int:
+    """The take box's value as a take number (1 is the first); ``ValueError`` in the user's words."""
+    whole = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not whole or value != int(value) or value < 1:
+        raise ValueError(f"take: pick a take by its number, 1 for the first, got {echo(value)}")
+    return int(value)
+
+
+def plan_values(data: dict[str, Any], take: Any = 1) -> dict[str, Any]:
+    """A saved run's request with take ``take``'s plan in place (each take has its own codes).
+    The form gets that one take (batch size 1), which renders as it was made. A Vary run from
+    before per-take records replayed its parent's plan (its request carries the
+    codes, the same for every take, and it has no plan of its own): reuse that."""
+    take = take_number(take)
     saved = data.get("request")
     if not data.get("plan") and data.get("vary") and isinstance(saved, dict) and saved.get("audio_codes"):
-        return dict(saved)
-    return replay_values(data)
+        count = len(data.get("takes") or []) or 1
+        if take > count:
+            raise ValueError(f"take: the run has {count} take(s), got {take}")
+        return {**saved, "batch_size": 1}
+    # The picked take alone: its codes with its own seed (more takes would pair them with other seeds).
+    return {**replay_values(data, take=take), "batch_size": 1}
 
 
 class SettingsHandlers:
@@ -202,16 +218,22 @@ class SettingsHandlers:
         # The files are those kept in the folder it was read from, whatever its record says.
         return self.form.from_settings(self.studio, {**data, "run_id": run_id}, may_read)
 
-    def reuse_handler(self, text: str, upload: str | None, request: gr.Request = None) -> list:
+    def reuse_handler(self, text: str, upload: str | None, take: Any = 1, request: gr.Request = None) -> list:
+        """The plan of take ``take`` (the box beside the button) of the run in the settings box, in the form."""
         try:
             data = pasted_settings(text, upload)
-            values, notes = with_saved_inputs(self.studio, {**data, "request": plan_values(data)}, self.reader(request))
+            take = take_number(take)
+            replayed = plan_values(data, take)
+            values, notes = with_saved_inputs(self.studio, {**data, "request": replayed}, self.reader(request))
             restored = restorable(REQUEST_TYPES["generate"], values)
         except (ValueError, KeyError) as error:
             raise gr.Error(safe_message(str(error)), title="Could not reuse the plan") from error
         for note in notes:
             gr.Warning(safe_message(note), title="A file was left out")
-        gr.Info("The plan's codes are in Planner → Plan to replay: Generate renders them without planning.")
+        gr.Info(
+            f"Take {take}'s plan and seed are in the form (its codes in Planner → Plan to replay): "
+            "Generate renders that song again without planning."
+        )
         return self.form.updates(restored)
 
     def open_link(self, request: gr.Request) -> list:
@@ -242,7 +264,10 @@ def wire_settings_and_links(studio: Studio, runs: ActiveRuns, page: Page) -> Non
     form, box = page.form, page.settings
     handlers = SettingsHandlers(studio, runs.owners, form)
     box.reuse.click(
-        in_words(handlers.reuse_handler), inputs=[box.text, box.upload], outputs=form.targets, api_visibility="private"
+        in_words(handlers.reuse_handler),
+        inputs=[box.text, box.upload, box.reuse_take],
+        outputs=form.targets,
+        api_visibility="private",
     )
     # Share links: the form's settings (never audio) in the page's query string.
     # Queued, like every event that can refuse: Gradio drops an unqueued event's error message.

@@ -38,6 +38,7 @@ class LyricLine:
     text: str
     section: str  # the section tag above it, without brackets ("" before the first)
     words: tuple[str, ...]  # normalised
+    block: int = 0  # which section tag it follows, counted from 1 (0: before the first)
 
 
 @dataclass(frozen=True)
@@ -60,14 +61,14 @@ def normalise(text: str) -> list[str]:
 def lyric_lines(lyrics: str) -> list[LyricLine]:
     """The lines meant to be sung: section tags and lines with no words skipped."""
     lines: list[LyricLine] = []
-    section = ""
+    section, block = "", 0
     for raw in lyrics.splitlines():
         if SECTION_TAG.match(raw):
-            section = raw.strip()[1:-1].strip()
+            section, block = raw.strip()[1:-1].strip(), block + 1
             continue
         words = normalise(raw)
         if words:
-            lines.append(LyricLine(len(lines) + 1, raw.strip(), section, tuple(words)))
+            lines.append(LyricLine(len(lines) + 1, raw.strip(), section, tuple(words), block))
     return lines
 
 

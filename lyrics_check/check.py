@@ -102,7 +102,9 @@ class LyricsChecker:
         self.splitter: Separator = splitter or StemSplitter()
         self.stem_model = stem_model
 
-    def check(self, run_id: str, take: int, control: RunControl) -> LyricsCheck:
+    def check(self, run_id: str, take: int, control: RunControl, lyrics: str | None = None) -> LyricsCheck:
+        """Check ``take`` (1-based) of a saved run against its lyrics (or ``lyrics``: a repair's run
+        was made with only the flagged lines' words, and is checked against the whole song's)."""
         import soundfile as sf
 
         folder = self.store.run_folder(run_id)
@@ -110,7 +112,7 @@ class LyricsChecker:
         takes = settings.get("takes", [])
         if not isinstance(take, int) or not 1 <= take <= len(takes):
             raise ValueError(f"take: run {run_id} has {len(takes)} take(s), got {take!r}")
-        lyrics = sung_lyrics(settings)  # before any model time
+        lyrics = sung_lyrics(settings if lyrics is None else {"request": {"lyrics": lyrics}})  # before model time
         lines = lyric_lines(lyrics)
         audio, rate = sf.read(folder / takes[take - 1]["files"]["wav"], dtype="float32", always_2d=True)
         if rate != SAMPLE_RATE:

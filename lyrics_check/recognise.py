@@ -92,12 +92,12 @@ class WhisperRecogniser:
                 return_timestamps="word",
                 generate_kwargs={"max_new_tokens": self.max_new_tokens},
             )
-            offset = start / SPEECH_RATE
+            offset, length = start / SPEECH_RATE, len(piece) / SPEECH_RATE
             for chunk in out.get("chunks", []):
                 begin, end = chunk.get("timestamp", (None, None))
-                if begin is None or not str(chunk.get("text", "")).strip():
-                    continue
-                end = begin if end is None else end
+                if begin is None or begin >= length or not str(chunk.get("text", "")).strip():
+                    continue  # Whisper pads a short window to 30 s: words "heard" in the padding are not
+                end = min(length, begin if end is None else end)
                 heard.append(Word(str(chunk["text"]).strip(), offset + float(begin), offset + float(end)))
         control.report(1.0, "Listening to the vocals…")
         return heard

@@ -36,6 +36,8 @@ def speak(lines: list[str], rate: int = 48_000) -> np.ndarray:
         audio, source_rate = sf.read(io.BytesIO(wav.stdout), dtype="float32")
         pieces += [audio, np.zeros(int(source_rate * GAP_S), np.float32)]
     speech = resample_poly(np.concatenate(pieces), rate, source_rate).astype(np.float32)
+    # Padded to whole seconds, as the studio's takes are (whole 25 Hz latent frames).
+    speech = np.pad(speech, (0, -len(speech) % rate))
     return np.stack([speech, speech]) * 0.8
 
 

@@ -92,12 +92,12 @@ def _edit_table(ref: list[str], hyp: list[str]) -> np.ndarray:
     ref_ids = np.array([vocab.setdefault(w, len(vocab)) for w in ref], dtype=np.int32)
     hyp_ids = np.array([vocab.setdefault(w, len(vocab)) for w in hyp], dtype=np.int32)
     m = len(hyp)
-    table = np.empty((len(ref) + 1, m + 1), dtype=np.int32)
+    table = np.empty((len(ref) + 1, m + 1), dtype=np.int16)  # costs stay under 9,001: the caps in align()
     table[0] = np.arange(m + 1)
     columns = np.arange(m + 1)
     for i in range(1, len(ref) + 1):
         previous = table[i - 1]
-        base = np.empty(m + 1, dtype=np.int32)
+        base = np.empty(m + 1, dtype=np.int16)
         base[0] = i
         base[1:] = np.minimum(previous[1:] + 1, previous[:-1] + (hyp_ids != ref_ids[i - 1]))
         table[i] = columns + np.minimum.accumulate(base - columns)

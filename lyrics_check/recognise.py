@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from backend import DeviceInfo, Lazy, ModelUnavailableError, RunControl, pick_device
+from backend import DeviceInfo, Lazy, ModelUnavailableError, RunControl, import_libraries, pick_device
 from lyrics_check.align import Word
 from validation import echo
 
@@ -63,6 +63,7 @@ class WhisperRecogniser:
         self._pipeline: Lazy[Any] = Lazy(self._load)
 
     def _load(self) -> Any:
+        import_libraries()  # transformers' lazy names, resolved one thread at a time
         import torch
         from transformers import pipeline
 

@@ -122,6 +122,14 @@ def test_lyrics_longer_than_any_song_are_refused():
         align(lyric_lines("la " * 3001), [])
 
 
+def test_the_longest_lyrics_against_a_recogniser_looping_on_noise_stay_bounded():
+    lyrics = "\n".join(" ".join(f"w{i * 6 + j}" for j in range(6)) for i in range(500))  # 3,000 words
+    heard = [Word(f"w{i}", i * 0.1, i * 0.1 + 0.05) for i in range(3000)]
+    heard += [Word("la", 300 + i * 0.01, 300 + i * 0.01) for i in range(20_000)]  # cut at 6,000 tokens
+    results = align(lyric_lines(lyrics), heard)
+    assert len(results) == 500 and all(r.status == "sung" for r in results)
+
+
 # ---- LRC
 
 

@@ -102,3 +102,12 @@ class WhisperRecogniser:
                 heard.append(Word(str(chunk["text"]).strip(), offset + float(begin), offset + float(end)))
         control.report(1.0, "Listening to the vocals…")
         return heard
+
+
+def make_recogniser(
+    requested: str | None, device: DeviceInfo, gpu_memory_gb: float | None
+) -> tuple[WhisperRecogniser, SpeechChoice]:
+    """The studio's recogniser as the command line builds it: the Whisper ``choose_speech_model``
+    picks for ``device`` (``serving.cli.gpu_memory_gb`` gives the memory), loaded on first use."""
+    choice = choose_speech_model(requested, device.device, gpu_memory_gb)
+    return WhisperRecogniser(choice.model, device), choice

@@ -12,7 +12,13 @@ from backend import Cancelled, DeviceInfo, RunControl
 from lyrics_check.align import Word, align, lyric_lines, normalise, sung_share
 from lyrics_check.check import INSTRUMENTAL_MESSAGE, LyricsChecker, report_markdown
 from lyrics_check.lrc import parse_lrc, stamp, to_lrc
-from lyrics_check.recognise import LARGE_SPEECH_MODEL, SMALL_SPEECH_MODEL, WhisperRecogniser, choose_speech_model
+from lyrics_check.recognise import (
+    LARGE_SPEECH_MODEL,
+    SMALL_SPEECH_MODEL,
+    WhisperRecogniser,
+    choose_speech_model,
+    make_recogniser,
+)
 from outputs import SETTINGS_FILE, OutputStore
 from stems import StemSplitter
 from tests.lyrics_speech import PocketSphinxRecogniser, SpeechOnly, speak
@@ -203,6 +209,8 @@ def test_speech_model_follows_the_device():
     assert choose_speech_model(None, "cuda", 8.0).model == SMALL_SPEECH_MODEL
     assert choose_speech_model(None, "cpu").model == SMALL_SPEECH_MODEL
     assert choose_speech_model("/models/whisper", "cpu").model == "/models/whisper"
+    recogniser, choice = make_recogniser(None, DeviceInfo("cuda", "bfloat16"), 80.0)
+    assert recogniser.model == LARGE_SPEECH_MODEL and "beside the DiT" in choice.reason
 
 
 class Recording:

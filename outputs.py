@@ -214,6 +214,23 @@ class OutputStore:
             raise
         return [final / file_name for file_name in files]
 
+    def update_settings(self, run_id: str, section: str, value: Any) -> dict[str, Any]:
+        """Set one top-level ``section`` of a run's settings.json (e.g. a lyrics check), atomically:
+        the new file is written beside the old and renamed over it. Returns the settings as saved."""
+        if section in {"request", "takes", "run_id", "format", "created", "mode"}:
+            raise ValueError(f"{section!r} is part of the run as made and is not rewritten")
+        path = self.run_folder(run_id) / SETTINGS_FILE
+        settings = json.loads(path.read_text(encoding="utf-8"))
+        settings[section] = value
+        staging = path.with_name(f"{STAGING_PREFIX}{SETTINGS_FILE}-{secrets.token_hex(4)}")
+        try:
+            staging.write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            os.replace(staging, path)
+        except BaseException:
+            staging.unlink(missing_ok=True)
+            raise
+        return settings
+
     def list_runs(self, limit: int = LIBRARY_LIMIT) -> list[dict[str, Any]]:
         """The saved runs, newest first: run_id, mode, prompt and creation time of each.
 

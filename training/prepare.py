@@ -53,7 +53,7 @@ class PrepareReport:
 def model_fingerprint(pipe) -> str:
     """What identifies the weights the embeddings were made with: the pipeline's folder and its
     components' configs (a random-weight test model is rebuilt with the same configs and seed)."""
-    parts = [str(getattr(pipe.config, "_name_or_path", ""))]
+    parts = [str(getattr(getattr(pipe, "config", None), "_name_or_path", ""))]
     for name in ("vae", "text_encoder", "condition_encoder", "transformer"):
         config = getattr(getattr(pipe, name, None), "config", None)
         as_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})

@@ -87,7 +87,7 @@ def test_each_bad_clip_is_refused_with_its_reason_before_any_model_time(tmp_path
     write_song(tmp_path / "nocaption.wav")
     for name in ("short", "quiet", "long", "fake"):
         (tmp_path / f"{name}_prompt.txt").write_text("ambient", encoding="utf-8")
-    with pytest.raises(DatasetError, match="'nocaption.wav': no caption"):
+    with pytest.raises(DatasetError, match=r"'nocaption\.wav': no caption"):
         read_dataset(tmp_path)
     (tmp_path / "nocaption.wav").unlink()
 
@@ -205,7 +205,9 @@ def test_stop_then_resume_reaches_the_weights_of_an_uninterrupted_run(tiny_backe
     settings = TrainSettings(adapter=kind, steps=6, save_every=2, **{**FAST, "gradient_accumulation": 2})
     whole = train(fresh_dit(tiny_backend), prepared.clips, settings, tmp_path / "whole")
     control = RunControl()
-    stopped = train(fresh_dit(tiny_backend), prepared.clips, settings, tmp_path / "split", control, _stop_at(3, control))
+    stopped = train(
+        fresh_dit(tiny_backend), prepared.clips, settings, tmp_path / "split", control, _stop_at(3, control)
+    )
     assert stopped.stopped and stopped.step == 3 and stopped.adapter_dir is None
     assert not (tmp_path / "split" / "adapter").exists()
     resumed = train(fresh_dit(tiny_backend), prepared.clips, settings, tmp_path / "split")
@@ -230,7 +232,7 @@ def test_a_lokr_run_lowers_the_loss_and_saves_peft_s_pair_which_the_lora_loader_
     keys = load_keys(result.adapter_dir / "adapter_model.safetensors")
     assert any(".self_attn.q_proj.lokr_w1" in k for k in keys)
     # The studio's stack loads LoRA (A/B) weights only: a LoKr is refused in plain words, not half-loaded.
-    with pytest.raises(LoraError):
+    with pytest.raises(LoraError, match=r"LyCORIS \(LoKr/LoHa\) adapters are not supported"):
         lora_studio.add_lora(result.adapter_dir / "adapter_model.safetensors", adapter_config=config)
 
 
@@ -247,3 +249,20 @@ def test_settings_are_checked_before_training(tiny_backend, prepared, tmp_path):
     assert adapter.official_key("base_model.model.layers.0.cross_attn.to_out.0.lora_A.weight") == (
         "base_model.model.layers.0.cross_attn.o_proj.lora_A.weight"
     )
+
+
+def test_the_command_line_checks_then_trains_from_the_cache(dataset_dir, prepared, tmp_path, capsys):
+    from training.__main__ import main
+
+    assert main(["check", str(dataset_dir)]) == 0
+    assert "3 songs, 0.5 minutes: ready to train" in capsys.readouterr().out
+    argv = ["train", str(dataset_dir), "--model", "tiny", "--out", str(tmp_path), "--trigger", "tapewarm"]
+    argv += ["--steps", "2", "--accumulation", "1", "--warmup", "0"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "prepared 3 songs (0 encoded now" in out and "step 2/2  loss " in out and "ETA 0:00:00" in out
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    training = json.loads((tmp_path / "adapter" / "training.json").read_text())
+    assert training["trigger_word"] == "tapewarm" and training["settings"]["steps"] == 2
+    assert main([*argv[:-6], "--steps", "0"]) == 2
+    assert "steps: a whole number from 1" in capsys.readouterr().err

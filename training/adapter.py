@@ -26,7 +26,7 @@ CONFIG_NAME = "adapter_config.json"
 ADAPTER_KINDS = ("lora", "lokr")
 
 
-def peft_config(kind: str, rank: int, alpha: float, dropout: float, targets=DIFFUSERS_TARGETS):
+def peft_config(kind: str, rank: int, alpha: int, dropout: float, targets=DIFFUSERS_TARGETS):
     """peft's config for a LoRA (``LoraConfig``) or a LoKr (``LoKrConfig``, Kronecker factors)."""
     from peft import LoKrConfig, LoraConfig
 
@@ -38,7 +38,7 @@ def peft_config(kind: str, rank: int, alpha: float, dropout: float, targets=DIFF
     raise ValueError(f"adapter: one of {', '.join(ADAPTER_KINDS)}, got {kind!r}")
 
 
-def wrap(transformer, kind: str, rank: int, alpha: float, dropout: float):
+def wrap(transformer, kind: str, rank: int, alpha: int, dropout: float):
     """The DiT with a fresh adapter (its base frozen), as ``get_peft_model`` returns it."""
     from peft import get_peft_model
 
@@ -67,7 +67,7 @@ def official_key(key: str) -> str:
     return key
 
 
-def save_official(model, kind: str, rank: int, alpha: float, dropout: float, target: Path, extra: dict) -> Path:
+def save_official(model, kind: str, rank: int, alpha: int, dropout: float, target: Path, extra: dict) -> Path:
     """Write the adapter folder (weights, PEFT config, ``training.json`` with ``extra``) atomically."""
     from safetensors.torch import save_file
 

@@ -28,12 +28,12 @@ import numpy as np
 import bounded_json
 from audio_io import ACCEPTED_FORMATS, AudioInputError, LoadedAudio, load_audio
 from validation import (
+    KEYSCALES,
     LANGUAGE_CHOICE_HINT,
     MAX_BPM,
     MAX_LYRICS_CHARS,
     MAX_PROMPT_CHARS,
     MIN_BPM,
-    KEYSCALES,
     VOCAL_LANGUAGES,
     check_text,
     echo,
@@ -233,7 +233,9 @@ def check_clip(clip: Clip) -> LoadedAudio:
     except AudioInputError as error:
         raise DatasetError(str(error)) from None
     if loaded.duration_s < MIN_CLIP_S:
-        raise DatasetError(f"{clip.name}: {loaded.duration_s:.1f} s long; a training clip needs at least {MIN_CLIP_S:g} s")
+        raise DatasetError(
+            f"{clip.name}: {loaded.duration_s:.1f} s long; a training clip needs at least {MIN_CLIP_S:g} s"
+        )
     level = rms_dbfs(loaded.audio)
     if level < SILENCE_DBFS:
         raise DatasetError(f"{clip.name}: silent (level {level:.0f} dBFS, under {SILENCE_DBFS:g}); nothing to learn")

@@ -54,9 +54,11 @@ def model_fingerprint(pipe) -> str:
     """What identifies the weights the embeddings were made with: the pipeline's folder and its
     components' configs (a random-weight test model is rebuilt with the same configs and seed)."""
     parts = [str(getattr(getattr(pipe, "config", None), "_name_or_path", ""))]
+    parts.append(str(getattr(getattr(pipe, "transformer", None), "dtype", "")))  # bf16 on CUDA, float32 here
     for name in ("vae", "text_encoder", "condition_encoder", "transformer"):
         config = getattr(getattr(pipe, name, None), "config", None)
-        as_dict = config.to_dict() if hasattr(config, "to_dict") else dict(config or {})
+        to_dict = getattr(config, "to_dict", None)  # transformers' configs; diffusers' are dicts
+        as_dict = to_dict() if to_dict is not None else dict(config or {})
         parts.append(json.dumps(as_dict, sort_keys=True, default=str))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
@@ -96,7 +98,9 @@ def prepare(
     cache = cache_dir or clips[0].audio.parent / CACHE_DIR_NAME
     fingerprint = model_fingerprint(pipe)
     keys = [clip_key(clip, fingerprint, trigger_word) for clip in clips]
-    missing = [(clip, key) for clip, key in zip(clips, keys, strict=True) if not (cache / f"{key}.safetensors").is_file()]
+    missing = [
+        (clip, key) for clip, key in zip(clips, keys, strict=True) if not (cache / f"{key}.safetensors").is_file()
+    ]
     problems = []
     for clip, _ in missing:
         control.check()

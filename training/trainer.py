@@ -44,7 +44,7 @@ class TrainSettings:
 
     adapter: str = "lora"
     rank: int = 8
-    alpha: float = 16.0
+    alpha: int = 16
     dropout: float = 0.1
     learning_rate: float = 1e-4
     weight_decay: float = 0.01
@@ -59,14 +59,19 @@ class TrainSettings:
     def validate(self) -> None:
         if self.adapter not in adapter.ADAPTER_KINDS:
             raise ValueError(f"adapter: one of {', '.join(adapter.ADAPTER_KINDS)}, got {self.adapter!r}")
-        for name, low, high in (("rank", 1, 256), ("gradient_accumulation", 1, 64), ("epochs", 1, 10_000)):
+        for name, low, high in (
+            ("rank", 1, 256),
+            ("alpha", 1, 10_000),
+            ("gradient_accumulation", 1, 64),
+            ("epochs", 1, 10_000),
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or not low <= value <= high:
                 raise ValueError(f"{name}: a whole number from {low} to {high}, got {value!r}")
         if self.steps is not None and not (isinstance(self.steps, int) and 1 <= self.steps <= 1_000_000):
             raise ValueError(f"steps: a whole number from 1 to 1,000,000, got {self.steps!r}")
-        if not 0 < self.alpha <= 10_000 or not 0 < self.learning_rate <= 1 or not 0 <= self.dropout < 1:
-            raise ValueError("alpha above 0, learning_rate in (0, 1], dropout in [0, 1)")
+        if not 0 < self.learning_rate <= 1 or not 0 <= self.dropout < 1:
+            raise ValueError(f"learning_rate in (0, 1] and dropout in [0, 1), got {self.learning_rate}, {self.dropout}")
         if self.save_every < 1 or self.warmup_steps < 0 or self.max_grad_norm <= 0 or self.weight_decay < 0:
             raise ValueError("save_every at least 1, warmup_steps and weight_decay at least 0, max_grad_norm above 0")
 
@@ -256,7 +261,9 @@ def train(
         step, losses = int(state["step"]), list(state["losses"])
 
     def save() -> Path:
-        return _save_checkpoint(checkpoint, model, optimiser, scheduler, noise, {**identity, "step": step, "losses": losses})
+        return _save_checkpoint(
+            checkpoint, model, optimiser, scheduler, noise, {**identity, "step": step, "losses": losses}
+        )
 
     started, first = time.perf_counter(), step
     for group in batches(len(clips), settings, start=step):

@@ -221,11 +221,11 @@ def test_stop_then_resume_reaches_the_weights_of_an_uninterrupted_run(tiny_backe
         train(fresh_dit(tiny_backend), prepared.clips, other, tmp_path / "split")
 
 
-def test_a_lokr_run_lowers_the_loss_and_saves_peft_s_pair_which_the_lora_loader_refuses(
+def test_a_lokr_run_lowers_the_loss_and_saves_a_peft_pair_the_lora_stack_refuses(
     tiny_backend, prepared, tmp_path, lora_studio
 ):
     model = fresh_dit(tiny_backend)
-    result = train(model, prepared.clips, TrainSettings(adapter="lokr", steps=30, **FAST), tmp_path)
+    result = train(model, prepared.clips, TrainSettings(adapter="lokr", steps=12, **FAST), tmp_path)
     assert evaluation_loss(model, prepared.clips) < evaluation_loss(fresh_dit(tiny_backend), prepared.clips)
     config = json.loads((result.adapter_dir / "adapter_config.json").read_text())
     assert config["peft_type"] == "LOKR" and config["alpha"] == 16

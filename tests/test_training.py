@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +127,8 @@ def trained(tiny_backend, prepared, tmp_path_factory):
     dit = fresh_dit(tiny_backend)
     out = tmp_path_factory.mktemp("trained")
     reports = []
-    result = train(dit, prepared.clips, TrainSettings(steps=30, **FAST), out, on_step=reports.append)
+    settings = TrainSettings(steps=30, **FAST)
+    result = train(dit, prepared.clips, settings, out, on_step=reports.append, extra={"trigger_word": "tapewarm"})
     return result, dit, reports
 
 
@@ -153,7 +155,7 @@ def take(studio: Studio, **changes) -> np.ndarray:
     return sf.read(run.takes[0].files["wav"], dtype="float32")[0]
 
 
-def test_the_saved_adapter_passes_the_studio_check_and_plays_at_its_trained_alpha(trained, lora_studio):
+def test_the_saved_adapter_passes_the_studio_check_and_plays_at_its_trained_alpha(trained, lora_studio, tmp_path):
     import torch
 
     result, model, _ = trained
@@ -166,6 +168,10 @@ def test_the_saved_adapter_passes_the_studio_check_and_plays_at_its_trained_alph
     entry = lora_studio.add_lora(upload.weights, name="tapewarm", adapter_config=upload.adapter_config)
     assert entry.info.key_format == "peft" and entry.info.modules == 16  # q/k/v/o in self and cross attention, 2 layers
     assert set(entry.info.scales.values()) == {2.0}  # alpha / r = 16 / 8, as trained
+    assert entry.trigger_words == ("tapewarm",)
+    alone = tmp_path / "alone.safetensors"  # no adapter_config.json beside it: the file's metadata says
+    shutil.copy(upload.weights, alone)
+    assert lora_studio.lora_stack().check(alone).info.alpha == 16
     styled = take(lora_studio, loras=f"{entry.sha256[:12]}:1")
     assert not np.array_equal(styled, plain)
     np.testing.assert_array_equal(take(lora_studio), plain)  # an empty stack: the base output, bit for bit

@@ -47,9 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--adapter", choices=("lora", "lokr"), default="lora")
     args = parser.parse_args(argv)
     if args.full_size:
-        from tools.full_size import build_full_size_pipeline
+        from diffusers.models.transformers.ace_step_transformer import AceStepTransformer1DModel
 
-        transformer = build_full_size_pipeline(dtype=torch.float32).transformer
+        torch.manual_seed(0)
+        transformer = AceStepTransformer1DModel(is_turbo=True)  # the published DiT's shape (tools/full_size.py)
     else:
         from tools.tiny_model import build_tiny_pipeline
 

@@ -76,7 +76,11 @@ def save_official(model, kind: str, rank: int, alpha: int, dropout: float, targe
     staging = Path(tempfile.mkdtemp(prefix=".adapter-", dir=target.parent))
     try:
         state = {official_key(key): tensor for key, tensor in adapter_state(model).items()}
-        save_file(state, str(staging / WEIGHTS_NAME), metadata={"format": "pt"})
+        # Stated in the file too, so the weights added alone still play at their alpha with their word.
+        metadata = {"format": "pt", "trigger_words": str(extra.get("trigger_word") or "")}
+        if kind == "lora":
+            metadata["lora_alpha"] = str(alpha)
+        save_file(state, str(staging / WEIGHTS_NAME), metadata=metadata)
         config = peft_config(kind, rank, alpha, dropout, targets=[OFFICIAL_NAMES[t] for t in DIFFUSERS_TARGETS])
         config.save_pretrained(str(staging))
         (staging / "training.json").write_text(json.dumps(extra, indent=2, default=str), encoding="utf-8")

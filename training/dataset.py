@@ -156,7 +156,6 @@ def _manifest_rows(path: Path) -> list[dict[str, Any]]:
     else:
         try:
             text = raw.decode("utf-8-sig")
-            csv.field_size_limit(MAX_LYRICS_CHARS * 4)
             rows = list(csv.DictReader(io.StringIO(text)))
         except (UnicodeDecodeError, csv.Error) as error:
             raise DatasetError(f"{path.name}: not a UTF-8 CSV with a header row ({error})") from None

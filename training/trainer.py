@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backend import RunControl
+from backend import Cancelled, RunControl
 from training import adapter
 from training.prepare import PreparedClip
 
@@ -269,7 +269,9 @@ def train(
     for group in batches(len(clips), settings, start=step):
         if step >= total:
             break
-        if control.cancelled:
+        try:
+            control.check()  # Stop, or whoever asked for the run went away
+        except Cancelled:
             return TrainResult(step, total, True, losses, None, save())
         optimiser.zero_grad(set_to_none=True)
         loss_sum = 0.0

@@ -221,6 +221,26 @@ def _load_checkpoint(folder: Path, model, optimiser, scheduler, noise, expected:
     return state
 
 
+def _optimiser_step(model, group: Sequence[PreparedClip], noise, params, optimiser, settings: TrainSettings) -> float:
+    """One optimiser step over ``group`` (gradients accumulated): each clip its own table timestep
+    and noise, both drawn from ``noise``. Returns the step's mean loss."""
+    import torch
+
+    device = next(model.parameters()).device
+    timesteps = torch.tensor(turbo_training_timesteps())
+    optimiser.zero_grad(set_to_none=True)
+    loss_sum = 0.0
+    for clip in group:
+        t = timesteps[torch.randint(0, len(timesteps), (1,), generator=noise)]
+        x1 = torch.randn(clip.tensors["target_latents"][None].shape, generator=noise)
+        loss = flow_loss(model, clip, t, x1, device, device.type == "cuda") / len(group)
+        loss.backward()
+        loss_sum += float(loss.detach())
+    torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+    optimiser.step()
+    return loss_sum
+
+
 def train(
     transformer,
     clips: Sequence[PreparedClip],
@@ -252,7 +272,6 @@ def train(
     total = settings.total_steps(len(clips))
     params, optimiser, scheduler = _optimiser(model, settings, total, device)
     noise = torch.Generator().manual_seed(settings.seed)
-    timesteps = torch.tensor(turbo_training_timesteps())
     identity = {"settings": dataclasses.asdict(settings), "clips": [clip.key for clip in clips]}
     checkpoint = out_dir / CHECKPOINT_DIR
     step, losses = 0, []
@@ -273,17 +292,7 @@ def train(
             control.check()  # Stop, or whoever asked for the run went away
         except Cancelled:
             return TrainResult(step, total, True, losses, None, save())
-        optimiser.zero_grad(set_to_none=True)
-        loss_sum = 0.0
-        for index in group:
-            clip = clips[index]
-            t = timesteps[torch.randint(0, len(timesteps), (1,), generator=noise)]
-            x1 = torch.randn(clip.tensors["target_latents"][None].shape, generator=noise)
-            loss = flow_loss(model, clip, t, x1, device, cuda) / len(group)
-            loss.backward()
-            loss_sum += float(loss.detach())
-        torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-        optimiser.step()
+        loss_sum = _optimiser_step(model, [clips[i] for i in group], noise, params, optimiser, settings)
         scheduler.step()
         step += 1
         losses.append(loss_sum)

@@ -25,6 +25,7 @@ from validation import MIN_DURATION_S
 TIMBRE_PIECE_S = 10
 TIMBRE_PIECES = 3
 SILENCE_LEVEL = 1e-6  # official handler.py ``is_silence``: every sample below this
+LATENT_HOP = SAMPLE_RATE // 25  # samples per latent frame (the VAE makes 25 a second): 1920
 SPLICE_FADE_S = 0.1  # equal-power crossfade at each seam: long enough to hide a click
 MAX_LEVEL_MATCH_DB = 12.0  # never boost or cut the new span by more than this
 
@@ -50,6 +51,15 @@ def prepare(request: SongRequest, source: LoadedAudio | None, reference: LoadedA
     raise TypeError(f"{type(request).__name__} takes no source audio")
 
 
+def source_kwargs(audio: np.ndarray) -> dict[str, Any]:
+    """``src_audio`` zero-padded to a whole number of latent frames, and its duration. diffusers sizes
+    the noise as ``ceil(duration * 25)`` frames and the source's latents by what the VAE makes of the
+    samples it gets; between two frames they can disagree by one, which crashes the DiT (an 8.83 s
+    upload did). Each mode's ``finish`` trims the take back to its own length."""
+    padded = fit_length(audio, audio.shape[-1] + (-audio.shape[-1] % LATENT_HOP))
+    return {"src_audio": padded, "audio_duration": padded.shape[-1] / SAMPLE_RATE}
+
+
 def _need(source: LoadedAudio | None) -> LoadedAudio:
     if source is None:
         raise ValueError("src_audio: no audio given")
@@ -66,7 +76,7 @@ def _prepare_cover(request: CoverRequest, source: LoadedAudio, reference: Loaded
             f"src_audio: the source is {duration_s:.1f} s long and a cover is at least {MIN_DURATION_S} s; "
             f"set audio_duration to {MIN_DURATION_S} or more to pad it with silence"
         )
-    kwargs: dict[str, Any] = {"src_audio": audio, "audio_duration": duration_s}
+    kwargs = source_kwargs(audio)
     if reference is not None:
         kwargs["reference_audio"] = timbre_reference(reference.audio, request.seed)
     samples = audio.shape[-1]
@@ -95,7 +105,7 @@ def _prepare_edit(request: EditRequest, source: LoadedAudio) -> Prepared:
         # Extract, lego and complete make a different track, not a patch of this one:
         # the take is the model's output, at the source's length. Lego works on a segment,
         # and official re-imposes the source outside it as for repaint (conditioning_masks.py).
-        kwargs = {"src_audio": audio, "audio_duration": samples / SAMPLE_RATE}
+        kwargs = source_kwargs(audio)
         hooks = _injection(request) if request.task_type == "lego" else []
         return Prepared(kwargs=kwargs, finish=lambda take: fit_length(take, samples), step_hooks=hooks)
     start = round(request.repainting_start * SAMPLE_RATE)
@@ -118,8 +128,7 @@ def repaint(
     samples = original.shape[-1]
     fade = round(SPLICE_FADE_S * SAMPLE_RATE)
     kwargs = {
-        "src_audio": original,
-        "audio_duration": samples / SAMPLE_RATE,
+        **source_kwargs(original),
         "repainting_start": start / SAMPLE_RATE,
         "repainting_end": end / SAMPLE_RATE,
     }

@@ -223,3 +223,18 @@ def test_base_task_arguments_reach_the_pipeline():
         EditRequest.from_values({"prompt": "x", "src_audio": "a.wav", "complete_track_classes": "kazoo"})
     with pytest.raises(ValueError, match=r"^task_type:"):
         EditRequest(prompt="x", src_audio="a.wav", task_type="remix").validate()
+
+
+@pytest.mark.parametrize("seconds", [8.83, 10.37, 12.0])
+def test_a_source_between_latent_frames_reworks_and_keeps_its_length(studio, tmp_path, seconds):
+    """An upload's length is anything: one that ends between two latent frames (8.83 s = 220.75
+    frames) once crashed the DiT, the noise and the source's latents one frame apart."""
+    src = write_song(tmp_path / "song.wav", seconds, kind="noise")
+    loaded = load_audio(str(src), label="Source song")
+    edit = EditRequest(prompt="x", src_audio=str(src), repainting_start=2, repainting_end=5, seed=2)
+    run = studio.generate(edit, RunControl())
+    saved = read_take(run)
+    assert saved.shape == loaded.audio.shape  # the take keeps the source's own length, to the sample
+    assert np.array_equal(saved[:, 5 * SR + FADE :], quantise(loaded.audio[:, 5 * SR + FADE :]))
+    extended = studio.generate(ExtendRequest(prompt="x", src_audio=str(src), extend_seconds=5, seed=2), RunControl())
+    assert read_take(extended).shape[-1] == loaded.audio.shape[-1] + 5 * SR

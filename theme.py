@@ -165,10 +165,34 @@ THEME_HEAD = f"""
     if (asked === 'dark' || asked === 'light') return asked;
     try {{ return localStorage.getItem(KEY) === 'light' ? 'light' : 'dark'; }} catch (e) {{ return 'dark'; }}
   }};
+  // The toggle's accessible name keeps its visible words and says what a press does.
+  const label = (dark) => {{
+    const toggle = document.getElementById('theme-toggle');
+    if (!toggle) return false;
+    toggle.setAttribute('aria-label', 'Light / dark: switch to the ' + (dark ? 'light' : 'dark') + ' theme');
+    toggle.setAttribute('aria-pressed', String(!dark));
+    return true;
+  }};
   const apply = () => {{
     const dark = wanted() === 'dark';
     if (document.body.classList.contains('dark') !== dark) document.body.classList.toggle('dark', dark);
     document.documentElement.style.colorScheme = dark ? 'dark' : 'light';
+    label(dark);
+  }};
+  // The fixed action bar (LOOP_CSS) must never cover the end of the page: the page keeps a
+  // bottom padding of the bar's own height (0 where the bar is hidden, on the Lyrics tab).
+  let bar = null;
+  const fit = () => {{
+    document.body.style.paddingBottom = (bar && bar.isConnected ? bar.offsetHeight : 0) + 'px';
+  }};
+  const sizes = new ResizeObserver(fit);
+  const watchBar = () => {{
+    const now = document.getElementById('action-bar');
+    if (now === bar) return;
+    if (bar) sizes.unobserve(bar);
+    bar = now;
+    if (bar) sizes.observe(bar);
+    fit();
   }};
   window.aceStudioTheme = {{
     toggle() {{
@@ -185,6 +209,13 @@ THEME_HEAD = f"""
   const start = () => {{
     apply();
     new MutationObserver(apply).observe(document.body, {{attributes: true, attributeFilter: ['class']}});
+    // Gradio mounts the page after this script, and may mount the toggle and the bar again.
+    let toggle = null;
+    new MutationObserver(() => {{
+      watchBar();
+      const now = document.getElementById('theme-toggle');
+      if (now !== toggle && label(document.body.classList.contains('dark'))) toggle = now;
+    }}).observe(document.body, {{childList: true, subtree: true}});
   }};
   if (document.body) start(); else document.addEventListener('DOMContentLoaded', start);
 }})();
@@ -271,9 +302,12 @@ LOOP_CSS = """
   border-top: 2px solid currentColor; }
 .studio-actions-bar .studio-actions { max-width: 640px; flex-wrap: nowrap; }
 .studio-actions-bar .run-progress { background: inherit; }
-.studio-body { margin-bottom: 7.5rem; }
 .run-progress { font-family: ui-monospace, Menlo, monospace; font-size: 0.9rem; min-height: 1.4em; }
 .run-progress .run-stages { opacity: 0.85; font-size: 0.8rem; }
 .test-model-banner { padding: 0.2rem 0.6rem; font-size: 0.9rem; }
 .test-model-banner p { margin: 0; }
+/* A button that waits for something (Vary before a run) reads as waiting, dashed and grey, yet
+   stays legible (AA): Gradio's half opacity would put its words at 3.6:1. */
+.studio-body button:disabled { opacity: 1; background: var(--body-background-fill);
+  color: var(--body-text-color-subdued); border: 2px dashed var(--body-text-color-subdued); }
 """

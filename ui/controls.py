@@ -123,7 +123,7 @@ CONTROLS: tuple[Control, ...] = (
     Control("shift", "slider", "Shift", "advanced", minimum=MIN_SHIFT, maximum=MAX_SHIFT, step=0.1),
     Control("seed", "number", "Seed (-1 = random)", "advanced"),
     Control("batch_size", "slider", "Takes", "advanced", minimum=1, maximum=MAX_BATCH, step=1),
-    Control("bpm", "number", "BPM (0 = auto)", "advanced"),
+    Control("bpm", "number", "BPM (empty = the model chooses)", "advanced"),
     Control("keyscale", "dropdown", "Key", "advanced", choices=(("Auto", ""), *((k, k) for k in FORM_KEYSCALES))),
     Control(
         "timesignature", "dropdown", "Time signature", "advanced",

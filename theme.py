@@ -27,6 +27,7 @@ DARK_SELECTED = "#525252"  # a ticked box in dark mode: Gradio's tick is white (
 LIGHT_DANGER = "#b00020"  # 7.3:1 on white
 DARK_DANGER = "#ff8a80"  # 8.7:1 on INK
 THEME_STORAGE_KEY = "ace-studio-theme"
+EMPTY_NUMBER_CLASS = "empty-number"  # a number box whose 0 means unset (ui.controls.OPTIONAL_NUMBERS)
 TAP_PX = 44  # the smallest touch target (WCAG 2.5.5, Apple and Android guidance)
 
 # Every colour that differs by mode, as (light, dark); applied as ``name`` and ``name_dark``.
@@ -194,6 +195,17 @@ THEME_HEAD = f"""
     if (bar) sizes.observe(bar);
     fit();
   }};
+  // A number box that may be unset shows empty, not the 0 Gradio's box takes for an empty value
+  // each time it mounts (a hidden tab's boxes mount when it is shown). The request reads that 0
+  // as unset anyway, so emptying it changes only what the box shows.
+  const settled = new WeakSet();
+  const blankNumbers = () => {{
+    for (const box of document.querySelectorAll('.{EMPTY_NUMBER_CLASS} input[type=number]')) {{
+      if (settled.has(box) || box.value === '') continue;
+      settled.add(box);
+      if (box.value === '0') {{ box.value = ''; box.dispatchEvent(new Event('input', {{bubbles: true}})); }}
+    }}
+  }};
   window.aceStudioTheme = {{
     toggle() {{
       const next = document.body.classList.contains('dark') ? 'light' : 'dark';
@@ -213,6 +225,8 @@ THEME_HEAD = f"""
     let toggle = null;
     new MutationObserver(() => {{
       watchBar();
+      blankNumbers();
+      setTimeout(blankNumbers, 100);  // a box mounted empty takes its value just after
       const now = document.getElementById('theme-toggle');
       if (now !== toggle && label(document.body.classList.contains('dark'))) toggle = now;
     }}).observe(document.body, {{childList: true, subtree: true}});

@@ -132,7 +132,7 @@ def test_each_refusal_is_shown_in_words(browser, studio_url):  # noqa: F811
     try:
         page.get_by_text("LoRA", exact=True).first.click()
         page.get_by_role("button", name="Add to the stack").click()
-        assert "Pick one of your LoRAs first" in error_text(page, "Pick one of your LoRAs")
+        assert "Pick one of your LoRAs first" in error_text(page, "Pick one of your LoRAs first")
         page.locator("#generate-prompt textarea").fill("bossa nova")
         duration = page.locator("#generate-audio_duration input[type=number]")
         duration.fill("5000")

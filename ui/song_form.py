@@ -113,18 +113,6 @@ class SongForm:
         self.mode_nav = mode_nav
         self.edit_method = edit_method
         self.targets: list[gr.components.Component] = [*shared.values(), *forms.values(), mode_nav, edit_method]
-        # Gradio's number box shows 0 for a None it is built with (its frontend sets ``value ??= 0`` on
-        # mount); a None sent after the page loads shows empty. These start empty ("the source's").
-        self.empty_numbers = [isinstance(c, gr.Number) and c.value is None for c in self.targets]
-
-    def on_load(self, updates: list | None = None) -> list:
-        """``updates`` (or nothing) with every number box that is empty by default blanked where
-        ``updates`` leaves it as it is: on the page's load, so that empty shows empty, not 0."""
-        updates = updates if updates is not None else [gr.skip()] * len(self.targets)
-        return [
-            None if empty and isinstance(update, dict) and update == gr.skip() else update
-            for empty, update in zip(self.empty_numbers, updates, strict=True)
-        ]
 
     def updates(self, restored: SongRequest) -> list:
         """Values for ``targets``: the request's own mode's form (FlowEdit's is the Edit tab's),
@@ -228,13 +216,14 @@ class SettingsHandlers:
 
     def open_link(self, request: gr.Request) -> list:
         params = [(k, v) for k, v in request.query_params.items() if k == MODE_PARAM or k in LINK_FIELDS]
+        skip = [gr.skip()] * len(self.form.targets)
         try:
             restored = request_from_query(params)
         except ValueError as error:
             # In the page's words, and on a queued event: an unqueued one drops its messages.
             gr.Warning(safe_message(f"This link's settings could not be used: {user_terms(str(error))}"), duration=None)
-            return self.form.on_load()
-        return self.form.on_load(None if restored is None else self.form.updates(restored))
+            return skip
+        return skip if restored is None else self.form.updates(restored)
 
 
 def share_handler(mode: str, edit_method: str = "edit", **inputs: Any) -> str:

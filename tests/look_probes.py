@@ -153,7 +153,8 @@ NAMES_JS = """
   const name = (el) => {
     const by = (el.getAttribute('aria-labelledby') || '').split(/\\s+/).filter(Boolean)
       .map((id) => text(document.getElementById(id))).join(' ');
-    const images = [...el.querySelectorAll('img[alt], svg[aria-label], [role=img][aria-label]')]
+    // A name from content counts what is inside: an image's alt, a labelled icon or button.
+    const images = [...el.querySelectorAll('img[alt], [aria-label]')]
       .map((i) => i.getAttribute('alt') || i.getAttribute('aria-label')).join(' ');
     const labels = [...(el.labels || [])].map(text).join(' ');
     const own = ['INPUT', 'TEXTAREA', 'SELECT'].includes(el.tagName) ? '' : text(el);

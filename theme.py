@@ -321,7 +321,8 @@ LOOP_CSS = """
 .test-model-banner { padding: 0.2rem 0.6rem; font-size: 0.9rem; }
 .test-model-banner p { margin: 0; }
 /* A take's player: Gradio letters its times (by id) and speed in a grey under AA on white (2.5:1). */
-.studio-takes .take-player time#time, .studio-takes .take-player time#duration { color: var(--body-text-color-subdued); }
+.studio-takes .take-player time#time, .studio-takes .take-player time#duration {
+  color: var(--body-text-color-subdued); }
 .take-player button, .take-player button span { color: var(--body-text-color); }
 /* Touch: a take's download links (the size and arrow) are 16 px tall; give them a 44 px row. */
 @media (max-width: 640px), (pointer: coarse) {

@@ -313,9 +313,19 @@ CSS = f"""
 LOOP_CSS = """
 .studio-actions-bar { position: fixed; left: 0; right: 0; bottom: 0; z-index: 20; margin: 0 !important;
   padding: 0.4rem max(1rem, calc(50vw - 680px)); background: var(--body-background-fill, #ffffff);
-  border-top: 2px solid currentColor; }
+  border-top: 2px solid currentColor; gap: 0.3rem !important; }
 .studio-actions-bar .studio-actions { max-width: 640px; flex-wrap: nowrap; }
-.studio-actions-bar .run-progress { background: inherit; }
+.studio-actions-bar .run-progress { background: inherit; margin: 0; padding: 0; }
+/* Wide screens: the stage beside the buttons, one short bar. Phones: the stage under them, without
+   the list of stages (the bar stays under a sixth of the screen). */
+@media (min-width: 641px) {
+  .studio-actions-bar { flex-direction: row !important; align-items: center; flex-wrap: nowrap !important; }
+  .studio-actions-bar .studio-actions { flex: 0 0 auto; width: min(640px, 48%); }
+  .studio-actions-bar .run-progress { flex: 1 1 0; min-width: 0; }
+}
+@media (max-width: 640px) {
+  .studio-actions-bar .run-progress br, .studio-actions-bar .run-progress .run-stages { display: none; }
+}
 .run-progress { font-family: ui-monospace, Menlo, monospace; font-size: 0.9rem; min-height: 1.4em; }
 .run-progress .run-stages { opacity: 0.85; font-size: 0.8rem; }
 .test-model-banner { padding: 0.2rem 0.6rem; font-size: 0.9rem; }
@@ -327,6 +337,7 @@ LOOP_CSS = """
 /* Touch: a take's download links (the size and arrow) are 16 px tall; give them a 44 px row. */
 @media (max-width: 640px), (pointer: coarse) {
   .studio-takes a[download] { min-height: 44px; display: inline-flex; align-items: center; }
+  .studio-takes td { vertical-align: middle; }
 }
 /* A button that waits for something (Vary before a run) reads as waiting, dashed and grey, yet
    stays legible (AA): Gradio's half opacity would put its words at 3.6:1. */

@@ -16,7 +16,7 @@ import pytest
 import test_browser
 from look_probes import CONTRAST_JS, IS_DARK_JS, NAMES_JS, TAP_TARGETS_JS
 from test_browser import ARTIFACTS, CHROMIUM, DESKTOP, MIN_CONTRAST, MIN_TAP_PX, PHONE, overflow
-from test_browser_loop import STAGE, start_run
+from test_browser_loop import STAGE, start_run, wait_for_stage
 
 from theme import THEME_STORAGE_KEY
 
@@ -275,10 +275,7 @@ def test_a_run_and_its_take_meet_the_look(browser, studio_url, theme, size):
     context, page = open_themed(browser, studio_url, SIZES[size], theme, touch=phone)
     try:
         start_run(page, f"{theme} {size} look song")
-        page.wait_for_function(
-            "() => /Encoding|Denoising|Decoding/.test(document.querySelector('#run-progress').innerText)",
-            timeout=120_000,
-        )
+        wait_for_stage(page, "Encoding|Denoising|Decoding", timeout=120_000)
         assert STAGE.search(page.locator("#run-progress").inner_text())
         found = measured(page, ("#action-bar",), phone)
         page.screenshot(path=str(SCREENSHOTS / f"run-in-progress-{theme}-{size}.png"))

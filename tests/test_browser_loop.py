@@ -55,6 +55,12 @@ def start_run(page, prompt: str, seconds: int = 10) -> None:
     page.locator("#generate").click()
 
 
+def wait_for_stage(page, pattern: str, timeout: int) -> None:
+    """Until the run's current stage (the line's first bold word, not the list of stages) matches."""
+    now = "(document.querySelector('#run-progress strong')?.innerText ?? '')"
+    page.wait_for_function(f"() => /{pattern}/.test({now})", timeout=timeout)
+
+
 def progress_text(page) -> str:
     return page.locator("#run-progress").inner_text()
 
@@ -78,10 +84,7 @@ def test_a_run_shows_its_stage_beside_the_buttons_then_the_take_in_view(browser,
         viewport_shot(page, f"loop-{size}-first-screen")
         assert in_viewport(page, "#generate"), "Generate is on the first screen"
         start_run(page, f"{size} loop song")
-        page.wait_for_function(
-            "() => /Encoding|Denoising|Decoding/.test(document.querySelector('#run-progress').innerText)",
-            timeout=120_000,
-        )
+        wait_for_stage(page, "Encoding|Denoising|Decoding", timeout=120_000)
         text = progress_text(page)
         assert STAGE.search(text), text
         assert "%" not in text, "one number per stage, no percentage"
@@ -100,15 +103,10 @@ def test_a_reload_during_a_run_finds_the_run_and_its_take(browser, studio_url): 
     context, page = open_page(browser, studio_url, DESKTOP)
     try:
         start_run(page, "reloaded song", seconds=20)
-        page.wait_for_function(
-            "() => /Encoding|Denoising/.test(document.querySelector('#run-progress').innerText)", timeout=120_000
-        )
+        wait_for_stage(page, "Encoding|Denoising", timeout=120_000)
         page.reload()
         page.wait_for_selector("#mode-nav")
-        page.wait_for_function(
-            "() => /Denoising|Decoding|Mastering|Writing|Done/.test(document.querySelector('#run-progress').innerText)",
-            timeout=60_000,
-        )
+        wait_for_stage(page, "Denoising|Decoding|Mastering|Writing|Done", timeout=60_000)
         viewport_shot(page, "loop-desktop-reloaded-in-progress")
         page.locator("#take1 audio, #take1 [data-testid]").first.wait_for(state="attached", timeout=120_000)
         sync_api.expect(page.locator("#run-summary")).to_contain_text("Saved", timeout=30_000)

@@ -103,7 +103,7 @@ def test_a_reload_during_a_run_finds_the_run_and_its_take(browser, studio_url): 
     context, page = open_page(browser, studio_url, DESKTOP)
     try:
         start_run(page, "reloaded song", seconds=20)
-        wait_for_stage(page, "Encoding|Denoising", timeout=120_000)
+        wait_for_stage(page, "Encoding|Denoising|Decoding|Mastering|Writing", timeout=120_000)
         page.reload()
         page.wait_for_selector("#mode-nav")
         wait_for_stage(page, "Denoising|Decoding|Mastering|Writing|Done", timeout=60_000)

@@ -324,6 +324,8 @@ LOOP_CSS = """
   .studio-actions-bar .run-progress { flex: 1 1 0; min-width: 0; }
 }
 @media (max-width: 640px) {
+  .share-row { flex-wrap: wrap; }  /* the link's box takes the whole width: its hint is three lines */
+  .share-row > * { flex: 1 1 100% !important; }
   .studio-actions-bar .run-progress br, .studio-actions-bar .run-progress .run-stages { display: none; }
 }
 .run-progress { font-family: ui-monospace, Menlo, monospace; font-size: 0.9rem; min-height: 1.4em; }

@@ -308,6 +308,9 @@ def test_optional_numbers_start_empty_and_a_run_sends_them_empty(browser, studio
             page.locator("#mode-nav label", has_text=mode).click()
             page.wait_for_timeout(300)
         assert page.locator("#cover-audio_duration input[type=number]").input_value() == ""
+        page.get_by_text("LoRA", exact=True).first.click()
+        alpha = page.get_by_label("Its lora_alpha (optional)")
+        assert alpha.input_value() == "", "a LoRA's alpha: empty = read from its config"
         page.locator("#mode-nav label", has_text="Generate").click()
         start_run(page, "empty numbers song")
         test_browser.sync_api.expect(page.locator("#run-progress")).to_contain_text("Done", timeout=120_000)

@@ -274,8 +274,8 @@ def test_a_run_and_its_take_meet_the_look(browser, studio_url, theme, size):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     context, page = open_themed(browser, studio_url, SIZES[size], theme, touch=phone)
     try:
-        start_run(page, f"{theme} {size} look song")
-        wait_for_stage(page, "Encoding|Denoising|Decoding", timeout=120_000)
+        start_run(page, f"{theme} {size} look song", seconds=30)  # long enough to catch a stage
+        wait_for_stage(page, "Encoding|Denoising|Decoding|Mastering|Writing", timeout=120_000)
         assert STAGE.search(page.locator("#run-progress").inner_text())
         found = measured(page, ("#action-bar",), phone)
         page.screenshot(path=str(SCREENSHOTS / f"run-in-progress-{theme}-{size}.png"))

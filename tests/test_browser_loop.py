@@ -83,8 +83,8 @@ def test_a_run_shows_its_stage_beside_the_buttons_then_the_take_in_view(browser,
     try:
         viewport_shot(page, f"loop-{size}-first-screen")
         assert in_viewport(page, "#generate"), "Generate is on the first screen"
-        start_run(page, f"{size} loop song")
-        wait_for_stage(page, "Encoding|Denoising|Decoding", timeout=120_000)
+        start_run(page, f"{size} loop song", seconds=30)  # long enough to catch a stage
+        wait_for_stage(page, "Encoding|Denoising|Decoding|Mastering|Writing", timeout=120_000)
         text = progress_text(page)
         assert STAGE.search(text), text
         assert "%" not in text, "one number per stage, no percentage"

@@ -27,6 +27,7 @@ DARK_SELECTED = "#525252"  # a ticked box in dark mode: Gradio's tick is white (
 LIGHT_DANGER = "#b00020"  # 7.3:1 on white
 DARK_DANGER = "#ff8a80"  # 8.7:1 on INK
 THEME_STORAGE_KEY = "ace-studio-theme"
+EMPTY_NUMBER_CLASS = "empty-number"  # a number box whose 0 means unset (ui.controls.OPTIONAL_NUMBERS)
 TAP_PX = 44  # the smallest touch target (WCAG 2.5.5, Apple and Android guidance)
 
 # Every colour that differs by mode, as (light, dark); applied as ``name`` and ``name_dark``.
@@ -165,10 +166,45 @@ THEME_HEAD = f"""
     if (asked === 'dark' || asked === 'light') return asked;
     try {{ return localStorage.getItem(KEY) === 'light' ? 'light' : 'dark'; }} catch (e) {{ return 'dark'; }}
   }};
+  // The toggle's accessible name keeps its visible words and says what a press does.
+  const label = (dark) => {{
+    const toggle = document.getElementById('theme-toggle');
+    if (!toggle) return false;
+    toggle.setAttribute('aria-label', 'Light / dark: switch to the ' + (dark ? 'light' : 'dark') + ' theme');
+    toggle.setAttribute('aria-pressed', String(!dark));
+    return true;
+  }};
   const apply = () => {{
     const dark = wanted() === 'dark';
     if (document.body.classList.contains('dark') !== dark) document.body.classList.toggle('dark', dark);
     document.documentElement.style.colorScheme = dark ? 'dark' : 'light';
+    label(dark);
+  }};
+  // The fixed action bar (LOOP_CSS) must never cover the end of the page: the page keeps a
+  // bottom padding of the bar's own height (0 where the bar is hidden, on the Lyrics tab).
+  let bar = null;
+  const fit = () => {{
+    document.body.style.paddingBottom = (bar && bar.isConnected ? bar.offsetHeight : 0) + 'px';
+  }};
+  const sizes = new ResizeObserver(fit);
+  const watchBar = () => {{
+    const now = document.getElementById('action-bar');
+    if (now === bar) return;
+    if (bar) sizes.unobserve(bar);
+    bar = now;
+    if (bar) sizes.observe(bar);
+    fit();
+  }};
+  // A number box that may be unset shows empty, not the 0 Gradio's box takes for an empty value
+  // each time it mounts (a hidden tab's boxes mount when it is shown). The request reads that 0
+  // as unset anyway, so emptying it changes only what the box shows.
+  const settled = new WeakSet();
+  const blankNumbers = () => {{
+    for (const box of document.querySelectorAll('.{EMPTY_NUMBER_CLASS} input[type=number]')) {{
+      if (settled.has(box) || box.value === '') continue;
+      settled.add(box);
+      if (box.value === '0') {{ box.value = ''; box.dispatchEvent(new Event('input', {{bubbles: true}})); }}
+    }}
   }};
   window.aceStudioTheme = {{
     toggle() {{
@@ -185,6 +221,15 @@ THEME_HEAD = f"""
   const start = () => {{
     apply();
     new MutationObserver(apply).observe(document.body, {{attributes: true, attributeFilter: ['class']}});
+    // Gradio mounts the page after this script, and may mount the toggle and the bar again.
+    let toggle = null;
+    new MutationObserver(() => {{
+      watchBar();
+      blankNumbers();
+      setTimeout(blankNumbers, 100);  // a box mounted empty takes its value just after
+      const now = document.getElementById('theme-toggle');
+      if (now !== toggle && label(document.body.classList.contains('dark'))) toggle = now;
+    }}).observe(document.body, {{childList: true, subtree: true}});
   }};
   if (document.body) start(); else document.addEventListener('DOMContentLoaded', start);
 }})();
@@ -268,12 +313,36 @@ CSS = f"""
 LOOP_CSS = """
 .studio-actions-bar { position: fixed; left: 0; right: 0; bottom: 0; z-index: 20; margin: 0 !important;
   padding: 0.4rem max(1rem, calc(50vw - 680px)); background: var(--body-background-fill, #ffffff);
-  border-top: 2px solid currentColor; }
+  border-top: 2px solid currentColor; gap: 0.3rem !important; }
 .studio-actions-bar .studio-actions { max-width: 640px; flex-wrap: nowrap; }
-.studio-actions-bar .run-progress { background: inherit; }
-.studio-body { margin-bottom: 7.5rem; }
+.studio-actions-bar .run-progress { background: inherit; margin: 0; padding: 0; }
+/* Wide screens: the stage beside the buttons, one short bar. Phones: the stage under them, without
+   the list of stages (the bar stays under a sixth of the screen). */
+@media (min-width: 641px) {
+  .studio-actions-bar { flex-direction: row !important; align-items: center; flex-wrap: nowrap !important; }
+  .studio-actions-bar .studio-actions { flex: 0 0 auto; width: min(640px, 48%); }
+  .studio-actions-bar .run-progress { flex: 1 1 0; min-width: 0; }
+}
+@media (max-width: 640px) {
+  .share-row { flex-wrap: wrap; }  /* the link's box takes the whole width: its hint is three lines */
+  .share-row > * { flex: 1 1 100% !important; }
+  .studio-actions-bar .run-progress br, .studio-actions-bar .run-progress .run-stages { display: none; }
+}
 .run-progress { font-family: ui-monospace, Menlo, monospace; font-size: 0.9rem; min-height: 1.4em; }
 .run-progress .run-stages { opacity: 0.85; font-size: 0.8rem; }
 .test-model-banner { padding: 0.2rem 0.6rem; font-size: 0.9rem; }
 .test-model-banner p { margin: 0; }
+/* A take's player: Gradio letters its times (by id) and speed in a grey under AA on white (2.5:1). */
+.studio-takes .take-player time#time, .studio-takes .take-player time#duration {
+  color: var(--body-text-color-subdued); }
+.take-player button, .take-player button span { color: var(--body-text-color); }
+/* Touch: a take's download links (the size and arrow) are 16 px tall; give them a 44 px row. */
+@media (max-width: 640px), (pointer: coarse) {
+  .studio-takes a[download] { min-height: 44px; display: inline-flex; align-items: center; }
+  .studio-takes td { vertical-align: middle; }
+}
+/* A button that waits for something (Vary before a run) reads as waiting, dashed and grey, yet
+   stays legible (AA): Gradio's half opacity would put its words at 3.6:1. */
+.studio-body button:disabled { opacity: 1; background: var(--body-background-fill);
+  color: var(--body-text-color-subdued); border: 2px dashed var(--body-text-color-subdued); }
 """

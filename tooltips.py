@@ -31,7 +31,7 @@ TOOLTIPS: dict[str, str] = {
     "values start later in the schedule from the source re-noised, keeping more of it (and running fewer steps).",
     "seed": "The same seed and settings give the same song. -1 picks a new random seed each run.",
     "batch_size": "How many takes to make at once (1-8); take n uses seed + n - 1.",
-    "bpm": "Tempo in beats per minute (30-300). 0 or empty lets the model choose.",
+    "bpm": "Tempo in beats per minute (30-300). Empty lets the model choose.",
     "keyscale": "Musical key, e.g. 'A minor' (typed 'Am', 'F♯ minor' or 'C Major' work too). Empty lets the "
     "model choose.",
     "timesignature": "Beats per bar (2, 3, 4 or 6; typed 4/4 or 6/8 work too). Empty lets the model choose.",

@@ -11,7 +11,10 @@ from __future__ import annotations
 # with its own alpha and every ancestor's opacity; the background is the first opaque one up
 # the tree, with the translucent layers above it blended in.
 CONTRAST_JS = """
-(minimum) => {
+(arg) => {
+  // ``minimum``, or ``[minimum, selector]`` to measure only what lies inside ``selector``.
+  const [minimum, scope] = Array.isArray(arg) ? arg : [arg, null];
+  const root = scope ? document.querySelector(scope) : document.body;
   const parse = (c) => {
     const m = c.match(/[\\d.]+/g);
     if (!m) return [0, 0, 0, 0];
@@ -70,7 +73,7 @@ CONTRAST_JS = """
     return r;
   };
   let checked = 0;
-  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
     const text = node.textContent.trim();
     const el = node.parentElement;
@@ -79,7 +82,7 @@ CONTRAST_JS = """
     checked += 1;
   }
   // Text a control shows that is no text node: typed values and placeholders.
-  for (const el of document.querySelectorAll('input, textarea')) {
+  for (const el of root.querySelectorAll('input, textarea')) {
     if (!shown(el) || ['checkbox', 'radio', 'range', 'file', 'hidden'].includes(el.type)) continue;
     if (el.value) { check(el, el.value, getComputedStyle(el).color); checked += 1; }
     else if (el.placeholder) {
@@ -95,7 +98,9 @@ CONTRAST_JS = """
 # A control's hit area is its own box or, for a form control, the box of its label (a tap
 # on the label works the control); the larger of each dimension counts.
 TAP_TARGETS_JS = """
-(minimum) => {
+(arg) => {
+  const [minimum, scope] = Array.isArray(arg) ? arg : [arg, null];
+  const root = scope ? document.querySelector(scope) : document;
   const selector = 'button, a[href], input:not([type=hidden]), select, textarea, summary, '
     + '[role=button], [role=tab], [role=checkbox], [role=radio], [role=switch], [role=slider], '
     + '[role=combobox], [tabindex]:not([tabindex="-1"])';
@@ -113,7 +118,7 @@ TAP_TARGETS_JS = """
   };
   const small = [];
   let checked = 0;
-  for (const el of document.querySelectorAll(selector)) {
+  for (const el of root.querySelectorAll(selector)) {
     // A visually hidden control reached through its label (the mode pills' radios) is measured by the label.
     const r0 = el.getBoundingClientRect();
     if (!shown(el)) continue;
@@ -135,3 +140,45 @@ TAP_TARGETS_JS = """
 
 # Which theme the page shows: Gradio's dark variables apply under ``body.dark``.
 IS_DARK_JS = "() => document.body.classList.contains('dark')"
+
+# Every visible control a screen reader announces by name: its accessible name from aria-label,
+# aria-labelledby, a <label>, its own text, an image's alt, or a title. Icon-only buttons
+# (Gradio's play, download, copy, clear) have no text of their own and need one of the others.
+NAMES_JS = """
+(scope) => {
+  const root = scope ? document.querySelector(scope) : document;
+  const selector = 'button, a[href], input:not([type=hidden]), select, textarea, [role=button], [role=slider], '
+    + '[role=checkbox], [role=switch], [role=tab], [role=combobox]';
+  const text = (el) => (el ? (el.innerText || el.textContent || '').trim() : '');
+  const name = (el) => {
+    const by = (el.getAttribute('aria-labelledby') || '').split(/\\s+/).filter(Boolean)
+      .map((id) => text(document.getElementById(id))).join(' ');
+    // A name from content counts what is inside: an image's alt, a labelled icon or button.
+    const images = [...el.querySelectorAll('img[alt], [aria-label]')]
+      .map((i) => i.getAttribute('alt') || i.getAttribute('aria-label')).join(' ');
+    const labels = [...(el.labels || [])].map(text).join(' ');
+    const own = ['INPUT', 'TEXTAREA', 'SELECT'].includes(el.tagName) ? '' : text(el);
+    return [el.getAttribute('aria-label'), by, labels, own,
+            images, el.getAttribute('title'), el.tagName === 'INPUT' && el.type === 'button' ? el.value : '',
+            el.getAttribute('placeholder')].filter((v) => v && v.trim()).join(' ').trim();
+  };
+  const shown = (el) => {
+    const s = getComputedStyle(el);
+    if (s.visibility === 'hidden' || s.display === 'none') return false;
+    const r = el.getBoundingClientRect();
+    return r.width > 0 && r.height > 0 && el.checkVisibility({visibilityProperty: true});
+  };
+  const unnamed = [];
+  let checked = 0;
+  for (const el of root.querySelectorAll(selector)) {
+    if (!shown(el) || el.closest('[aria-hidden=true]')) continue;
+    checked += 1;
+    if (!name(el)) {
+      const holder = el.closest('[id]');
+      unnamed.push(el.tagName.toLowerCase() + (el.type ? '[' + el.type + ']' : '') + ' .' + el.className
+        + (holder ? ' in #' + holder.id : ''));
+    }
+  }
+  return {checked, unnamed};
+}
+"""

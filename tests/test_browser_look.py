@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pytest
 import test_browser
-from look_probes import CONTRAST_JS, IS_DARK_JS, TAP_TARGETS_JS
+from look_probes import CONTRAST_JS, IS_DARK_JS, NAMES_JS, TAP_TARGETS_JS
 from test_browser import ARTIFACTS, CHROMIUM, DESKTOP, MIN_CONTRAST, MIN_TAP_PX, PHONE, overflow
+from test_browser_loop import STAGE, start_run, wait_for_stage
 
 from theme import THEME_STORAGE_KEY
 
 SCREENSHOTS = Path(os.environ.get("ACE_STUDIO_SCREENSHOTS", ARTIFACTS / "look"))
+SIZES = {"desktop": DESKTOP, "phone": PHONE}
 THEMES = ("dark", "light")
 MODES = ("Generate", "Cover", "Extend", "Edit", "Lyrics")
 MIN_UI_CONTRAST = 3.0  # WCAG 1.4.11: a control's frame against what is around it
@@ -236,3 +238,88 @@ def test_first_screen_screenshots(browser, studio_url, theme):
             assert path.stat().st_size > 10_000, f"{path} holds a picture"
         finally:
             context.close()
+
+
+def measured(page, scopes: tuple[str, ...], phone: bool) -> dict[str, list]:
+    """Text under AA contrast, and (on the phone) controls under 44 px, inside each of ``scopes``."""
+    found: dict[str, list] = {}
+    for scope in scopes:
+        result = page.evaluate(CONTRAST_JS, [MIN_CONTRAST, scope])
+        assert result["checked"] > 0, f"the probe saw text in {scope}"
+        found |= {f"{scope} contrast": result["worst"]} if result["worst"] else {}
+        if phone:
+            small = page.evaluate(TAP_TARGETS_JS, [MIN_TAP_PX, scope])["small"]
+            found |= {f"{scope} size": small} if small else {}
+    return found
+
+
+BAR_JS = """
+() => {
+  const bar = document.querySelector('#action-bar').getBoundingClientRect();
+  window.scrollTo(0, document.documentElement.scrollHeight);
+  const below = [...document.querySelectorAll('.studio-body, footer')].map((e) => e.getBoundingClientRect().bottom);
+  return {bar: Math.round(bar.height), padding: parseFloat(getComputedStyle(document.body).paddingBottom),
+          top: document.querySelector('#action-bar').getBoundingClientRect().top, ends: below};
+}
+"""
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("theme", THEMES)
+def test_a_run_and_its_take_meet_the_look(browser, studio_url, theme, size):
+    """The action bar while a run goes (its stage line, Cancel) and the finished take's area (players,
+    downloads, Vary, Share): AA contrast, 44 px on the phone, every control named, and the fixed bar
+    covering nothing at the end of the page. Screenshots of both moments."""
+    phone = size == "phone"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    context, page = open_themed(browser, studio_url, SIZES[size], theme, touch=phone)
+    try:
+        start_run(page, f"{theme} {size} look song", seconds=30)  # long enough to catch a stage
+        wait_for_stage(page, "Encoding|Denoising|Decoding|Mastering|Writing", timeout=120_000)
+        assert STAGE.search(page.locator("#run-progress").inner_text())
+        found = measured(page, ("#action-bar",), phone)
+        page.screenshot(path=str(SCREENSHOTS / f"run-in-progress-{theme}-{size}.png"))
+        page.locator("#take1 audio, #take1 [data-testid]").first.wait_for(state="attached", timeout=120_000)
+        test_browser.sync_api.expect(page.locator("#run-progress")).to_contain_text("Done", timeout=30_000)
+        page.wait_for_timeout(1_000)  # the scroll to the take
+        page.screenshot(path=str(SCREENSHOTS / f"result-{theme}-{size}.png"))
+        found |= measured(page, ("#action-bar", ".studio-takes"), phone)
+        assert not found, f"the run's bar and take in the {theme} theme on the {size}:\n{report(found)}"
+        names = page.evaluate(NAMES_JS, None)
+        assert names["checked"] > 50 and not names["unnamed"], f"controls with no accessible name: {names['unnamed']}"
+        assert "switch to the" in page.locator("#theme-toggle").get_attribute("aria-label")
+        bar = page.evaluate(BAR_JS)
+        assert bar["padding"] >= bar["bar"] > 0, f"the page keeps the bar's height free at its end: {bar}"
+        assert max(bar["ends"]) <= bar["top"] + 1, f"scrolled to the end, nothing lies under the bar: {bar}"
+        page.screenshot(path=str(SCREENSHOTS / f"result-end-{theme}-{size}.png"))
+    finally:
+        context.close()
+
+
+def test_optional_numbers_start_empty_and_a_run_sends_them_empty(browser, studio_url):
+    """BPM and Cover's duration show empty (not 0) on a fresh page and after Apply settings of a run
+    that left them empty; the run's settings.json holds null for them."""
+    context, page = open_themed(browser, studio_url, DESKTOP)
+    try:
+        page.get_by_text("Advanced", exact=True).first.click()
+        bpm = page.locator("#bpm input[type=number]")
+        assert bpm.input_value() == "", "BPM: empty = the model chooses"
+        for mode in ("Cover", "Generate", "Cover"):  # and still empty after the tab was left
+            page.locator("#mode-nav label", has_text=mode).click()
+            page.wait_for_timeout(300)
+        assert page.locator("#cover-audio_duration input[type=number]").input_value() == ""
+        page.get_by_text("LoRA", exact=True).first.click()
+        alpha = page.get_by_label("Its lora_alpha (optional)")
+        assert alpha.input_value() == "", "a LoRA's alpha: empty = read from its config"
+        page.locator("#mode-nav label", has_text="Generate").click()
+        start_run(page, "empty numbers song")
+        test_browser.sync_api.expect(page.locator("#run-progress")).to_contain_text("Done", timeout=120_000)
+        page.get_by_text("Settings", exact=True).first.click()
+        settings = page.locator("#settings_text .cm-content")
+        test_browser.sync_api.expect(settings).to_contain_text('"bpm": null', timeout=10_000)
+        bpm.fill("120")
+        page.get_by_role("button", name="Apply settings").click()
+        test_browser.sync_api.expect(bpm).to_have_value("", timeout=10_000)
+        assert page.locator("#generate-audio_duration input[type=number]").input_value() == "10"
+    finally:
+        context.close()

@@ -55,6 +55,12 @@ def start_run(page, prompt: str, seconds: int = 10) -> None:
     page.locator("#generate").click()
 
 
+def wait_for_stage(page, pattern: str, timeout: int) -> None:
+    """Until the run's current stage (the line's first bold word, not the list of stages) matches."""
+    now = "(document.querySelector('#run-progress strong')?.innerText ?? '')"
+    page.wait_for_function(f"() => /{pattern}/.test({now})", timeout=timeout)
+
+
 def progress_text(page) -> str:
     return page.locator("#run-progress").inner_text()
 
@@ -77,11 +83,8 @@ def test_a_run_shows_its_stage_beside_the_buttons_then_the_take_in_view(browser,
     try:
         viewport_shot(page, f"loop-{size}-first-screen")
         assert in_viewport(page, "#generate"), "Generate is on the first screen"
-        start_run(page, f"{size} loop song")
-        page.wait_for_function(
-            "() => /Encoding|Denoising|Decoding/.test(document.querySelector('#run-progress').innerText)",
-            timeout=120_000,
-        )
+        start_run(page, f"{size} loop song", seconds=30)  # long enough to catch a stage
+        wait_for_stage(page, "Encoding|Denoising|Decoding|Mastering|Writing", timeout=120_000)
         text = progress_text(page)
         assert STAGE.search(text), text
         assert "%" not in text, "one number per stage, no percentage"
@@ -100,15 +103,10 @@ def test_a_reload_during_a_run_finds_the_run_and_its_take(browser, studio_url): 
     context, page = open_page(browser, studio_url, DESKTOP)
     try:
         start_run(page, "reloaded song", seconds=20)
-        page.wait_for_function(
-            "() => /Encoding|Denoising/.test(document.querySelector('#run-progress').innerText)", timeout=120_000
-        )
+        wait_for_stage(page, "Encoding|Denoising|Decoding|Mastering|Writing", timeout=120_000)
         page.reload()
         page.wait_for_selector("#mode-nav")
-        page.wait_for_function(
-            "() => /Denoising|Decoding|Mastering|Writing|Done/.test(document.querySelector('#run-progress').innerText)",
-            timeout=60_000,
-        )
+        wait_for_stage(page, "Denoising|Decoding|Mastering|Writing|Done", timeout=60_000)
         viewport_shot(page, "loop-desktop-reloaded-in-progress")
         page.locator("#take1 audio, #take1 [data-testid]").first.wait_for(state="attached", timeout=120_000)
         sync_api.expect(page.locator("#run-summary")).to_contain_text("Saved", timeout=30_000)
@@ -132,7 +130,7 @@ def test_each_refusal_is_shown_in_words(browser, studio_url):  # noqa: F811
     try:
         page.get_by_text("LoRA", exact=True).first.click()
         page.get_by_role("button", name="Add to the stack").click()
-        assert "Pick one of your LoRAs first" in error_text(page, "Pick one of your LoRAs")
+        assert "Pick one of your LoRAs first" in error_text(page, "Pick one of your LoRAs first")
         page.locator("#generate-prompt textarea").fill("bossa nova")
         duration = page.locator("#generate-audio_duration input[type=number]")
         duration.fill("5000")

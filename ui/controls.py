@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 import gradio as gr
 
-from modes import SongRequest
+from modes import REQUEST_TYPES, SongRequest
+from theme import EMPTY_NUMBER_CLASS
 from tooltips import TOOLTIPS
 from validation import (
     FORM_KEYSCALES,
@@ -41,6 +42,7 @@ from validation import (
     TRUE_PEAK_RANGE_DBTP,
     UNIT_RANGE,
     VOCAL_LANGUAGES,
+    optional_fields,
 )
 
 Panel = Literal["main", "advanced", "output", "planner", "flow", "lora"]
@@ -123,7 +125,7 @@ CONTROLS: tuple[Control, ...] = (
     Control("shift", "slider", "Shift", "advanced", minimum=MIN_SHIFT, maximum=MAX_SHIFT, step=0.1),
     Control("seed", "number", "Seed (-1 = random)", "advanced"),
     Control("batch_size", "slider", "Takes", "advanced", minimum=1, maximum=MAX_BATCH, step=1),
-    Control("bpm", "number", "BPM (0 = auto)", "advanced"),
+    Control("bpm", "number", "BPM (empty = the model chooses)", "advanced"),
     Control("keyscale", "dropdown", "Key", "advanced", choices=(("Auto", ""), *((k, k) for k in FORM_KEYSCALES))),
     Control(
         "timesignature", "dropdown", "Time signature", "advanced",
@@ -226,6 +228,15 @@ def file_input(component: gr.components.Component) -> gr.components.Component:
     return component
 
 
+# Number boxes whose field may be unset: a request reads their 0 as unset (``from_values``), so
+# the page shows them empty, never 0 (theme.THEME_HEAD: Gradio's box shows 0 for an empty value
+# each time it mounts, as a hidden tab's does when the tab is shown).
+OPTIONAL_NUMBERS = frozenset(
+    c.name
+    for c in CONTROLS
+    if c.widget == "number" and any(c.name in optional_fields(t) for t in REQUEST_TYPES.values())
+)
+
 _WIDGETS: dict[str, type] = {
     "textbox": gr.Textbox,
     "slider": gr.Slider,
@@ -256,6 +267,8 @@ def build_control(control: Control, value: Any, elem_id: str, visible: bool = Tr
         kwargs.update(minimum=control.minimum, maximum=control.maximum, step=control.step)
     elif control.widget == "number":
         kwargs.update(precision=None if control.name.startswith("repainting") else 0)
+        if control.name in OPTIONAL_NUMBERS:
+            kwargs["elem_classes"] = EMPTY_NUMBER_CLASS
     elif control.widget in ("dropdown", "multiselect"):
         kwargs.update(choices=list(control.choices), multiselect=control.widget == "multiselect")
         if control.name in ("keyscale", "timesignature"):

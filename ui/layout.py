@@ -209,7 +209,14 @@ def build_takes() -> Takes:
     summary = gr.Markdown(NO_TAKES_YET, elem_id="run-summary")
     # Shown once there is a run: empty players and a file box would fill the first screen.
     players = [
-        gr.Audio(label=f"Take {i + 1}", type="filepath", interactive=False, visible=False, elem_id=f"take{i + 1}")
+        gr.Audio(
+            label=f"Take {i + 1}",
+            type="filepath",
+            interactive=False,
+            visible=False,
+            elem_id=f"take{i + 1}",
+            elem_classes="take-player",
+        )
         for i in range(MAX_BATCH)
     ]
     downloads = gr.File(

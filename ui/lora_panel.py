@@ -18,6 +18,7 @@ import gradio as gr
 from lora.bundle import read_upload
 from lora.presets import fetch_preset, load_presets
 from studio import Studio
+from theme import EMPTY_NUMBER_CLASS
 from tooltips import TOOLTIPS
 from ui.runs import GPU_EVENT_TIME_LIMIT_S, RUN_OPTIONS, ActiveRuns, Job, ProgressRelay, Words, guarded_run, session_key
 from validation import MAX_LORA_WEIGHT, parse_lora_stack, safe_message
@@ -84,7 +85,10 @@ def build_lora_panel(
         type="filepath",
     )
     with gr.Row():
-        alpha = gr.Number(value=None, label="Its lora_alpha (optional)", info=TOOLTIPS["lora_alpha"], scale=2)
+        alpha = gr.Number(  # 0 is unset too (``alpha or None``): shown empty (theme.EMPTY_NUMBER_CLASS)
+            value=None, label="Its lora_alpha (optional)", info=TOOLTIPS["lora_alpha"], scale=2,
+            elem_classes=EMPTY_NUMBER_CLASS,
+        )  # fmt: skip
         name = gr.Textbox(label="Its name (optional)", scale=3)
         add_file = gr.Button("Check and add", variant="secondary", scale=1)
     with gr.Row():

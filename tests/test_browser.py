@@ -152,6 +152,10 @@ def test_a_history_entry_restores_its_settings_after_a_reload(browser, studio_ur
         generate(page, "history test song", seconds=12)
         page.reload()
         page.wait_for_selector("#mode-nav")
+        # The reloaded page reattaches to its run and shows the take again (scrolling it into view
+        # once): wait for that before working further down the page.
+        page.locator("#take1").wait_for(state="visible", timeout=30_000)
+        page.wait_for_timeout(1_000)
         page.locator("#generate-prompt textarea").fill("something else")
         page.get_by_text("History (this browser)").click()
         page.locator("#history-pick input").click()

@@ -174,9 +174,7 @@ def encode_condition(
     pipe, prompt: str, lyrics: str, request: SongRequest, audio_duration: float, guidance_scale: float
 ) -> Condition:
     """Caption and lyrics through the text encoder and the condition encoder, as ``__call__`` does."""
-    import torch
-
-    device, dtype = pipe._execution_device, pipe.transformer.dtype
+    device = pipe._execution_device
     text, text_mask, lyric, lyric_mask = pipe.encode_prompt(
         prompt=[prompt],
         lyrics=[lyrics],
@@ -187,16 +185,7 @@ def encode_condition(
         keyscale=request.keyscale or None,
         timesignature=request.timesignature or None,
     )
-    timbre_frames = math.ceil(TIMBRE_S * pipe.latents_per_second)
-    timbre = pipe.condition_encoder.silence_latent[:, :timbre_frames, :].to(device=device, dtype=dtype)
-    hidden, _ = pipe.condition_encoder(
-        text_hidden_states=text,
-        text_attention_mask=text_mask,
-        lyric_hidden_states=lyric,
-        lyric_attention_mask=lyric_mask,
-        refer_audio_acoustic_hidden_states_packed=timbre,
-        refer_audio_order_mask=torch.arange(1, device=device, dtype=torch.long),
-    )
+    hidden = silent_timbre_condition(pipe, text, text_mask, lyric, lyric_mask)
     null = None
     if guidance_scale > 1.0:
         if pipe.is_turbo:
@@ -208,6 +197,25 @@ def encode_condition(
                 raise ValueError("guidance_scale: this checkpoint has no null condition for guidance; use 1.0")
             null = emb.to(device=hidden.device, dtype=hidden.dtype).expand_as(hidden)
     return Condition(hidden, null, guidance_scale)
+
+
+def silent_timbre_condition(pipe, text, text_mask, lyric, lyric_mask) -> torch.Tensor:
+    """The condition encoder's output for encoded caption and lyrics with no timbre reference: its
+    timbre input is ``TIMBRE_S`` of the silence latent, as the pipeline gives it without one."""
+    import torch
+
+    device, dtype = text.device, pipe.transformer.dtype
+    timbre_frames = math.ceil(TIMBRE_S * pipe.latents_per_second)
+    timbre = pipe.condition_encoder.silence_latent[:, :timbre_frames, :].to(device=device, dtype=dtype)
+    hidden, _ = pipe.condition_encoder(
+        text_hidden_states=text,
+        text_attention_mask=text_mask,
+        lyric_hidden_states=lyric,
+        lyric_attention_mask=lyric_mask,
+        refer_audio_acoustic_hidden_states_packed=timbre,
+        refer_audio_order_mask=torch.arange(1, device=device, dtype=torch.long),
+    )
+    return hidden
 
 
 def segment_mask(pipe, request: FlowEditRequest, frames: int) -> torch.Tensor:

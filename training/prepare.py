@@ -126,9 +126,9 @@ def encode_clip(pipe, clip: Clip, key: str, trigger_word: str = "") -> dict[str,
     """One clip's target latents, condition embeddings and context, as the pipeline makes them for
     text2music. The VAE samples its posterior from the global RNG (as in the pipeline and the
     official ``vae_encode``), seeded here from the clip's key so a cache entry is reproducible."""
-    import math
-
     import torch
+
+    from flow_edit import silent_timbre_condition
 
     audio = check_clip(clip).audio
     device = pipe.transformer.device
@@ -149,16 +149,7 @@ def encode_clip(pipe, clip: Clip, key: str, trigger_word: str = "") -> dict[str,
             bpm=clip.bpm,
             keyscale=clip.keyscale or None,
         )
-        silence = pipe.condition_encoder.silence_latent.to(device=device, dtype=dtype)
-        reference = silence[:, : math.ceil(30 * pipe.latents_per_second), :].contiguous()
-        encoder_hidden_states, _ = pipe.condition_encoder(
-            text_hidden_states=text,
-            text_attention_mask=text_mask,
-            lyric_hidden_states=lyric,
-            lyric_attention_mask=lyric_mask,
-            refer_audio_acoustic_hidden_states_packed=reference,
-            refer_audio_order_mask=torch.zeros(1, device=device, dtype=torch.long),
-        )
+        encoder_hidden_states = silent_timbre_condition(pipe, text, text_mask, lyric, lyric_mask)
         source, _ = pipe.prepare_src_latents(device=device, dtype=dtype, latent_length=latent_length)
         mask = pipe._build_chunk_mask(
             task_type="text2music",

@@ -264,9 +264,9 @@ CSS = f"""
 .studio-actions button, .share-row button {{ min-height: {TAP_PX}px; }}
 .studio-takes audio {{ max-width: 100%; }}
 .studio-takes, .studio-form {{ max-width: 100%; overflow-wrap: anywhere; }}
-/* A slider's end labels ("10", "600") must not break digit by digit. */
-.studio-form [data-testid="min-value"], .studio-form [data-testid="max-value"] {{
-  overflow-wrap: normal; white-space: nowrap; }}
+/* Gradio's bare red "Error" badge over a failed event's outputs says nothing: the failure's words
+   are in the studio's message (the toast, or the run's line beside the buttons). */
+.gradio-container [data-testid="status-tracker"] .error {{ display: none; }}
 .control-help {{ font-size: 0.85rem; color: var(--body-text-color-subdued); }}
 .control-help p {{ color: var(--body-text-color-subdued); }}
 .fit-meter {{ font-size: 0.9rem; }}

@@ -336,10 +336,17 @@ LOOP_CSS = """
 .studio-takes .take-player time#time, .studio-takes .take-player time#duration {
   color: var(--body-text-color-subdued); }
 .take-player button, .take-player button span { color: var(--body-text-color); }
-/* Touch: a take's download links (the size and arrow) are 16 px tall; give them a 44 px row. */
+/* A take's downloads: one column of links of one width, each row's name and link on one line.
+   Touch: each link (its size and arrow, 16 px tall in Gradio) a 44 px target. The list only
+   offers files, so its per-row remove button (shown even on an output) is left out. */
+.take-downloads tr, .take-downloads td.filename { align-items: center; }
+.take-downloads td { vertical-align: middle !important; }
+.take-downloads td.download { width: 9rem; }
+.take-downloads a[download] { display: flex; justify-content: flex-end; align-items: center; width: 100%;
+  box-sizing: border-box; }
+.take-downloads .label-clear-button, .take-downloads td:has(> .label-clear-button) { display: none; }
 @media (max-width: 640px), (pointer: coarse) {
-  .studio-takes a[download] { min-height: 44px; display: inline-flex; align-items: center; }
-  .studio-takes td { vertical-align: middle; }
+  .studio-takes a[download] { min-height: 44px; min-width: 44px; }
 }
 /* A button that waits for something (Vary before a run) reads as waiting, dashed and grey, yet
    stays legible (AA): Gradio's half opacity would put its words at 3.6:1. */

@@ -228,8 +228,9 @@ def build_takes() -> Takes:
         for i in range(MAX_BATCH)
     ]
     downloads = gr.File(
-        label="Downloads (WAV, FLAC, MP3, settings)", file_count="multiple", interactive=False, visible=False
-    )
+        label="Downloads (WAV, FLAC, MP3, settings)", file_count="multiple", interactive=False, visible=False,
+        elem_id="downloads", elem_classes="take-downloads",
+    )  # fmt: skip
     with gr.Row(elem_classes="vary-row"):
         variance = range_number(
             0, 1, 0.05, label="Variance", value=DEFAULT_VARIANCE, info=TOOLTIPS["variance"],

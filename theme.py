@@ -234,6 +234,40 @@ THEME_HEAD = f"""
   if (document.body) start(); else document.addEventListener('DOMContentLoaded', start);
 }})();
 </script>
+<script>
+// The finished take is scrolled into view once (ui.takes.SCROLL_TO_TAKE_JS), and only where it is out
+// of sight and the user has neither moved the page since the run began (or since the page loaded:
+// a run reattached after a reload) nor is typing: the page never yanks a reader away.
+(() => {{
+  let moved = false;
+  const move = () => {{ moved = true; }};
+  const editable = (el) => !!el && (el.isContentEditable || el.tagName === 'TEXTAREA' || el.tagName === 'SELECT'
+    || (el.tagName === 'INPUT' && !['button', 'checkbox', 'radio', 'range', 'submit'].includes(el.type)));
+  const KEYS = ['PageUp', 'PageDown', 'Home', 'End', 'ArrowUp', 'ArrowDown', ' '];
+  window.addEventListener('wheel', move, {{passive: true, capture: true}});
+  window.addEventListener('touchmove', move, {{passive: true, capture: true}});
+  window.addEventListener('keydown', (e) => {{
+    if (KEYS.includes(e.key) && !editable(e.target) && !(e.target.closest && e.target.closest('button'))) move();
+  }}, true);
+  window.addEventListener('pointerdown', (e) => {{ if (e.target === document.documentElement) move(); }}, true);
+  document.addEventListener('click', (e) => {{
+    if (e.target.closest && e.target.closest('#generate, #retake, #vary')) moved = false;
+  }}, true);
+  const inView = (el) => {{
+    const box = el.getBoundingClientRect(), bar = document.getElementById('action-bar');
+    const bottom = bar && bar.offsetHeight ? bar.getBoundingClientRect().top : window.innerHeight;
+    return box.height > 0 && box.top >= 0 && box.bottom <= bottom;
+  }};
+  window.aceStudioLoop = {{
+    showTake() {{
+      const take = document.querySelector('#take1');
+      if (!take || moved || editable(document.activeElement) || inView(take)) return false;
+      take.scrollIntoView({{block: 'center'}});
+      return true;
+    }},
+  }};
+}})();
+</script>
 <style>
 /* Gradio's footer (API, settings) lies outside the scope ``css=`` reaches. */
 @media (max-width: 640px), (pointer: coarse) {{

@@ -118,6 +118,34 @@ def test_a_reload_during_a_run_finds_the_run_and_its_take(browser, studio_url): 
         context.close()
 
 
+@pytest.mark.parametrize("reload", [False, True], ids=["same-page", "reattached"])
+def test_the_take_never_yanks_a_page_the_user_has_scrolled(browser, studio_url, reload):  # noqa: F811
+    """The take is scrolled into view only when the user has not moved the page since the run began
+    (or since a reload reattached it): a user who scrolled stays where they are."""
+    context, page = open_page(browser, studio_url, PHONE)
+    try:
+        start_run(page, f"unyanked song {reload}", seconds=20)
+        wait_for_stage(page, "Encoding|Denoising|Decoding|Mastering|Writing", timeout=120_000)
+        if reload:
+            page.reload()
+            page.wait_for_selector("#mode-nav")
+            wait_for_stage(page, "Denoising|Decoding|Mastering|Writing|Done", timeout=60_000)
+        start = page.evaluate("window.scrollY")
+        page.mouse.move(200, 300)
+        page.mouse.wheel(0, 240)  # the user reads on, below the form's top
+        page.wait_for_function(f"() => window.scrollY >= {start} + 200", timeout=5_000)
+        page.wait_for_timeout(500)  # the wheel's smooth scroll settles
+        before = page.evaluate("window.scrollY")
+        page.locator("#take1 audio, #take1 [data-testid]").first.wait_for(state="attached", timeout=120_000)
+        sync_api.expect(page.locator("#run-progress")).to_contain_text("Done", timeout=30_000)
+        page.wait_for_timeout(1_500)  # when the page would have scrolled to the take
+        assert abs(page.evaluate("window.scrollY") - before) < 5, "the page stays where the user put it"
+        assert not in_viewport(page, "#take1"), "the take is below, where the user has not gone yet"
+        assert not page.evaluate("window.aceStudioLoop.showTake()"), "moved once, the page is not yanked"
+    finally:
+        context.close()
+
+
 def error_text(page, pattern: str) -> str:
     """The first toast (or page text) matching ``pattern``, read from the page."""
     found = page.get_by_text(re.compile(pattern)).first

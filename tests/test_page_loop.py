@@ -136,3 +136,15 @@ def test_unqueued_events_never_raise(built):
         getattr(fn, "__qualname__", repr(fn)) for fn in unqueued if "raise" in inspect.getsource(inspect.unwrap(fn))
     ]
     assert not raising, f"unqueued handlers that may raise: {raising}"
+
+
+@pytest.mark.parametrize(
+    ("weight", "words"),
+    [(5.0, "Its weight: must be between 0 and 2, got 5"), (None, "Its weight: give a number between 0 and 2")],
+)
+def test_a_lora_weight_out_of_range_is_refused_not_clamped(weight, words):
+    from ui.lora_panel import with_lora
+
+    with pytest.raises(ValueError, match=f"^{words}$"):
+        with_lora("", "a1b2", weight)
+    assert with_lora("a1b2:1", "a1b2", 0.5) == "a1b2:0.5"

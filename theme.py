@@ -234,6 +234,40 @@ THEME_HEAD = f"""
   if (document.body) start(); else document.addEventListener('DOMContentLoaded', start);
 }})();
 </script>
+<script>
+// The finished take is scrolled into view once (ui.takes.SCROLL_TO_TAKE_JS), and only where it is out
+// of sight and the user has neither moved the page since the run began (or since the page loaded:
+// a run reattached after a reload) nor is typing: the page never yanks a reader away.
+(() => {{
+  let moved = false;
+  const move = () => {{ moved = true; }};
+  const editable = (el) => !!el && (el.isContentEditable || el.tagName === 'TEXTAREA' || el.tagName === 'SELECT'
+    || (el.tagName === 'INPUT' && !['button', 'checkbox', 'radio', 'range', 'submit'].includes(el.type)));
+  const KEYS = ['PageUp', 'PageDown', 'Home', 'End', 'ArrowUp', 'ArrowDown', ' '];
+  window.addEventListener('wheel', move, {{passive: true, capture: true}});
+  window.addEventListener('touchmove', move, {{passive: true, capture: true}});
+  window.addEventListener('keydown', (e) => {{
+    if (KEYS.includes(e.key) && !editable(e.target) && !(e.target.closest && e.target.closest('button'))) move();
+  }}, true);
+  window.addEventListener('pointerdown', (e) => {{ if (e.target === document.documentElement) move(); }}, true);
+  document.addEventListener('click', (e) => {{
+    if (e.target.closest && e.target.closest('#generate, #retake, #vary')) moved = false;
+  }}, true);
+  const inView = (el) => {{
+    const box = el.getBoundingClientRect(), bar = document.getElementById('action-bar');
+    const bottom = bar && bar.offsetHeight ? bar.getBoundingClientRect().top : window.innerHeight;
+    return box.height > 0 && box.top >= 0 && box.bottom <= bottom;
+  }};
+  window.aceStudioLoop = {{
+    showTake() {{
+      const take = document.querySelector('#take1');
+      if (!take || moved || editable(document.activeElement) || inView(take)) return false;
+      take.scrollIntoView({{block: 'center'}});
+      return true;
+    }},
+  }};
+}})();
+</script>
 <style>
 /* Gradio's footer (API, settings) lies outside the scope ``css=`` reaches. */
 @media (max-width: 640px), (pointer: coarse) {{
@@ -264,9 +298,9 @@ CSS = f"""
 .studio-actions button, .share-row button {{ min-height: {TAP_PX}px; }}
 .studio-takes audio {{ max-width: 100%; }}
 .studio-takes, .studio-form {{ max-width: 100%; overflow-wrap: anywhere; }}
-/* A slider's end labels ("10", "600") must not break digit by digit. */
-.studio-form [data-testid="min-value"], .studio-form [data-testid="max-value"] {{
-  overflow-wrap: normal; white-space: nowrap; }}
+/* Gradio's bare red "Error" badge over a failed event's outputs says nothing: the failure's words
+   are in the studio's message (the toast, or the run's line beside the buttons). */
+.gradio-container [data-testid="status-tracker"] .error {{ display: none; }}
 .control-help {{ font-size: 0.85rem; color: var(--body-text-color-subdued); }}
 .control-help p {{ color: var(--body-text-color-subdued); }}
 .fit-meter {{ font-size: 0.9rem; }}
@@ -336,10 +370,17 @@ LOOP_CSS = """
 .studio-takes .take-player time#time, .studio-takes .take-player time#duration {
   color: var(--body-text-color-subdued); }
 .take-player button, .take-player button span { color: var(--body-text-color); }
-/* Touch: a take's download links (the size and arrow) are 16 px tall; give them a 44 px row. */
+/* A take's downloads: one column of links of one width, each row's name and link on one line.
+   Touch: each link (its size and arrow, 16 px tall in Gradio) a 44 px target. The list only
+   offers files, so its per-row remove button (shown even on an output) is left out. */
+.take-downloads tr, .take-downloads td.filename { align-items: center; }
+.take-downloads td { vertical-align: middle !important; }
+.take-downloads td.download { width: 9rem; }
+.take-downloads a[download] { display: flex; justify-content: flex-end; align-items: center; width: 100%;
+  box-sizing: border-box; }
+.take-downloads .label-clear-button, .take-downloads td:has(> .label-clear-button) { display: none; }
 @media (max-width: 640px), (pointer: coarse) {
-  .studio-takes a[download] { min-height: 44px; display: inline-flex; align-items: center; }
-  .studio-takes td { vertical-align: middle; }
+  .studio-takes a[download] { min-height: 44px; min-width: 44px; }
 }
 /* A button that waits for something (Vary before a run) reads as waiting, dashed and grey, yet
    stays legible (AA): Gradio's half opacity would put its words at 3.6:1. */

@@ -180,8 +180,8 @@ _ECHO_REPR.maxlong = _ECHO_DIGITS
 
 
 def echo(value: Any, bare: bool = False) -> str:
-    """A bad value as every error message shows it: its repr (``bare``: a name as it is),
-    with markup escaped, cut to ``ECHO_CHARS``.
+    """A bad value as every error message shows it: its repr (``bare``: a name as it is; a whole
+    number as people write it, 5000 not 5000.0), with markup escaped, cut to ``ECHO_CHARS``.
 
     Gradio renders an error's text as HTML, so an echoed ``<form ...>`` would become a form
     on the page; and a 1 MB value must not come back whole.
@@ -192,12 +192,19 @@ def echo(value: Any, bare: bool = False) -> str:
     elif isinstance(value, str):
         text = value[: 2 * ECHO_CHARS] if bare else repr(value[: 2 * ECHO_CHARS])
         size = f" ({len(value):,} characters)" if len(value) > ECHO_CHARS else ""
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and _integral(value):
+        text = figure(value)  # 5000.0 reads "5000", as people write it
     else:
         text = _ECHO_REPR.repr(value)
     escaped = html.escape(text, quote=False)
     if len(escaped) <= ECHO_CHARS:
         return escaped + size
     return re.sub(r"&[a-z]*$", "", escaped[:ECHO_CHARS]) + "…" + size  # never half an entity
+
+
+def _integral(value: float) -> bool:
+    """A whole number small enough to print in full (``figure`` writes it as people do)."""
+    return abs(value) < 1e18 and float(value).is_integer()
 
 
 def safe_message(text: str) -> str:

@@ -81,8 +81,8 @@ def browser():
         chromium.close()
 
 
-def open_page(browser, url: str, viewport: dict):
-    context = browser.new_context(viewport=viewport)
+def open_page(browser, url: str, viewport: dict, touch: bool = False):
+    context = browser.new_context(viewport=viewport, has_touch=touch, is_mobile=touch)
     page = context.new_page()
     page.goto(url)
     page.wait_for_selector("#mode-nav", timeout=60_000)
@@ -109,8 +109,17 @@ def generate(page, prompt: str, seconds: int = 10) -> None:
     page.get_by_text("Saved", exact=False).first.wait_for(timeout=120_000)
 
 
+DOWNLOAD_LINKS_JS = """
+() => [...document.querySelectorAll('#downloads a[download]')].map((a) => {
+  const r = a.getBoundingClientRect();
+  return {name: a.getAttribute('download'), left: Math.round(r.left), width: Math.round(r.width),
+          height: Math.round(r.height)};
+})
+"""
+
+
 def test_generating_from_the_phone_layout_fits_the_screen(browser, studio_url):
-    context, page = open_page(browser, studio_url, PHONE)
+    context, page = open_page(browser, studio_url, PHONE, touch=True)
     try:
         assert overflow(page) <= 0
         nav = page.locator("#mode-nav").bounding_box()
@@ -121,6 +130,11 @@ def test_generating_from_the_phone_layout_fits_the_screen(browser, studio_url):
         page.locator("#take1 audio, #take1 [data-testid]").first.wait_for(state="attached", timeout=30_000)
         assert overflow(page) <= 0, "a result must not push the page wider than the screen"
         shot(page, "phone-after")
+        links = page.evaluate(DOWNLOAD_LINKS_JS)
+        assert len(links) >= 4, f"the take's WAV, FLAC, MP3 and settings: {links}"
+        assert len({(link["left"], link["width"]) for link in links}) == 1, f"the download links line up: {links}"
+        small = [link for link in links if min(link["width"], link["height"]) < MIN_TAP_PX]
+        assert not small, f"download links under {MIN_TAP_PX} px: {small}"
         for label in page.locator("#mode-nav label").all():
             box = label.bounding_box()
             assert box["height"] >= MIN_TAP_PX, f"mode pill {label.inner_text()!r} is {box['height']} px tall"

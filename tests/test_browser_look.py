@@ -284,6 +284,8 @@ def test_a_run_and_its_take_meet_the_look(browser, studio_url, theme, size):
         page.wait_for_timeout(1_000)  # the scroll to the take
         page.screenshot(path=str(SCREENSHOTS / f"result-{theme}-{size}.png"))
         found |= measured(page, ("#action-bar", ".studio-takes"), phone)
+        links = page.evaluate(test_browser.DOWNLOAD_LINKS_JS)
+        assert len({(link["left"], link["width"]) for link in links}) == 1, f"the downloads line up: {links}"
         assert not found, f"the run's bar and take in the {theme} theme on the {size}:\n{report(found)}"
         names = page.evaluate(NAMES_JS, None)
         assert names["checked"] > 50 and not names["unnamed"], f"controls with no accessible name: {names['unnamed']}"

@@ -118,11 +118,55 @@ def test_a_reload_during_a_run_finds_the_run_and_its_take(browser, studio_url): 
         context.close()
 
 
+@pytest.mark.parametrize("reload", [False, True], ids=["same-page", "reattached"])
+def test_the_take_never_yanks_a_page_the_user_has_scrolled(browser, studio_url, reload):  # noqa: F811
+    """The take is scrolled into view only when the user has not moved the page since the run began
+    (or since a reload reattached it): a user who scrolled stays where they are."""
+    context, page = open_page(browser, studio_url, PHONE)
+    try:
+        start_run(page, f"unyanked song {reload}", seconds=20)
+        wait_for_stage(page, "Encoding|Denoising|Decoding|Mastering|Writing", timeout=120_000)
+        if reload:
+            page.reload()
+            page.wait_for_selector("#mode-nav")
+            wait_for_stage(page, "Denoising|Decoding|Mastering|Writing|Done", timeout=60_000)
+        start = page.evaluate("window.scrollY")
+        page.mouse.move(200, 300)
+        page.mouse.wheel(0, 240)  # the user reads on, below the form's top
+        page.wait_for_function(f"() => window.scrollY >= {start} + 200", timeout=5_000)
+        page.wait_for_timeout(500)  # the wheel's smooth scroll settles
+        before = page.evaluate("window.scrollY")
+        page.locator("#take1 audio, #take1 [data-testid]").first.wait_for(state="attached", timeout=120_000)
+        sync_api.expect(page.locator("#run-progress")).to_contain_text("Done", timeout=30_000)
+        page.wait_for_timeout(1_500)  # when the page would have scrolled to the take
+        assert abs(page.evaluate("window.scrollY") - before) < 5, "the page stays where the user put it"
+        assert not in_viewport(page, "#take1"), "the take is below, where the user has not gone yet"
+        assert not page.evaluate("window.aceStudioLoop.showTake()"), "moved once, the page is not yanked"
+    finally:
+        context.close()
+
+
 def error_text(page, pattern: str) -> str:
     """The first toast (or page text) matching ``pattern``, read from the page."""
     found = page.get_by_text(re.compile(pattern)).first
     found.wait_for(timeout=30_000)
     return found.inner_text()
+
+
+# Gradio's bare red "Error" badge (a failed event's status over its outputs), or anything else marked
+# as an error outside the toasts that carry the words.
+BARE_ERRORS_JS = """
+() => [...document.querySelectorAll('.error, [data-testid=status-tracker] .error')].filter((e) => {
+  if (e.closest('[data-testid^=toast]')) return false;
+  const r = e.getBoundingClientRect();
+  return r.width > 1 && r.height > 1 && e.checkVisibility({opacityProperty: true, visibilityProperty: true});
+}).map((e) => e.outerHTML.slice(0, 120))
+"""
+
+
+def close_toasts(page) -> None:
+    for close in page.locator("[data-testid=toast-close]").all():
+        close.click()
 
 
 def test_each_refusal_is_shown_in_words(browser, studio_url):  # noqa: F811
@@ -131,6 +175,22 @@ def test_each_refusal_is_shown_in_words(browser, studio_url):  # noqa: F811
         page.get_by_text("LoRA", exact=True).first.click()
         page.get_by_role("button", name="Add to the stack").click()
         assert "Pick one of your LoRAs first" in error_text(page, "Pick one of your LoRAs first")
+        assert not page.evaluate(BARE_ERRORS_JS), "no red Error badge without words"
+        close_toasts(page)
+        page.locator("#generate-think input").uncheck()
+        page.locator("#generate-prompt textarea").fill("a typed number")
+        page.get_by_text("Advanced", exact=True).last.click()
+        steps = page.locator("#num_inference_steps input[type=number]")
+        steps.fill("5000")  # typed, not dragged
+        page.locator("#generate").click()
+        words = error_text(page, r"Steps: must be between")
+        assert "between 1 and 200, got 5000" in words, f"refused with the range, not clamped: {words}"
+        sync_api.expect(page.locator("#run-progress")).to_contain_text("Failed · Steps: must be between 1 and 200")
+        assert steps.input_value() == "5000", "what the user typed stays to be put right"
+        assert not page.locator("#take1").is_visible(), "no run started"
+        assert not page.evaluate(BARE_ERRORS_JS), "no red Error badge without words"
+        steps.fill("8")
+        close_toasts(page)
         page.locator("#generate-prompt textarea").fill("bossa nova")
         duration = page.locator("#generate-audio_duration input[type=number]")
         duration.fill("5000")
@@ -140,15 +200,15 @@ def test_each_refusal_is_shown_in_words(browser, studio_url):  # noqa: F811
         assert "10 and 600" in words, "refused with the range, not clamped"
         duration.fill("10")
         duration.press("Enter")
-        page.locator("[data-testid=toast-close]").first.click()
+        close_toasts(page)
         page.locator("#action-bar").evaluate("e => e.scrollIntoView()")
-        page.get_by_text("Advanced", exact=True).last.click()
         bpm = page.locator("#bpm input")
         bpm.fill("5000")
         bpm.press("Enter")
         page.get_by_role("button", name="Share link").click()
         words = error_text(page, r"BPM: must be between")
         assert "bpm" not in words and "30" in words and "300" in words, words
+        assert not page.evaluate(BARE_ERRORS_JS), "no red Error badge without words"
         shot(page, "loop-desktop-error-share")
         other = context.new_page()
         other.goto(studio_url.rstrip("/") + "/?mode=generate&prompt=bossa&seed=99999999999")

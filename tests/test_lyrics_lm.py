@@ -236,7 +236,7 @@ def test_model_names_and_backends():
         ({"rhyme_scheme": "A"}, "rhyme_scheme: one letter A-H per line, 2 to 16 lines (like ABAB), or 'free'; got 'A'"),
         ({"temperature": 2.5}, "temperature: must be between 0 and 2, got 2.5"),
         ({"temperature": "hot"}, "temperature: must be a number, got 'hot'"),
-        ({"top_p": 0}, "top_p: must be above 0 and at most 1, got 0.0"),
+        ({"top_p": 0}, "top_p: must be above 0 and at most 1, got 0"),
         ({"top_p": 1.2}, "top_p: must be above 0 and at most 1, got 1.2"),
         ({"max_new_tokens": 10}, "max_new_tokens: must be between 64 and 2048, got 10"),
         ({"max_new_tokens": 700.5}, "max_new_tokens: must be a whole number, got 700.5"),

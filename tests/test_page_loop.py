@@ -90,3 +90,61 @@ def test_edit_starts_from_the_middle_third_of_the_loaded_source(tmp_path):
     sf.write(path, np.zeros((48_000 * 12, 2), dtype=np.float32), 48_000)
     assert middle_third(str(path)) == (4.0, 8.0)
     assert middle_third(None) == (gr.skip(), gr.skip()), "no source: the fields are left as they are"
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(5000.0, "got 5000"), (25.0, "got 25"), (0.0, "got 0"), (2.5, "got 2.5"), (99999999999, "got 99,999,999,999")],
+)
+def test_a_refused_number_reads_as_people_write_it(value, shown):
+    with pytest.raises(ValueError, match=rf"{shown}$"):
+        check_range("steps", value, 1e12, 1e13)
+
+
+@pytest.fixture()
+def built(studio):
+    from ui.layout import build_ui
+
+    return build_ui(studio)
+
+
+def test_no_control_clamps_a_typed_number(built):
+    """A slider's box clamps what is typed (5000 steps became 200, without a word); the page's
+    ranged fields are number boxes with no bounds of their own and their range in their label."""
+    demo = built
+    sliders = [block.label for block in demo.blocks.values() if isinstance(block, gr.Slider)]
+    assert not sliders, f"these clamp a typed number to their range: {sliders}"
+    bounded = [
+        block.label
+        for block in demo.blocks.values()
+        if isinstance(block, gr.Number) and (block.minimum is not None or block.maximum is not None)
+    ]
+    assert not bounded, f"Gradio refuses these out of range in its own words, before the handler: {bounded}"
+    labels = {block.label for block in demo.blocks.values() if isinstance(block, gr.Number)}
+    assert {"Steps (1-200)", "Mastering ceiling (dBTP, -6 to 0)", "Fade in (s, 0-30)"} <= labels
+
+
+def test_unqueued_events_never_raise(built):
+    """Gradio drops the words of an unqueued event's error (a bare red "Error" is all the page
+    shows), so a handler that may refuse runs queued."""
+    import inspect
+
+    demo = built
+    unqueued = [fn.fn for fn in demo.fns.values() if fn.fn is not None and fn.queue is False]
+    assert len(unqueued) > 10
+    raising = [
+        getattr(fn, "__qualname__", repr(fn)) for fn in unqueued if "raise" in inspect.getsource(inspect.unwrap(fn))
+    ]
+    assert not raising, f"unqueued handlers that may raise: {raising}"
+
+
+@pytest.mark.parametrize(
+    ("weight", "words"),
+    [(5.0, "Its weight: must be between 0 and 2, got 5"), (None, "Its weight: give a number between 0 and 2")],
+)
+def test_a_lora_weight_out_of_range_is_refused_not_clamped(weight, words):
+    from ui.lora_panel import with_lora
+
+    with pytest.raises(ValueError, match=f"^{words}$"):
+        with_lora("", "a1b2", weight)
+    assert with_lora("a1b2:1", "a1b2", 0.5) == "a1b2:0.5"

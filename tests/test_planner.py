@@ -114,8 +114,8 @@ def test_plan_refuses_a_wrong_code_count_or_code():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"temperature": 3.0}, "temperature: must be between 0 and 2, got 3.0"),
-        ({"top_p": 0.0}, "top_p: must be above 0 and at most 1, got 0.0"),
+        ({"temperature": 3.0}, "temperature: must be between 0 and 2, got 3"),
+        ({"top_p": 0.0}, "top_p: must be above 0 and at most 1, got 0"),
         ({"top_k": -1}, "top_k: must be between 0 and 1,000,000, got -1"),
         ({"lm_guidance_scale": 0.5}, "lm_guidance_scale: must be between 1 and 10, got 0.5"),
         ({"infer": frozenset({"tempo"})}, "infer: ['tempo'] are not plan fields"),

@@ -42,6 +42,7 @@ from validation import (
     TRUE_PEAK_RANGE_DBTP,
     UNIT_RANGE,
     VOCAL_LANGUAGES,
+    figure,
     optional_fields,
 )
 
@@ -55,7 +56,7 @@ REWORK_MODES = ("cover", "extend", "edit")
 @dataclass(frozen=True)
 class Control:
     name: str  # a request field
-    widget: Literal["textbox", "slider", "number", "dropdown", "multiselect", "checkbox", "audio", "image"]
+    widget: Literal["textbox", "range", "number", "dropdown", "multiselect", "checkbox", "audio", "image"]
     label: str
     panel: Panel
     modes: tuple[str, ...] = ALL_MODES  # the tabs whose main panel shows it (advanced: all)
@@ -86,10 +87,10 @@ CONTROLS: tuple[Control, ...] = (
         ("generate",),
     ),
     Control("audio_duration", "number", "Duration (s, empty = the source's)", "main", ("cover",)),
-    Control("audio_cover_strength", "slider", "Cover strength", "main", ("cover",), *UNIT_RANGE, 0.01),
-    Control("cover_noise_strength", "slider", "Start from the source", "main", ("cover",), *UNIT_RANGE, 0.01),
+    Control("audio_cover_strength", "range", "Cover strength", "main", ("cover",), *UNIT_RANGE, 0.01),
+    Control("cover_noise_strength", "range", "Start from the source", "main", ("cover",), *UNIT_RANGE, 0.01),
     Control("reference_audio", "audio", "Timbre reference (optional)", "main", ("generate", "cover")),
-    Control("extend_seconds", "slider", "Seconds to add", "main", ("extend",), MIN_EXTEND_S, MAX_EXTEND_S, 1),
+    Control("extend_seconds", "range", "Seconds to add", "main", ("extend",), MIN_EXTEND_S, MAX_EXTEND_S, 1),
     Control(
         "extend_where", "dropdown", "Where", "main", ("extend",),
         choices=(("After the end", "after"), ("Before the start", "before")),
@@ -105,7 +106,7 @@ CONTROLS: tuple[Control, ...] = (
         "repaint_mode", "dropdown", "Keep the source around it", "main", ("extend", "edit"),
         choices=tuple((mode.capitalize(), mode) for mode in REPAINT_MODES),
     ),
-    Control("repaint_strength", "slider", "Repaint strength", "main", ("extend", "edit"), *UNIT_RANGE, 0.05),
+    Control("repaint_strength", "range", "Repaint strength", "main", ("extend", "edit"), *UNIT_RANGE, 0.05),
     Control("repainting_start", "number", "Segment start (s)", "main", ("edit",)),
     Control("repainting_end", "number", "Segment end (s)", "main", ("edit",)),
     Control(
@@ -120,19 +121,19 @@ CONTROLS: tuple[Control, ...] = (
         "vocal_language", "dropdown", "Vocal language", "main",
         choices=tuple((LANGUAGE_NAMES.get(code, code), code) for code in VOCAL_LANGUAGES),
     ),
-    Control("num_inference_steps", "slider", "Steps", "advanced", minimum=MIN_STEPS, maximum=MAX_STEPS, step=1),
-    Control("guidance_scale", "slider", "Guidance", "advanced", ALL_MODES, *GUIDANCE_RANGE, 0.1),
-    Control("shift", "slider", "Shift", "advanced", minimum=MIN_SHIFT, maximum=MAX_SHIFT, step=0.1),
+    Control("num_inference_steps", "range", "Steps", "advanced", minimum=MIN_STEPS, maximum=MAX_STEPS, step=1),
+    Control("guidance_scale", "range", "Guidance", "advanced", ALL_MODES, *GUIDANCE_RANGE, 0.1),
+    Control("shift", "range", "Shift", "advanced", minimum=MIN_SHIFT, maximum=MAX_SHIFT, step=0.1),
     Control("seed", "number", "Seed (-1 = random)", "advanced"),
-    Control("batch_size", "slider", "Takes", "advanced", minimum=1, maximum=MAX_BATCH, step=1),
+    Control("batch_size", "range", "Takes", "advanced", minimum=1, maximum=MAX_BATCH, step=1),
     Control("bpm", "number", "BPM (empty = the model chooses)", "advanced"),
     Control("keyscale", "dropdown", "Key", "advanced", choices=(("Auto", ""), *((k, k) for k in FORM_KEYSCALES))),
     Control(
         "timesignature", "dropdown", "Time signature", "advanced",
         choices=(("Auto", ""), *((f"{t} beats per bar", t) for t in TIME_SIGNATURES)),
     ),
-    Control("cfg_interval_end", "slider", "Guide from t (early end)", "advanced", ALL_MODES, *UNIT_RANGE, 0.01),
-    Control("cfg_interval_start", "slider", "Guide down to t (late end)", "advanced", ALL_MODES, *UNIT_RANGE, 0.01),
+    Control("cfg_interval_end", "range", "Guide from t (early end)", "advanced", ALL_MODES, *UNIT_RANGE, 0.01),
+    Control("cfg_interval_start", "range", "Guide down to t (late end)", "advanced", ALL_MODES, *UNIT_RANGE, 0.01),
     Control("guidance_method", "dropdown", "Guidance method", "advanced", choices=(("APG", "apg"), ("ADG", "adg"))),
     Control(
         "infer_method", "dropdown", "Sampler", "advanced",
@@ -140,10 +141,10 @@ CONTROLS: tuple[Control, ...] = (
     ),
     Control("dcw_enabled", "checkbox", "DCW (wavelet latent correction)", "advanced"),
     Control("lm_rewrite_caption", "checkbox", "Let the planner rewrite the caption", "planner", ("generate",)),
-    Control("lm_temperature", "slider", "Planner temperature", "planner", ("generate",), *TEMPERATURE_RANGE, 0.05),
-    Control("lm_top_p", "slider", "Planner top-p", "planner", ("generate",), MIN_TOP_P_SLIDER, TOP_P_RANGE[1], 0.01),
+    Control("lm_temperature", "range", "Planner temperature", "planner", ("generate",), *TEMPERATURE_RANGE, 0.05),
+    Control("lm_top_p", "range", "Planner top-p", "planner", ("generate",), MIN_TOP_P_SLIDER, TOP_P_RANGE[1], 0.01),
     Control("lm_top_k", "number", "Planner top-k (0 = off)", "planner", ("generate",)),
-    Control("lm_guidance_scale", "slider", "Planner guidance", "planner", ("generate",), *LM_GUIDANCE_RANGE, 0.1),
+    Control("lm_guidance_scale", "range", "Planner guidance", "planner", ("generate",), *LM_GUIDANCE_RANGE, 0.1),
     Control("lm_negative_prompt", "textbox", "Planner negative prompt", "planner", ("generate",)),
     Control(
         "audio_codes", "textbox", "Plan to replay (audio codes)", "planner", ("generate",), lines=2,
@@ -151,23 +152,23 @@ CONTROLS: tuple[Control, ...] = (
     ),
     Control("source_prompt", "textbox", "Style now", "flow", ("flow_edit",), lines=2),
     Control("source_lyrics", "textbox", "Lyrics now", "flow", ("flow_edit",), lines=6),
-    Control("source_guidance_scale", "slider", "Guidance (source)", "flow", ("flow_edit",), *GUIDANCE_RANGE, 0.1),
+    Control("source_guidance_scale", "range", "Guidance (source)", "flow", ("flow_edit",), *GUIDANCE_RANGE, 0.1),
     Control("n_max", "number", "Edit steps (empty = 2/3 of the steps)", "flow", ("flow_edit",)),
     Control("n_min", "number", "Plain steps at the end", "flow", ("flow_edit",)),
-    Control("n_avg", "slider", "Noise samples per step", "flow", ("flow_edit",), 1, MAX_N_AVG, 1),
+    Control("n_avg", "range", "Noise samples per step", "flow", ("flow_edit",), 1, MAX_N_AVG, 1),
     Control("loras", "textbox", "LoRA stack", "lora", placeholder="empty: no LoRA"),
     Control("lora_triggers", "checkbox", "Add trigger words to the style", "lora"),
     Control("master", "checkbox", "Master the result", "output"),
     Control(
-        "target_lufs", "slider", "Mastering loudness (LUFS)", "output",
+        "target_lufs", "range", "Mastering loudness (LUFS)", "output",
         minimum=TARGET_LUFS_RANGE[0], maximum=TARGET_LUFS_RANGE[1], step=0.5,
     ),
     Control(
-        "true_peak_dbtp", "slider", "Mastering ceiling (dBTP)", "output",
+        "true_peak_dbtp", "range", "Mastering ceiling (dBTP)", "output",
         minimum=TRUE_PEAK_RANGE_DBTP[0], maximum=TRUE_PEAK_RANGE_DBTP[1], step=0.1,
     ),
-    Control("fade_in_s", "slider", "Fade in (s)", "output", minimum=0, maximum=MAX_FADE_S, step=0.1),
-    Control("fade_out_s", "slider", "Fade out (s)", "output", minimum=0, maximum=MAX_FADE_S, step=0.1),
+    Control("fade_in_s", "range", "Fade in (s)", "output", minimum=0, maximum=MAX_FADE_S, step=0.1),
+    Control("fade_out_s", "range", "Fade out (s)", "output", minimum=0, maximum=MAX_FADE_S, step=0.1),
     Control("trim_silence", "checkbox", "Trim silence at the ends", "output"),
     Control(
         "wav_bit_depth", "dropdown", "WAV", "output",
@@ -239,12 +240,29 @@ OPTIONAL_NUMBERS = frozenset(
 
 _WIDGETS: dict[str, type] = {
     "textbox": gr.Textbox,
-    "slider": gr.Slider,
     "number": gr.Number,
     "dropdown": gr.Dropdown,
     "multiselect": gr.Dropdown,
     "checkbox": gr.Checkbox,
 }
+
+
+def range_label(label: str, minimum: float, maximum: float) -> str:
+    """``label`` with the range it takes: "Steps (1-200)", "Fade in (s, 0-30)", "Mastering ceiling (dBTP, -6 to 0)"."""
+    low, high = figure(minimum), figure(maximum)
+    span = f"{low}-{high}" if minimum >= 0 else f"{low} to {high}"
+    return f"{label[:-1]}, {span})" if label.endswith(")") else f"{label} ({span})"
+
+
+def range_number(minimum: float, maximum: float, step: float, label: str, **kwargs: Any) -> gr.Number:
+    """A number box with its range in its label, where a slider would be.
+
+    Gradio's slider clamps a typed number to its range (5000 steps became 200 without a word) and,
+    on the server, refuses one with its own words before any handler runs. This box has no
+    minimum or maximum of its own, so what the user typed reaches the request, which refuses it
+    naming the range (``validation.check_range``); ``step`` is what its arrows add.
+    """
+    return gr.Number(label=range_label(label, minimum, maximum), step=step, precision=None, **kwargs)
 
 
 def build_control(control: Control, value: Any, elem_id: str, visible: bool = True) -> gr.components.Component:
@@ -263,8 +281,8 @@ def build_control(control: Control, value: Any, elem_id: str, visible: bool = Tr
     kwargs: dict[str, Any] = dict(value=value, label=control.label, info=TOOLTIPS.get(control.name), elem_id=elem_id)
     if control.widget == "textbox":
         kwargs.update(lines=control.lines, placeholder=control.placeholder)
-    elif control.widget == "slider":
-        kwargs.update(minimum=control.minimum, maximum=control.maximum, step=control.step)
+    elif control.widget == "range":
+        return pass_through(range_number(control.minimum, control.maximum, control.step, visible=visible, **kwargs))
     elif control.widget == "number":
         kwargs.update(precision=None if control.name.startswith("repainting") else 0)
         if control.name in OPTIONAL_NUMBERS:

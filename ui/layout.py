@@ -16,7 +16,15 @@ from serving.env import on_space
 from studio import STUDIO_NAME, Studio
 from theme import theme_toggle
 from tooltips import TOOLTIPS
-from ui.controls import CONTROLS, build_control, build_main_panel, build_panel, build_shared_panel, file_input
+from ui.controls import (
+    CONTROLS,
+    build_control,
+    build_main_panel,
+    build_panel,
+    build_shared_panel,
+    file_input,
+    range_number,
+)
 from ui.describe import DESCRIBE_MODES, wire_describe
 from ui.examples import EXAMPLE_FIELDS, EXAMPLES, example_rows
 from ui.history import RunOwners
@@ -220,11 +228,12 @@ def build_takes() -> Takes:
         for i in range(MAX_BATCH)
     ]
     downloads = gr.File(
-        label="Downloads (WAV, FLAC, MP3, settings)", file_count="multiple", interactive=False, visible=False
-    )
+        label="Downloads (WAV, FLAC, MP3, settings)", file_count="multiple", interactive=False, visible=False,
+        elem_id="downloads", elem_classes="take-downloads",
+    )  # fmt: skip
     with gr.Row(elem_classes="vary-row"):
-        variance = gr.Slider(
-            0, 1, value=DEFAULT_VARIANCE, step=0.05, label="Variance", info=TOOLTIPS["variance"],
+        variance = range_number(
+            0, 1, 0.05, label="Variance", value=DEFAULT_VARIANCE, info=TOOLTIPS["variance"],
             elem_id="variance", min_width=260,
         )  # fmt: skip
         vary = gr.Button(
@@ -248,9 +257,9 @@ def build_settings_box(studio: Studio) -> SettingsBox:
         with gr.Row():
             apply = gr.Button("Apply settings")
             planner = studio.planner is not None
-            reuse_take = gr.Number(
-                1, label="Take", info=TOOLTIPS["reuse_take"], precision=0, minimum=1, maximum=MAX_BATCH,
-                visible=planner, min_width=120, scale=0,
+            reuse_take = range_number(
+                1, MAX_BATCH, 1, label="Take", value=1, info=TOOLTIPS["reuse_take"], visible=planner,
+                min_width=120, scale=0,
             )  # fmt: skip
             reuse = gr.Button("Reuse its plan", visible=planner)
     return SettingsBox(text, upload, apply, reuse, reuse_take)

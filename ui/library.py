@@ -13,7 +13,7 @@ import gradio as gr
 from serving.zerogpu import stems_on_zerogpu
 from stems import DEFAULT_STEM_MODEL, STEM_MODELS, StemModelUnavailableError
 from studio import Studio
-from ui.controls import pass_through
+from ui.controls import pass_through, range_number
 from ui.history import RunOwners, history_choices
 from ui.runs import RUN_OPTIONS, ActiveRuns, Job, ProgressRelay, Words, guarded_run, session_key
 from ui.song_form import SettingsHandlers
@@ -163,7 +163,7 @@ class Stems:
 def build_stems(base_checkpoint: bool) -> Stems:
     with gr.Accordion("Stems", open=False):
         with gr.Row():
-            take = gr.Number(value=1, precision=0, minimum=1, maximum=MAX_BATCH, label="Take")
+            take = range_number(1, MAX_BATCH, 1, label="Take", value=1)
             model = gr.Dropdown(
                 choices=[(f"{name}: {about}", name) for name, about in STEM_MODELS.items()],
                 value=DEFAULT_STEM_MODEL,

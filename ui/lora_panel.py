@@ -20,8 +20,9 @@ from lora.presets import fetch_preset, load_presets
 from studio import Studio
 from theme import EMPTY_NUMBER_CLASS
 from tooltips import TOOLTIPS
+from ui.controls import range_number
 from ui.runs import GPU_EVENT_TIME_LIMIT_S, RUN_OPTIONS, ActiveRuns, Job, ProgressRelay, Words, guarded_run, session_key
-from validation import MAX_LORA_WEIGHT, parse_lora_stack, safe_message
+from validation import MAX_LORA_WEIGHT, check_range, parse_lora_stack, safe_message
 
 if TYPE_CHECKING:
     from ui.page import Page
@@ -51,7 +52,7 @@ class LoraPanel:
 
     refresh: gr.Button
     pick: gr.Dropdown
-    weight: gr.Slider
+    weight: gr.Number
     add_to_stack: gr.Button
     stack_names: gr.Markdown
     clear: gr.Button
@@ -72,7 +73,7 @@ def build_lora_panel(
     with gr.Row():
         pick = gr.Dropdown(choices=[], label="1. Pick one of your LoRAs", info=TOOLTIPS["lora_pick"], scale=3)
         refresh = gr.Button("Show my LoRAs", variant="secondary", scale=1, min_width=140)
-    weight = gr.Slider(0, MAX_LORA_WEIGHT, value=1.0, step=0.05, label="2. Its weight")
+    weight = range_number(0, MAX_LORA_WEIGHT, 0.05, label="2. Its weight", value=1.0)
     add_to_stack = gr.Button("3. Add to the stack", variant="secondary")
     stack_names = gr.Markdown(describe_stack("", {}), elem_classes="lora-stack-names")
     stack = build_stack()
@@ -118,6 +119,9 @@ def with_lora(stack: str, key: str | None, weight: float) -> str:
     """``stack`` with ``key`` at ``weight`` (replacing its earlier weight, else appended)."""
     if not key:
         raise ValueError("Pick one of your LoRAs first (Show my LoRAs lists them).")
+    if not isinstance(weight, (int, float)) or isinstance(weight, bool):
+        raise ValueError(f"Its weight: give a number between 0 and {MAX_LORA_WEIGHT:g}")
+    check_range("Its weight", weight, 0, MAX_LORA_WEIGHT)
     items = [item.strip() for item in (stack or "").split(",") if item.strip()]
     items = [item for item in items if item.rpartition(":")[0].strip() != key and item != key]
     return ", ".join([*items, f"{key}:{weight:g}"])

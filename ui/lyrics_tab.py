@@ -26,7 +26,7 @@ from lyrics_lm import (
 from serving.zerogpu import write_lyrics_on_zerogpu
 from studio import Studio
 from tooltips import TOOLTIPS
-from ui.controls import pass_through
+from ui.controls import pass_through, range_number
 from ui.runs import (
     GPU_EVENT_TIME_LIMIT_S,
     LYRICS_LANE,
@@ -104,11 +104,11 @@ def build_lyrics_tab(available: bool) -> LyricsTab:
         value=defaults.tone, label="Tone (optional)", placeholder="bittersweet, hopeful", info=TOOLTIPS["lyrics_tone"]
     )
     with gr.Row():
-        inputs["lines_per_section"] = gr.Slider(
+        inputs["lines_per_section"] = range_number(
             MIN_LINES_PER_SECTION,
             MAX_LINES_PER_SECTION,
+            1,
             value=defaults.lines_per_section,
-            step=1,
             label="Lines per section",
             info=TOOLTIPS["lyrics_lines_per_section"],
             min_width=240,
@@ -138,26 +138,26 @@ def _sampling_inputs(defaults: LyricsRequest) -> dict[str, Any]:
     """The writer's sampling, under Advanced."""
     inputs: dict[str, Any] = {}
     with gr.Accordion("Advanced", open=False):
-        inputs["temperature"] = gr.Slider(
+        inputs["temperature"] = range_number(
             *TEMPERATURE_RANGE,
+            0.05,
             value=defaults.temperature,
-            step=0.05,
             label="Temperature",
             info=TOOLTIPS["lyrics_temperature"],
         )
-        inputs["top_p"] = gr.Slider(
+        inputs["top_p"] = range_number(
             MIN_TOP_P_SLIDER,
             TOP_P_RANGE[1],
+            0.01,
             value=defaults.top_p,
-            step=0.01,
             label="Top-p",
             info=TOOLTIPS["lyrics_top_p"],
         )
-        inputs["max_new_tokens"] = gr.Slider(
+        inputs["max_new_tokens"] = range_number(
             MIN_NEW_TOKENS,
             MAX_NEW_TOKENS,
+            16,
             value=defaults.max_new_tokens,
-            step=16,
             label="Longest reply (tokens)",
             info=TOOLTIPS["lyrics_max_new_tokens"],
         )

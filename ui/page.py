@@ -67,7 +67,7 @@ class Takes:
     summary: gr.Markdown
     players: list[gr.Audio]
     downloads: gr.File
-    variance: gr.Slider
+    variance: gr.Number
     vary: gr.Button
     share: gr.Button
     share_box: gr.Textbox

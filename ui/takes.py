@@ -226,8 +226,9 @@ def result_outputs(page: Page) -> list:
     ]
 
 
-# The finished take where the user looks: scrolled into view once the page shows a new run.
-SCROLL_TO_TAKE_JS = "() => { const t = document.querySelector('#take1'); if (t) t.scrollIntoView({block: 'center'}); }"
+# The finished take where the user looks: scrolled into view once the page shows a new run, unless
+# it is in view or the user has moved the page since the run began (theme.THEME_HEAD, aceStudioLoop).
+SCROLL_TO_TAKE_JS = "() => { window.aceStudioLoop && window.aceStudioLoop.showTake(); }"
 RUN_WATCH_S = 1.0  # how often the page reads its run's progress
 
 

@@ -153,6 +153,7 @@ class LyricsChecker:
         stems = self.splitter.separate(audio.T, self.stem_model, progress=self._part(control, 0.02, 0.5))
         control.check()
         vocals = to_speech(stems["vocals"], SAMPLE_RATE)  # the splitter hands stems back at the studio's rate
+        control.report(0.5, "Listening to the vocals…")  # the stage begins whatever the recogniser reports
         heard = self.recogniser.words(vocals, lyrics, control.part(0.5, 0.9))
         control.check()
         control.report(0.9, "Comparing with the lyrics…")

@@ -267,7 +267,7 @@ class LyricsCheckRuns:
         return str(check.lrc_path), check.record()
 
     def repair_api(
-        self, run_id: str, take: int = 1, lines: str = "",
+        self, run_id: str, take: int = 1, lines: str | None = None,
         progress: gr.Progress = gr.Progress(), request: gr.Request = None,
     ) -> tuple[list[str], dict]:  # fmt: skip
         """Re-make the lines a saved take skipped or half sang (or the lines you name) and check again;

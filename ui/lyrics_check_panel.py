@@ -54,26 +54,34 @@ STAGES = (
     ("Re-making", "Re-making"),
 )
 STATUS_TEXT = {status: words.strip("*") for status, words in STATUS_WORDS.items()}
-# The row under the playhead: the element is this panel's table, re-rendered inside it after each check.
-KARAOKE_CSS = ".lyric-row.karaoke-now td { background: var(--color-accent-soft); font-weight: 700; }"
+# The row under the playhead, read four times a second from the take's player (Gradio's waveform player keeps
+# its <audio> in a shadow root, whose media events never reach the document); ``element`` is this panel's HTML.
+KARAOKE_CSS = (
+    ".lyric-row.karaoke-now td { background: var(--color-accent-soft); font-weight: 700; }\n"
+    ".lyrics-check-table th, .lyrics-check-table td:not(:nth-child(2)) { white-space: nowrap; }"
+)
 KARAOKE_JS = """
-const mark = (media) => {
+const players = (take) => {
+  const box = document.getElementById('take' + take);
+  if (!box) return [];
+  const found = [...box.querySelectorAll('audio')];
+  for (const node of box.querySelectorAll('*')) if (node.shadowRoot) found.push(...node.shadowRoot.querySelectorAll('audio'));
+  return found;
+};
+const mark = () => {
   const table = element.querySelector('table[data-take]');
   if (!table) return;
-  const player = media.closest && media.closest('[id^="take"]');
-  if (player && player.id !== 'take' + table.dataset.take) return;
+  const found = players(table.dataset.take);
+  const media = found.find((a) => !a.paused) || found.find((a) => a.currentSrc);
+  if (!media) return;
   let now = null;
   for (const row of table.querySelectorAll('tr[data-t]')) {
     if (parseFloat(row.dataset.t) <= media.currentTime + 0.05) now = row;
   }
   for (const row of table.querySelectorAll('tr.karaoke-now')) if (row !== now) row.classList.remove('karaoke-now');
-  if (now) now.classList.add('karaoke-now');
+  if (now && !now.classList.contains('karaoke-now')) now.classList.add('karaoke-now');
 };
-for (const kind of ['timeupdate', 'seeked']) {
-  document.addEventListener(kind, (event) => {
-    if (event.target instanceof HTMLMediaElement) mark(event.target);
-  }, true);
-}
+setInterval(mark, 250);
 """
 
 

@@ -136,3 +136,17 @@ def test_cancel_stops_the_check_and_keeps_the_run(speech_studio):
     with pytest.raises(Exception, match=CHECK_WORDS.cancelled):
         LyricsCheckRuns(studio, runs).check_handler(run_id, 1, progress=cancel_while_hearing)
     assert (studio.store.run_folder(run_id) / SETTINGS_FILE).read_text(encoding="utf-8") == before
+
+
+def test_the_command_line_picks_the_speech_model_and_says_so(monkeypatch, capsys, tmp_path):
+    from lyrics_check.recognise import SMALL_SPEECH_MODEL, SPEECH_ENV_VAR
+    from serving.cli import make_studio, parse_args
+
+    monkeypatch.delenv(SPEECH_ENV_VAR, raising=False)
+    args = ["--device", "cpu", "--outputs", str(tmp_path), "--lyrics-model", "none", "--planner", "none"]
+    tiny = make_studio(parse_args(["--model", "tiny", *args]))
+    assert "tiny-whisper" in tiny.speech.model and "test model" in capsys.readouterr().err
+    real = make_studio(parse_args(["--model", "xl-turbo", *args]))  # nothing loads until the first check
+    assert real.speech.model == SMALL_SPEECH_MODEL and "whisper-base: cpu" in capsys.readouterr().err
+    asked = make_studio(parse_args(["--model", "tiny", "--speech-model", "/models/whisper", *args]))
+    assert asked.speech.model == "/models/whisper" and "as asked" in capsys.readouterr().err

@@ -57,6 +57,10 @@ def test_a_tiny_take_is_checked_and_repaired_through_the_api(server):
     assert parse_lrc(saved.read_text(encoding="utf-8")) is not None
     kept = json.loads((studio.store.run_folder(run_id) / SETTINGS_FILE).read_text(encoding="utf-8"))
     assert kept["lyrics_check"]["take1"]["lrc"] == "lyrics-take1/take1.lrc"
+    from mutagen.flac import FLAC
+
+    folder = studio.store.run_folder(run_id)  # the timings are in the take's own files, too
+    assert FLAC(folder / "take1.flac")["LYRICS"][0] == saved.read_text(encoding="utf-8")
     files, again = client.predict(run_id=run_id, take=1, lines="Chorus", api_name="/repair_lyrics")
     repaired = json.loads(Path(next(f for f in files if f.endswith(SETTINGS_FILE))).read_text(encoding="utf-8"))
     assert repaired["mode"] == "edit" and repaired["run_id"] != run_id
@@ -106,6 +110,10 @@ def test_the_panel_checks_repairs_and_edits_by_section(speech_studio):
     assert lrc.visible is True and repair_button.interactive is True
     assert {"Verse", "Chorus", "Line 3: we sing together all night long"} <= {c[0] for c in picker.choices}
     assert {"Separating vocals", "Hearing", "Aligning", "Writing"} <= set(stages)
+    from mutagen.id3 import ID3
+
+    sylt = ID3(studio.store.run_folder(run_id) / "take1.mp3").getall("SYLT")[0].text
+    assert [ms for _, ms in sylt] == sorted(ms for _, ms in sylt) and len(sylt) == 18  # each sung word, in order
     first = saved_check(studio.store, run_id, 1)
     outputs = handlers.repair_handler(run_id, 1, [], progress=progress)
     repaired = outputs[RUN_ID_AT]

@@ -65,7 +65,9 @@ const players = (take) => {
   const box = document.getElementById('take' + take);
   if (!box) return [];
   const found = [...box.querySelectorAll('audio')];
-  for (const node of box.querySelectorAll('*')) if (node.shadowRoot) found.push(...node.shadowRoot.querySelectorAll('audio'));
+  for (const node of box.querySelectorAll('*')) {
+    if (node.shadowRoot) found.push(...node.shadowRoot.querySelectorAll('audio'));
+  }
   return found;
 };
 const mark = () => {
@@ -308,10 +310,13 @@ def wire_lyrics_check(studio: Studio, runs: ActiveRuns, page: Page) -> None:
         handlers.check_handler, inputs_kwargs=where, outputs=shown, show_progress_on=panel.table, **options
     )
     remade = {**where, "history": page.history}
-    panel.repair.click(handlers.repair_handler, inputs_kwargs=remade, outputs=result_outputs(page), **options)
-    panel.remake.click(
-        handlers.remake_handler, inputs_kwargs={**remade, "picks": panel.pick}, outputs=result_outputs(page), **options
-    )
+    for button, handler, inputs in (
+        (panel.repair, handlers.repair_handler, remade),
+        (panel.remake, handlers.remake_handler, {**remade, "picks": panel.pick}),
+    ):  # the new take shows as the latest run; its stages show in the panel
+        button.click(
+            handler, inputs_kwargs=inputs, outputs=result_outputs(page), show_progress_on=panel.table, **options
+        )
     with gr.Column(visible=False):
         run_id, number, lines = gr.Textbox(), gr.Number(value=1, precision=0), gr.Textbox()
         lrc, record, files = gr.File(), gr.JSON(), gr.File(file_count="multiple")

@@ -158,3 +158,17 @@ def test_the_command_line_picks_the_speech_model_and_says_so(monkeypatch, capsys
     assert real.speech.model == SMALL_SPEECH_MODEL and "whisper-base: cpu" in capsys.readouterr().err
     asked = make_studio(parse_args(["--model", "tiny", "--speech-model", "/models/whisper", *args]))
     assert asked.speech.model == "/models/whisper" and "as asked" in capsys.readouterr().err
+
+
+def test_the_command_line_checks_a_saved_run_and_refuses_an_instrumental_one(tmp_path, cache_dir, capsys):
+    from lyrics_check.__main__ import main
+
+    store = OutputStore(tmp_path / "outputs")
+    run_id = _save(store, speak(LINES[:1]))
+    options = ["--model", "tiny", "--device", "cpu", "--outputs", str(store.root)]
+    assert main(["check", run_id, *options]) == 0
+    said = capsys.readouterr()
+    assert said.out.count("missing") + said.out.count("sung") >= 4 and "Lines sung:" in said.out
+    assert "lyrics-take1/take1.lrc" in said.out and "Separating the vocals" in said.err
+    silent = _save(store, np.zeros((2, SR), np.float32), instrumental=True)
+    assert main(["repair", silent, *options]) == 2 and INSTRUMENTAL_MESSAGE in capsys.readouterr().err

@@ -24,7 +24,7 @@ from rework import SPLICE_FADE_S
 from studio import Studio
 from tests.lyrics_speech import PocketSphinxRecogniser, SpeechOnly, speak
 from tests.test_lyrics_check import LINES, LYRICS, _save
-from ui.lyrics_check_panel import CHECK_WORDS, LyricsCheckRuns
+from ui.lyrics_check_panel import CHECK_WORDS, LyricsCheckRuns, hears_with_test_model
 from ui.runs import ActiveRuns
 from validation import MAX_BATCH
 
@@ -79,6 +79,7 @@ def test_instrumental_takes_are_refused_in_words(server):
     panel = LyricsCheckRuns(studio, ActiveRuns()).view(settings["run_id"], 1)
     _, check_button, table, *_ = panel
     assert INSTRUMENTAL_MESSAGE in table and check_button.interactive is False
+    assert hears_with_test_model(studio)  # the panel says so: the tiny Whisper is a test model
     assert "lyrics_check" not in json.loads((studio.store.run_folder(settings["run_id"]) / SETTINGS_FILE).read_text())
 
 
@@ -103,6 +104,7 @@ def test_the_panel_checks_repairs_and_edits_by_section(speech_studio):
     studio = speech_studio
     run_id = _save(studio.store, speak([LINES[0], LINES[1], LINES[3]]))
     handlers, stages = LyricsCheckRuns(studio, ActiveRuns()), []
+    assert not hears_with_test_model(studio)
     progress = lambda fraction, desc="": stages.append(desc.split(":")[0])  # noqa: E731
     take, _, table, lrc, repair_button, picker, _ = handlers.check_handler(run_id, 1, progress=progress)
     assert take == 1 and table.count('class="lyric-row') == 4 and "Lines sung: <strong>75%</strong>" in table

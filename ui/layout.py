@@ -79,7 +79,7 @@ def build_page(studio: Studio, demo: gr.Blocks) -> Page:
             shared = build_shared_panels(studio)
         with gr.Column(scale=3, min_width=340, elem_classes="studio-takes"):
             takes = build_takes()
-            lyrics_check = build_lyrics_check()
+            lyrics_check = build_lyrics_check(studio)
             settings = build_settings_box(studio)
             library = build_library(shared=on_space())
             stems = build_stems(studio.backend.variant == "base")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
@@ -21,6 +22,7 @@ from lyrics_check.check import INSTRUMENTAL_MESSAGE, STATUS_WORDS, LyricsCheck, 
 from lyrics_check.lrc import parse_lrc
 from lyrics_check.repair import check_take, pick_choices, repair_take
 from outputs import SETTINGS_FILE, Run, Take, load_settings
+from stems import StemModelUnavailableError
 from studio import Studio
 from ui.controls import pass_through
 from ui.runs import RUN_OPTIONS, ActiveRuns, Job, Words, guarded_run, run_files, session_key
@@ -36,6 +38,7 @@ CHECK_WORDS = Words(
     crashed="The lyrics check failed",
     disk="Could not write the lyrics check",
     cancelled="Cancelled: the take is unchanged.",
+    refused=(StemModelUnavailableError,),  # Demucs' weights not at hand: its message says what to do
 )
 REPAIR_WORDS = Words(
     failed="Could not repair the lyrics",
@@ -43,7 +46,9 @@ REPAIR_WORDS = Words(
     crashed="The repair failed",
     disk="Could not write the repaired take",
     cancelled="Cancelled: the take is unchanged; any window already re-made is kept in the Library.",
+    refused=(StemModelUnavailableError,),
 )
+TEST_SPEECH_NOTE = "**Test speech model**: a tiny random Whisper that hears gibberish; `--speech-model` for a real one."
 NO_RUN = "Generate a take first: the lyrics check reads a saved take."
 # (the engine's message, the stage the page names): the check's four stages, and a repair's own.
 STAGES = (
@@ -98,9 +103,11 @@ class LyricsCheckPanel:
     remake: gr.Button
 
 
-def build_lyrics_check() -> LyricsCheckPanel:
+def build_lyrics_check(studio: Studio) -> LyricsCheckPanel:
     """The panel, placed under the takes; its buttons wake once there is a take with lyrics."""
     with gr.Accordion("Lyrics check", open=True, elem_id="lyrics-check"):
+        if hears_with_test_model(studio):
+            gr.Markdown(TEST_SPEECH_NOTE, elem_classes="control-help")
         with gr.Row():
             take = gr.Number(value=1, precision=0, minimum=1, maximum=MAX_BATCH, label="Take", min_width=100, scale=0)
             check = gr.Button("Check the lyrics", interactive=False, elem_id="check-lyrics")
@@ -114,6 +121,12 @@ def build_lyrics_check() -> LyricsCheckPanel:
             )  # fmt: skip
             remake = gr.Button("Re-make these", interactive=False, scale=0, min_width=140, elem_id="remake-lines")
     return LyricsCheckPanel(take, check, table, lrc, repair, pick, remake)
+
+
+def hears_with_test_model(studio: Studio) -> bool:
+    """Whether the check hears with the tiny random Whisper (beside a tiny DiT, unless told otherwise)."""
+    model = str(getattr(studio.speech, "model", ""))
+    return Path(model).name.startswith("tiny-whisper") or (studio.speech is None and studio.backend.spec.is_tiny)
 
 
 def check_table(check: LyricsCheck) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pytest
 import soundfile as sf
@@ -174,3 +175,15 @@ def test_the_command_line_checks_a_saved_run_and_refuses_an_instrumental_one(tmp
     assert "lyrics-take1/take1.lrc" in said.out and "Separating the vocals" in said.err
     silent = _save(store, np.zeros((2, SR), np.float32), instrumental=True)
     assert main(["repair", silent, *options]) == 2 and INSTRUMENTAL_MESSAGE in capsys.readouterr().err
+
+
+def test_on_a_shared_studio_a_check_or_repair_reaches_only_this_browsers_runs(speech_studio):
+    from ui.history import RunOwners
+
+    theirs = _save(speech_studio.store, speak(LINES[:1]))
+    handlers = LyricsCheckRuns(speech_studio, ActiveRuns(owners=RunOwners()))
+    with pytest.raises(gr.Error, match="was made in this browser"):
+        handlers.check_api(theirs, 1, progress=lambda *_, **__: None)
+    with pytest.raises(gr.Error, match="was made in this browser"):
+        handlers.repair_api(theirs, 1, "Verse", progress=lambda *_, **__: None)
+    assert not (speech_studio.store.run_folder(theirs) / "lyrics-take1").exists()

@@ -24,7 +24,7 @@ from flow_edit import guidance_defaults
 from modes import INSTRUMENTAL_LYRICS, REQUEST_TYPES, FlowEditRequest, GenerateRequest, SongRequest
 from outputs import SETTINGS_FILE, OutputStore, Run, load_settings
 from sampling.plan import plan_sampling
-from stems import StemSplitter
+from stems import DEFAULT_STEM_MODEL, StemSplitter
 from variations import VaryPlan, VaryRequest, plan_variation
 
 if TYPE_CHECKING:
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from lm.plan import Plan
     from lm.planner import Planner
     from lora.stack import LoraEntry, LoraStack
+    from lyrics_check.check import LyricsChecker
+    from lyrics_check.recognise import Recogniser
     from lyrics_lm import LyricsLM
 
 STUDIO_NAME = "ACE Music Studio"
@@ -51,7 +53,23 @@ class Studio:
     planner: Planner | None = None  # the 5 Hz LM for Think; None: Think is refused
     lyrics: LyricsLM | None = None  # the lyrics writer; None: the Lyrics tab says it is off
     lora_store: Path | None = None  # where added LoRAs are kept (default: the cache's loras/)
+    speech: Recogniser | None = None  # the lyrics check's ears (serving.cli picks it); None: this device's default
     _loras: LoraStack | None = field(default=None, init=False, repr=False)
+    _checker: LyricsChecker | None = field(default=None, init=False, repr=False)
+
+    def lyrics_checker(self) -> LyricsChecker:
+        """The lyrics check (``lyrics_check``), made on first use; its models load when it first runs.
+        Beside a tiny DiT it hears with the tiny test Whisper and splits with Demucs' tiny test model."""
+        if self._checker is None:
+            from lyrics_check.check import TEST_STEM_MODEL, LyricsChecker
+            from lyrics_check.recognise import make_recogniser
+
+            tiny = self.backend.spec.is_tiny
+            if self.speech is None:
+                self.speech, _ = make_recogniser(None, self.backend.device, None, tiny=tiny)
+            stem_model = TEST_STEM_MODEL if tiny else DEFAULT_STEM_MODEL
+            self._checker = LyricsChecker(self.store, self.speech, self.splitter, stem_model)
+        return self._checker
 
     def lora_stack(self, control: RunControl | None = None) -> LoraStack:
         """The LoRA stack on the loaded DiT (the model loads first when it has not yet)."""

@@ -19,14 +19,15 @@ import numpy as np
 from audio_io import SAMPLE_RATE
 from backend import RunControl
 from export import title_from_prompt
-from lyrics_check.align import LineResult, align, lyric_lines, sung_share
+from lyrics_check.align import LineResult, LyricLine, align, lyric_lines, normalise, sung_share
 from lyrics_check.lrc import embed, to_lrc
 from lyrics_check.recognise import SPEECH_RATE, Recogniser
 from modes import INSTRUMENTAL_LYRICS
-from outputs import SETTINGS_FILE, OutputStore
+from outputs import SETTINGS_FILE, OutputStore, load_settings
 from stems import DEFAULT_STEM_MODEL, StemSplitter
 
 SETTINGS_SECTION = "lyrics_check"
+TEST_STEM_MODEL = "demucs_unittest"  # Demucs' tiny bundled model: runs offline, beside the tiny test models
 INSTRUMENTAL_MESSAGE = "This take is instrumental: it has no lyrics to check."
 
 
@@ -49,6 +50,7 @@ class LyricsCheck:
                     "line": r.line.number,
                     "text": r.line.text,
                     "section": r.line.section,
+                    "block": r.line.block,
                     "status": r.status,
                     "wer": r.wer,
                     "start": _seconds(r.start),
@@ -61,6 +63,35 @@ class LyricsCheck:
 
 def _seconds(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
+
+
+def saved_check(store: OutputStore, run_id: str, take: int) -> LyricsCheck | None:
+    """The check saved in a run's settings.json for ``take`` (without word times), or None when
+    the take was not checked (or its record is not one this studio wrote)."""
+    folder = store.run_folder(run_id)
+    record = load_settings(folder / SETTINGS_FILE).get(SETTINGS_SECTION)
+    entry = record.get(f"take{take}") if isinstance(record, dict) else None
+    if not isinstance(entry, dict):
+        return None
+    try:
+        results = [_line_result(line) for line in entry["lines"]]
+        lrc_path = folder / str(entry["lrc"])
+        if folder.resolve() not in lrc_path.resolve().parents or not results:
+            return None  # the LRC is the run's own file, never one elsewhere
+        return LyricsCheck(run_id, take, results, float(entry["sung_share"]), lrc_path, [])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _line_result(saved: dict[str, Any]) -> LineResult:
+    text = str(saved["text"])
+    line = LyricLine(
+        int(saved["line"]), text, str(saved["section"]), tuple(normalise(text)), int(saved.get("block", 0))
+    )
+    if saved["status"] not in STATUS_WORDS:
+        raise ValueError(f"status: {saved['status']!r}")
+    start, end = (None if saved[key] is None else float(saved[key]) for key in ("start", "end"))
+    return LineResult(line, str(saved["status"]), float(saved["wer"]), start, end, ())
 
 
 def sung_lyrics(settings: dict[str, Any]) -> str:
@@ -122,6 +153,7 @@ class LyricsChecker:
         stems = self.splitter.separate(audio.T, self.stem_model, progress=self._part(control, 0.02, 0.5))
         control.check()
         vocals = to_speech(stems["vocals"], SAMPLE_RATE)  # the splitter hands stems back at the studio's rate
+        control.report(0.5, "Listening to the vocals…")  # the stage begins whatever the recogniser reports
         heard = self.recogniser.words(vocals, lyrics, control.part(0.5, 0.9))
         control.check()
         control.report(0.9, "Comparing with the lyrics…")

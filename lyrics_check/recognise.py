@@ -10,6 +10,7 @@ parameters, about 1.6 GB in half precision); on a small GPU, the CPU or MPS, whi
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,6 +27,8 @@ LARGE_SPEECH_MODEL = "openai/whisper-large-v3-turbo"
 SMALL_SPEECH_MODEL = "openai/whisper-base"
 LARGE_SPEECH_MIN_GB = 12.0  # the same line as the 1.7B planner's: the DiT and a 1.6 GB Whisper both fit
 MAX_NEW_TOKENS = 200  # per 30 s window: a fast rap is about 120 words there
+TINY_MAX_NEW_TOKENS = 8  # the random test Whisper babbles: a few words per window show the path
+TINY_SPEECH_REASON = "speech model: the tiny random Whisper (test model: it hears gibberish)"
 
 
 class Recogniser(Protocol):
@@ -56,10 +59,17 @@ def choose_speech_model(requested: str | None, device: str, gpu_memory_gb: float
 class WhisperRecogniser:
     """A Whisper-family model (a Hub id or a folder), loaded on first use through transformers."""
 
-    def __init__(self, model: str, device: DeviceInfo | None = None, max_new_tokens: int = MAX_NEW_TOKENS) -> None:
+    def __init__(
+        self,
+        model: str,
+        device: DeviceInfo | None = None,
+        max_new_tokens: int = MAX_NEW_TOKENS,
+        prepare: Callable[[], object] | None = None,
+    ) -> None:
         self.model = model
         self._device = device
         self.max_new_tokens = max_new_tokens
+        self._prepare = prepare  # run once before loading (the tiny test Whisper is built there)
         self._pipeline: Lazy[Any] = Lazy(self._load)
 
     def _load(self) -> Any:
@@ -67,6 +77,8 @@ class WhisperRecogniser:
         import torch
         from transformers import pipeline
 
+        if self._prepare is not None:
+            self._prepare()
         device = self._device or pick_device()
         dtype = getattr(torch, device.dtype) if device.device != "cpu" else torch.float32
         try:
@@ -105,9 +117,17 @@ class WhisperRecogniser:
 
 
 def make_recogniser(
-    requested: str | None, device: DeviceInfo, gpu_memory_gb: float | None
+    requested: str | None, device: DeviceInfo, gpu_memory_gb: float | None, tiny: bool = False
 ) -> tuple[WhisperRecogniser, SpeechChoice]:
     """The studio's recogniser as the command line builds it: the Whisper ``choose_speech_model``
-    picks for ``device`` (``serving.cli.gpu_memory_gb`` gives the memory), loaded on first use."""
+    picks for ``device`` (``serving.cli.gpu_memory_gb`` gives the memory), loaded on first use;
+    beside a ``tiny`` DiT (unless one is ``requested``), the tiny random test Whisper."""
+    if tiny and not requested:
+        from tools.tiny_whisper import ensure_tiny_whisper, tiny_whisper_dir
+
+        recogniser = WhisperRecogniser(
+            str(tiny_whisper_dir()), DeviceInfo("cpu", "float32"), TINY_MAX_NEW_TOKENS, prepare=ensure_tiny_whisper
+        )
+        return recogniser, SpeechChoice(recogniser.model, TINY_SPEECH_REASON)
     choice = choose_speech_model(requested, device.device, gpu_memory_gb)
     return WhisperRecogniser(choice.model, device), choice

@@ -16,6 +16,7 @@ from backend import Backend
 from checkpoints import PLANNER_ENV_VAR, REGISTRY, TINY_MODELS, choose_planner, default_model_name, resolve_model
 from lm.planner import DEFAULT_LM, LM_MODELS, Planner
 from lm.session import BACKENDS, load_lm
+from lyrics_check.recognise import SPEECH_ENV_VAR, make_recogniser
 from lyrics_lm import DEFAULT_LYRICS_MODEL, LYRICS_MODELS, SMALL_LYRICS_MODEL, LyricsLM
 from outputs import OutputStore, default_outputs_dir
 from serving.env import DEFAULT_HOST, DEFAULT_PORT, on_space
@@ -71,6 +72,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "the tiny test writer)",
     )
     parser.add_argument(
+        "--speech-model",
+        default=None,
+        help=f"the lyrics check's Whisper: a Hub repo id or a local folder (default ${SPEECH_ENV_VAR}, else "
+        "whisper-large-v3-turbo on a GPU over 12 GB, whisper-base elsewhere; with a tiny model, the tiny test Whisper)",
+    )
+    parser.add_argument(
         "--lm-backend",
         choices=BACKENDS,
         default="auto",
@@ -100,7 +107,11 @@ def make_studio(args: argparse.Namespace) -> Studio:
     planner = make_planner(planner_name, spec.is_tiny, args.lm_backend, on_cpu)
     lyrics = make_lyrics_writer(args.lyrics_model, spec.is_tiny, args.lm_backend, on_cpu)
     store = OutputStore(args.outputs or default_outputs_dir(), private_ids=on_space())
-    return Studio(backend=backend, store=store, planner=planner, lyrics=lyrics)
+    # The lyrics check's Whisper on the planner's device rules (the CPU in the low-VRAM profile).
+    ears = backend_module.DeviceInfo("cpu", "float32") if on_cpu or spec.is_tiny else backend.device
+    speech, heard = make_recogniser(args.speech_model, ears, gpu_memory_gb(ears.device), tiny=spec.is_tiny)
+    print(f"{STUDIO_NAME}: {heard.reason}", file=sys.stderr)
+    return Studio(backend=backend, store=store, planner=planner, lyrics=lyrics, speech=speech)
 
 
 def gpu_memory_gb(device: str) -> float | None:

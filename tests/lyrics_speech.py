@@ -61,7 +61,7 @@ class PocketSphinxRecogniser:
         decoder.process_raw(pcm, full_utt=True)
         decoder.end_utt()
         heard = []
-        for segment in decoder.seg():
+        for segment in decoder.seg() or ():  # None when nothing in the grammar fits the audio
             word = segment.word.split("(")[0]  # "the(2)": the dictionary's second pronunciation
             if word.startswith("<") or word.startswith("["):
                 continue  # <s>, </s>, <sil>, [NOISE]

@@ -12,7 +12,16 @@ import soundfile as sf
 from backend import RunControl
 from lyrics_check.align import Word, align, lyric_lines
 from lyrics_check.check import LyricsChecker
-from lyrics_check.repair import NOTHING_TO_REPAIR, flagged_windows, repair, repair_request, section_span
+from lyrics_check.repair import (
+    NOTHING_TO_REPAIR,
+    flagged_windows,
+    lyrics_of,
+    pick_choices,
+    picked_lines,
+    repair,
+    repair_request,
+    section_span,
+)
 from modes import EditRequest
 from outputs import SETTINGS_FILE
 from rework import SPLICE_FADE_S
@@ -94,3 +103,28 @@ def test_repair_changes_only_the_flagged_window_and_checks_again(studio):
     assert len(saved["lyrics_check"]["take1"]["lines"]) == 4  # checked against the whole song
     with pytest.raises(ValueError, match=NOTHING_TO_REPAIR):
         repair(studio, checker, checker.check(run_id, 1, RunControl(), lyrics="\n".join(spoken)), RunControl())
+
+
+def test_edit_by_line_maps_picks_to_lines_and_windows_keep_the_other_lines():
+    results = _results({1: 0.0, 2: 3.0, 3: 6.0, 4: 9.0})
+    assert picked_lines(results, ["Chorus"]) == [3, 4]
+    assert picked_lines(results, ["2", "Line 1: walking down", "verse"]) == [1, 2]
+    with pytest.raises(ValueError, match="no line or section called 'bridge'; this take has lines 1 to 4 and Verse"):
+        picked_lines(results, ["bridge"])
+    assert pick_choices(results)[:3] == ["Verse", "Chorus", "Line 1: walking down the morning street"]
+    [window] = flagged_windows(results, 12.0, chosen={2})  # a sung line re-made between its neighbours
+    assert (window.lines, window.start, window.end) == ((2,), results[0].end, 6.0)
+    assert lyric_lines(lyrics_of(results)) == lyric_lines(LYRICS)  # what a repaired take is checked against
+
+
+def test_a_saved_check_comes_back_as_it_was_recorded(tmp_path):
+    from lyrics_check.check import saved_check
+    from outputs import OutputStore
+
+    store = OutputStore(tmp_path)
+    run_id = _save(store, speak(LINES[:2]))
+    check = LyricsChecker(store, PocketSphinxRecogniser(), SpeechOnly()).check(run_id, 1, RunControl())
+    saved = saved_check(store, run_id, 1)
+    assert saved is not None and saved.lrc_path == check.lrc_path and saved.sung_share == check.sung_share
+    assert [(r.line, r.status, r.wer) for r in saved.lines] == [(r.line, r.status, r.wer) for r in check.lines]
+    assert saved_check(store, run_id, 2) is None

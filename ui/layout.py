@@ -31,6 +31,7 @@ from ui.history import RunOwners
 from ui.idea import wire_idea
 from ui.library import build_library, build_stems, wire_library, wire_stems
 from ui.lora_panel import build_lora_panel, wire_lora
+from ui.lyrics_check_panel import build_lyrics_check, wire_lyrics_check
 from ui.lyrics_tab import LyricsTab, build_lyrics_tab, wire_lyrics
 from ui.page import Page, SettingsBox, SharedPanels, SongTabs, Takes
 from ui.runs import ActiveRuns, add_api_endpoints
@@ -86,10 +87,13 @@ def build_page(studio: Studio, demo: gr.Blocks) -> Page:
             shared = build_shared_panels(studio)
         with gr.Column(scale=3, min_width=340, elem_classes="studio-takes"):
             takes = build_takes()
+            lyrics_check = build_lyrics_check(studio)
             settings = build_settings_box(studio)
             library = build_library(shared=on_space())
             stems = build_stems(studio.backend.variant == "base")
-    return Page(demo, status, history, browser, mode_nav, songs, lyrics, shared, takes, settings, library, stems)
+    return Page(
+        demo, status, history, browser, mode_nav, songs, lyrics, shared, takes, settings, library, stems, lyrics_check
+    )
 
 
 def build_song_tabs(studio: Studio) -> tuple[SongTabs, LyricsTab]:
@@ -355,6 +359,7 @@ def wire_page(studio: Studio, runs: ActiveRuns, page: Page) -> None:
         wire_lyrics,
         wire_lora,
         wire_library,
+        wire_lyrics_check,
         add_api_endpoints,
         wire_status,
     ):

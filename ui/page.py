@@ -14,6 +14,7 @@ import gradio as gr
 
 from ui.library import Library, Stems
 from ui.lora_panel import LoraPanel
+from ui.lyrics_check_panel import LyricsCheckPanel
 from ui.lyrics_tab import LyricsTab
 from ui.song_form import SongForm
 
@@ -97,6 +98,7 @@ class Page:
     settings: SettingsBox
     library: Library
     stems: Stems
+    lyrics_check: LyricsCheckPanel  # under the takes: the check, repair and edit by line
 
     @cached_property
     def form(self) -> SongForm:

@@ -326,6 +326,27 @@ def _split_stems(run_id: str, take: int, stem_model: str, progress: Any = None) 
 stems_on_zerogpu = _gpu(STEMS_GPU_S)(_split_stems)
 
 
+LYRICS_CHECK_GPU_S = 180  # Demucs and Whisper over a 10-minute take, a repaint of its flagged lines, and margin
+
+
+def _check_lyrics(run_id: str, take: int, picks: Any = None, repair: bool = False, progress: Any = None) -> Any:
+    """Check a saved take's lyrics (``repair``: re-make its flagged or picked lines and check
+    again) on a GPU worker; the LRC, tags and the repaired take are written into the run folder.
+    Returns the check (a repair: the pair of checks ``repair_take`` returns)."""
+    from backend import RunControl
+    from lyrics_check.repair import check_take, repair_take
+
+    if _attached is None:
+        raise RuntimeError("zerogpu.attach(studio) was not called before the first GPU task")
+    control = RunControl(progress)
+    if repair:
+        return repair_take(_attached, run_id, take, control, picks)
+    return check_take(_attached, run_id, take, control)
+
+
+lyrics_check_on_zerogpu = _gpu(LYRICS_CHECK_GPU_S)(_check_lyrics)
+
+
 class GpuAborted(RuntimeError):
     """ZeroGPU aborted the task twice (usually: the song took longer than the GPU time granted)."""
 

@@ -187,3 +187,31 @@ def test_on_a_shared_studio_a_check_or_repair_reaches_only_this_browsers_runs(sp
     with pytest.raises(gr.Error, match="was made in this browser"):
         handlers.repair_api(theirs, 1, "Verse", progress=lambda *_, **__: None)
     assert not (speech_studio.store.run_folder(theirs) / "lyrics-take1").exists()
+
+
+def test_on_zerogpu_the_check_and_repair_run_through_their_gpu_entry_point(speech_studio, monkeypatch):
+    """On a ZeroGPU Space the work must run inside a ``spaces.GPU`` task (the identity here, where
+    ``spaces`` is not installed), with the studio the worker inherits from ``attach``."""
+    import ui.lyrics_check_panel as panel
+    from serving import zerogpu
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("repair", False))
+        return zerogpu.lyrics_check_on_zerogpu(*args, **kwargs)
+
+    monkeypatch.setenv("SPACE_ID", "someone/studio")
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    monkeypatch.setattr(panel, "lyrics_check_on_zerogpu", spy)
+    run_id = _save(speech_studio.store, speak([LINES[0], LINES[1], LINES[3]]))
+    handlers = LyricsCheckRuns(speech_studio, ActiveRuns())
+    zerogpu.attach(speech_studio)
+    try:
+        check = handlers.check(run_id, 1, lambda *_, **__: None, None)
+        _, repaired = handlers.repair(run_id, 1, None, lambda *_, **__: None, None)
+    finally:
+        zerogpu.attach(None)
+    assert calls == [False, True]
+    assert [line.status for line in check.lines].count("missing") == 1
+    assert repaired.run_id != run_id and saved_check(speech_studio.store, repaired.run_id, 1) is not None

@@ -22,6 +22,7 @@ from lyrics_check.check import INSTRUMENTAL_MESSAGE, STATUS_WORDS, LyricsCheck, 
 from lyrics_check.lrc import parse_lrc
 from lyrics_check.repair import check_take, pick_choices, repair_take
 from outputs import SETTINGS_FILE, Run, Take, load_settings
+from serving.zerogpu import lyrics_check_on_zerogpu
 from stems import StemModelUnavailableError
 from studio import Studio
 from ui.controls import pass_through
@@ -211,8 +212,13 @@ class LyricsCheckRuns:
     def check(self, run_id: Any, take: Any, progress: Any, request: gr.Request | None) -> LyricsCheck:
         session = session_key(request)
         run_id, number = self._take(session, run_id, take)
-        job = Job(lambda control: check_take(self.studio, run_id, number, control), words=CHECK_WORDS)
-        result = guarded_run(self.runs, session, StageRelay(progress), job)
+        relay = StageRelay(progress)
+        job = Job(
+            lambda control: check_take(self.studio, run_id, number, control),
+            lambda: lyrics_check_on_zerogpu(run_id, number, progress=relay),
+            words=CHECK_WORDS,
+        )
+        result = guarded_run(self.runs, session, relay, job)
         assert result is not None  # a cancel raises, in CHECK_WORDS.cancelled's words
         return result
 
@@ -223,7 +229,12 @@ class LyricsCheckRuns:
         def work(control: RunControl) -> LyricsCheck:
             return repair_take(self.studio, run_id, number, control, picks)[1]
 
-        result = guarded_run(self.runs, session, StageRelay(progress), Job(work, words=REPAIR_WORDS))
+        relay = StageRelay(progress)
+
+        def on_gpu() -> LyricsCheck:
+            return lyrics_check_on_zerogpu(run_id, number, picks, repair=True, progress=relay)[1]
+
+        result = guarded_run(self.runs, session, relay, Job(work, on_gpu, words=REPAIR_WORDS))
         assert result is not None  # a cancel raises, in REPAIR_WORDS.cancelled's words
         if self.runs.owners is not None:
             self.runs.owners.record(session, result.run_id)

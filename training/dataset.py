@@ -83,6 +83,12 @@ class Clip:
 def read_dataset(folder: str | Path) -> list[Clip]:
     """The clips of a dataset folder: its manifest if it has one, else the v1 three-file layout.
     Raises ``DatasetError`` listing every clip whose texts are wrong."""
+    return clips_from_rows(Path(folder), dataset_rows(folder))
+
+
+def dataset_rows(folder: str | Path) -> list[dict[str, Any]]:
+    """A dataset folder's rows as written, texts not yet checked (a row whose text file could not be
+    read carries its refusal under ``error``): for a table the user completes before the check."""
     root = Path(folder)
     if not root.is_dir():
         raise DatasetError(f"dataset: {echo(str(folder))} is not a folder")
@@ -95,6 +101,14 @@ def read_dataset(folder: str | Path) -> list[Clip]:
             f"dataset: no songs found; put {'/'.join(AUDIO_SUFFIXES)} files with a name_prompt.txt "
             "caption beside each, or a dataset.json / dataset.csv"
         )
+    if len(rows) > MAX_CLIPS:
+        raise DatasetError(f"dataset: {len(rows):,} songs; the limit is {MAX_CLIPS:,}")
+    return rows
+
+
+def clips_from_rows(root: Path, rows: Sequence[Mapping[str, Any]]) -> list[Clip]:
+    """The clips of manifest-like rows (``MANIFEST_FIELDS``) whose audio lies in ``root``, every
+    text checked; raises ``DatasetError`` naming each bad row and why, all at once."""
     if len(rows) > MAX_CLIPS:
         raise DatasetError(f"dataset: {len(rows):,} songs; the limit is {MAX_CLIPS:,}")
     clips, problems = [], []

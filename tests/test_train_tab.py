@@ -163,3 +163,13 @@ def test_a_server_folder_is_read_only_for_this_machine(train_studio, tmp_path, m
         handlers.read_songs(None, str(folder), None, local)
     with pytest.raises(gr.Error, match="Read the songs first"):
         run_to_end(handlers, [["a.wav", "x", "", "", "", ""]], None, steps=1)
+
+
+def test_describe_fills_only_the_empty_captions_and_lyrics(thinking_studio, uploads, tmp_path):
+    handlers = TrainHandlers(thinking_studio, ActiveRuns(), tmp_path / "ws", describe_limits={"max_lyrics_tokens": 8})
+    table, dataset, _ = handlers.read_songs(uploads, "", None)
+    table[0][1] = ""  # take_0: no caption, and no lyrics file (so "[Instrumental]", kept as it is)
+    described = handlers.describe_songs(table, dataset)
+    assert described[0][1].strip() and described[0][2] == "[Instrumental]"
+    assert described[1][1:3] == table[1][1:3] and described[2][1:3] == table[2][1:3]  # typed texts are kept
+    assert "✅ take_0.wav: ready" in handlers.check(described, dataset, "lora", 8)

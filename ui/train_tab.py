@@ -21,14 +21,16 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from backend import RunControl
 from serving.env import on_space, on_zerogpu
+from serving.zerogpu import describe_on_zerogpu
 from studio import Studio
 from theme import EMPTY_NUMBER_CLASS
 from training.dataset import AUDIO_SUFFIXES, MANIFEST_FIELDS, MAX_CLIPS, DatasetError, check_clip, clips_from_rows
@@ -179,9 +181,12 @@ class TrainHandlers:
     """The tab's handlers. Each session's songs, cache and run live in its own workspace under
     ``root`` (a random name the page never sees: ``gr.State`` stays on the server)."""
 
-    def __init__(self, studio: Studio, runs: ActiveRuns, root: Path | None = None) -> None:
+    def __init__(
+        self, studio: Studio, runs: ActiveRuns, root: Path | None = None, describe_limits: dict | None = None
+    ) -> None:
         self.studio = studio
         self.runs = runs
+        self.describe_limits = describe_limits or {}  # e.g. max_lyrics_tokens (``Studio.describe``)
         if root is None:
             from tools.tiny_model import default_cache_dir
 
@@ -346,7 +351,7 @@ class TrainHandlers:
         work = Job(lambda control: self._stream(job, control, resume, loras), words=TRAIN_WORDS, lane=TRAIN_LANE)
         yield from guarded_stream(self.runs, session_key(request), None, work)
 
-    def _stream(self, job: Any, control: Any, resume: bool, loras: str) -> Iterator[tuple]:
+    def _stream(self, job: Any, control: Any, resume: bool, loras: str) -> Iterable[tuple]:
         events: queue.Queue = queue.Queue()
         thread = threading.Thread(target=job.run, args=(control, resume, events.put), daemon=True)
         thread.start()
@@ -406,19 +411,27 @@ class TrainHandlers:
         except DatasetError as error:
             raise gr.Error(safe_message(str(error)), title="Nothing to describe") from error
 
-        def work(control: Any) -> list[dict[str, Any]]:
+        def fill(describe_one: Callable[[str, Any], dict[str, Any]], control: Any) -> list[dict[str, Any]]:
             for index, row in enumerate(rows):
                 if str(row.get("caption") or "").strip() and str(row.get("lyrics") or "").strip():
                     continue
                 control.check()
                 path = (root / str(row.get("audio"))).resolve()
                 if path.parent != root or not path.is_file():
-                    continue  # the check names it
-                part = control.part(index / len(rows), (index + 1) / len(rows))
-                fill_row(row, self.studio.describe(str(path), part).form_values())
+                    continue  # Check names it
+                fill_row(row, describe_one(str(path), control.part(index / len(rows), (index + 1) / len(rows))))
             return rows
 
-        described = guarded_run(self.runs, session_key(request), None, Job(work, words=DESCRIBE_WORDS, lane=TRAIN_LANE))
+        def here(path: str, part: Any) -> dict[str, Any]:
+            return self.studio.describe(path, part, **self.describe_limits).form_values()
+
+        def on_gpu(path: str, part: Any) -> dict[str, Any]:
+            return describe_on_zerogpu(path, None, None).form_values()
+
+        job = Job(
+            lambda control: fill(here, control), lambda: fill(on_gpu, RunControl()), DESCRIBE_WORDS, lane=TRAIN_LANE
+        )
+        described = guarded_run(self.runs, session_key(request), None, job)
         return [[row.get(name, "") for name in COLUMNS] for row in (described or rows)]
 
 

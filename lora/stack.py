@@ -179,6 +179,14 @@ class LoraStack:
             self._activate()
             return entry
 
+    def keep(self, checked: CheckedLora) -> Path:
+        """Keep a checked file in the store without loading it (the studio loads it when it is
+        listed or used): for a process that made the file and is not the studio."""
+        info = checked.info
+        return self._store(
+            info, _safe_stem(checked.name or info.path.stem), checked.adapter_config, checked.trigger_words
+        )
+
     def _store(
         self, info: LoraInfo, stem: str, adapter_config: Mapping[str, Any] | None, words: tuple[str, ...]
     ) -> Path:

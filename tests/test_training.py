@@ -306,7 +306,7 @@ def test_settings_are_checked_before_training(tiny_backend, prepared, tmp_path):
     )
 
 
-def test_the_command_line_checks_then_trains_from_the_cache(dataset_dir, prepared, tmp_path, capsys):
+def test_the_command_line_checks_then_trains_from_the_cache(dataset_dir, prepared, tmp_path, capsys, cache_dir):
     from training.__main__ import main
 
     assert main(["check", str(dataset_dir)]) == 0
@@ -321,3 +321,11 @@ def test_the_command_line_checks_then_trains_from_the_cache(dataset_dir, prepare
     assert training["trigger_word"] == "tapewarm" and training["settings"]["steps"] == 2
     assert main([*argv[:-6], "--steps", "0"]) == 2
     assert "steps: a whole number from 1" in capsys.readouterr().err
+
+    # --store: the finished adapter kept in the studio's LoRA store (the studio lists and loads it from there).
+    assert main([*argv, "--store", "--name", "tape warm"]) == 0
+    assert "in the LoRA store as 'tape warm'" in capsys.readouterr().out
+    sides = [json.loads(p.read_text()) for p in (cache_dir / "loras").glob("*.json")]
+    side = next(s for s in sides if s["name"] == "tape_warm")
+    assert side["trigger_words"] == ["tapewarm"] and side["adapter_config"]["lora_alpha"] == 16
+    assert len(list((cache_dir / "loras" / "training").glob(f"{side['sha256'][:16]}-tape_warm.json"))) == 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,9 +158,44 @@ class TrainJob:
         config = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
         words = [self.trigger] if self.trigger else []
         entry = self.studio.add_lora(folder / WEIGHTS_NAME, name=self.name, trigger_words=words, adapter_config=config)
-        records = self.studio.lora_stack().store_dir / RECORDS_SUBDIR
-        records.mkdir(parents=True, exist_ok=True)
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", self.name).strip("._")[:64] or "adapter"
-        self.record_path = records / f"{entry.sha256[:16]}-{stem}.json"
-        shutil.copyfile(folder / "training.json", self.record_path)
+        self.record_path = keep_record(self.studio.lora_stack().store_dir, entry.sha256, self.name, folder)
         return entry
+
+
+def keep_record(store_dir: Path, sha256: str, name: str, adapter_dir: Path) -> Path:
+    """The run's ``training.json`` (settings, songs, trigger word, losses) into the LoRA store's
+    ``training/`` folder, named by the adapter's sha256: what it takes to train it again."""
+    records = Path(store_dir) / RECORDS_SUBDIR
+    records.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:64] or "adapter"
+    path = records / f"{sha256[:16]}-{stem}.json"
+    shutil.copyfile(adapter_dir / "training.json", path)
+    return path
+
+
+def store_adapter(transformer, adapter_dir: Path, name: str, trigger: str, store_dir: Path | None = None) -> tuple:
+    """The command line's ``--store``: a finished adapter checked as the studio checks it and kept in
+    its LoRA store (listed by "Show my LoRAs", loaded on use), without loading it here.
+    Returns ``(CheckedLora, stored path, record path)``."""
+    from lora.stack import LoraStack
+
+    stack = LoraStack(transformer, store_dir=store_dir)
+    config = json.loads((adapter_dir / CONFIG_NAME).read_text(encoding="utf-8"))
+    checked = stack.check(
+        adapter_dir / WEIGHTS_NAME, name=name, trigger_words=[trigger] if trigger else [], adapter_config=config
+    )
+    stored = stack.keep(checked)
+    return checked, stored, keep_record(stack.store_dir, checked.info.sha256, name, adapter_dir)
+
+
+def prune_workspaces(root: Path, keep_s: float) -> None:
+    """Remove the workspaces under ``root`` that nothing has touched for ``keep_s`` seconds."""
+    if not root.is_dir():
+        return
+    cutoff = time.time() - keep_s
+    for folder in root.iterdir():
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        touched = max([folder.stat().st_mtime, *(entry.stat().st_mtime for entry in folder.iterdir())])
+        if touched < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ipaddress
 import queue
-import re
 import secrets
 import shutil
 import threading
@@ -33,13 +32,24 @@ from serving.env import on_space, on_zerogpu
 from serving.zerogpu import describe_on_zerogpu
 from studio import Studio
 from theme import EMPTY_NUMBER_CLASS
-from training.dataset import AUDIO_SUFFIXES, MANIFEST_FIELDS, MAX_CLIPS, DatasetError, check_clip, clips_from_rows
+from training.dataset import (
+    AUDIO_SUFFIXES,
+    MANIFEST_FIELDS,
+    MAX_CLIPS,
+    DatasetError,
+    check_clip,
+    clips_from_rows,
+    fill_row,
+    rows_from_table,
+    safe_file_name,
+)
 from training.dataset import dataset_rows as read_rows
 from training.estimate import ZEROGPU_NOTE
+from training.run import prune_workspaces
 from training.trainer import TrainSettings
 from ui.lora_panel import with_lora
 from ui.runs import RUN_OPTIONS, ActiveRuns, Canceller, Job, Words, guarded_run, guarded_stream, session_key
-from validation import VOCAL_LANGUAGES, safe_message
+from validation import safe_message
 
 if TYPE_CHECKING:
     from ui.page import Page
@@ -50,6 +60,7 @@ COLUMNS = list(MANIFEST_FIELDS)  # audio, caption, lyrics, language, bpm, keysca
 TEXT_SUFFIXES = ("_prompt.txt", "_lyrics.txt")
 MANIFESTS = ("dataset.json", "dataset.csv")
 WORKSPACE_SUBDIR = "training"
+WORKSPACE_KEEP_S = 2 * 24 * 3600  # on a Space: a workspace untouched this long is removed
 YIELD_EVERY_S = 0.5  # the page is updated at most this often while training (and at every sample)
 TRAIN_WORDS = Words(
     failed="Cannot train", unavailable="Model unavailable", crashed="Training failed",
@@ -154,29 +165,6 @@ def on_this_machine(request: gr.Request | None) -> bool:
         return False
 
 
-def _safe_name(name: str) -> str:
-    stem = re.sub(r"[^\w.-]+", "_", Path(name).name).lstrip(".")
-    return stem[:120] or "song"
-
-
-def table_rows(table: Any) -> list[dict[str, Any]]:
-    """The table as manifest rows, bounded: at most ``MAX_CLIPS`` rows of the known columns."""
-    rows = table.values.tolist() if hasattr(table, "values") else list(table or [])
-    if len(rows) > MAX_CLIPS:
-        raise DatasetError(f"dataset: {len(rows):,} songs; the limit is {MAX_CLIPS:,}")
-    out = []
-    for row in rows:
-        cells = ["" if cell is None else cell for cell in list(row)[: len(COLUMNS)]]
-        values = dict(zip(COLUMNS, [*cells, *[""] * (len(COLUMNS) - len(cells))], strict=True))
-        if not any(str(v).strip() for v in values.values()):
-            continue  # an empty row the table keeps for typing
-        values = {k: (v if isinstance(v, str) else str(v) if k != "bpm" else v) for k, v in values.items()}
-        if isinstance(values["bpm"], float) and values["bpm"].is_integer():
-            values["bpm"] = int(values["bpm"])
-        out.append(values)
-    return out
-
-
 class TrainHandlers:
     """The tab's handlers. Each session's songs, cache and run live in its own workspace under
     ``root`` (a random name the page never sees: ``gr.State`` stays on the server)."""
@@ -196,7 +184,11 @@ class TrainHandlers:
     # -- the dataset -------------------------------------------------------------------------
 
     def _workspace(self, dataset: dict | None) -> Path:
-        token = (dataset or {}).get("token") or secrets.token_hex(8)
+        token = (dataset or {}).get("token")
+        if not token:
+            token = secrets.token_hex(8)
+            if on_space():  # strangers' abandoned workspaces must not fill a shared disk
+                prune_workspaces(self.root, WORKSPACE_KEEP_S)
         folder = self.root / token
         folder.mkdir(parents=True, exist_ok=True)
         return folder
@@ -243,7 +235,7 @@ class TrainHandlers:
         if len(files) > MAX_CLIPS * 3:
             raise DatasetError(f"{len(files):,} files; the limit is {MAX_CLIPS:,} songs with their two texts")
         for path in map(Path, files):
-            name = _safe_name(path.name)
+            name = safe_file_name(path.name)
             wanted = name.lower().endswith(AUDIO_SUFFIXES + TEXT_SUFFIXES) or name.lower() in MANIFESTS
             if not wanted:
                 raise DatasetError(f"{path.name[:100]!r}: not a song, a _prompt.txt / _lyrics.txt or a dataset file")
@@ -253,7 +245,7 @@ class TrainHandlers:
     def _rows_and_root(self, table: Any, dataset: dict | None) -> tuple[list[dict[str, Any]], Path]:
         if not dataset or not dataset.get("root"):
             raise DatasetError("Read the songs first (upload them or give their folder, then Read the songs).")
-        return table_rows(table), Path(dataset["root"])
+        return rows_from_table(table), Path(dataset["root"])
 
     def verdicts(self, table: Any, dataset: dict | None) -> tuple[list[str], list[float]]:
         """Each song's verdict in words (texts, then its audio: format, length, silence), and the
@@ -283,11 +275,12 @@ class TrainHandlers:
         text = "\n".join(lines)
         if len(lengths) < len(lines):
             return f"{text}\n\n**Fix or remove the songs marked ❌, then Check again.** Nothing was trained."
+        if on_zerogpu():  # the model here is not on the GPU a run would have: no estimate to give
+            return f"{text}\n\n**All {len(lengths)} songs are ready.**\n\n{ZEROGPU_NOTE}"
         longest = max(lengths)
         job = Job(lambda control: self._estimate(adapter, rank, longest, control), words=CHECK_WORDS, lane=TRAIN_LANE)
         estimate = guarded_run(self.runs, session_key(request), None, job)
-        note = f"\n\n{ZEROGPU_NOTE}" if on_zerogpu() else ""
-        return f"{text}\n\n**All {len(lengths)} songs are ready.** {estimate or ''}{note}"
+        return f"{text}\n\n**All {len(lengths)} songs are ready.** {estimate or ''}"
 
     def _estimate(self, adapter: str, rank: Any, longest_s: float, control: Any) -> str:
         from training.estimate import free_memory_bytes, memory_estimate
@@ -433,21 +426,6 @@ class TrainHandlers:
         )
         described = guarded_run(self.runs, session_key(request), None, job)
         return [[row.get(name, "") for name in COLUMNS] for row in (described or rows)]
-
-
-def fill_row(row: dict[str, Any], described: dict[str, Any]) -> None:
-    """Fill only the row's empty fields from a description."""
-    language = described.get("vocal_language")
-    filled = {
-        "caption": described.get("prompt"),
-        "lyrics": described.get("lyrics"),
-        "language": language if language in VOCAL_LANGUAGES else None,
-        "bpm": described.get("bpm"),
-        "keyscale": described.get("keyscale"),
-    }
-    for name, value in filled.items():
-        if value not in (None, "") and not str(row.get(name) or "").strip():
-            row[name] = value
 
 
 def loss_frame(losses: list[tuple[int, float]]) -> Any:

@@ -12,6 +12,7 @@ import gradio as gr
 import numpy as np
 import pytest
 import soundfile as sf
+from safetensors.torch import load_file
 
 from backend import Backend, DeviceInfo, RunControl
 from checkpoints import resolve_model
@@ -111,7 +112,7 @@ def test_a_lokr_from_the_tab_loads_into_the_stack(train_studio, uploads, tmp_pat
     assert not np.array_equal(take(train_studio, loras=updates[-1][4]), take(train_studio))
 
 
-def test_stop_keeps_the_checkpoint_and_resume_finishes_the_run(train_studio, uploads, tmp_path):
+def test_stop_keeps_the_checkpoint_and_resume_reaches_the_uninterrupted_weights(train_studio, uploads, tmp_path):
     handlers = handlers_for(train_studio, tmp_path)
     table, dataset, _ = handlers.read_songs(uploads, "", None)
     # A sample every step: the run waits on it, so Stop lands mid-run, as a person's click would.
@@ -126,6 +127,15 @@ def test_stop_keeps_the_checkpoint_and_resume_finishes_the_run(train_studio, upl
     resumed = run_to_end(handlers, table, dataset, steps=6, name="tape resume", resume=True)
     assert list(resumed[-1][1]["step"]) == [1, 2, 3, 4, 5, 6]  # the whole curve, the stopped part included
     assert "**tape resume** is in your LoRA store" in resumed[-1][3]
+
+    # The same weights as one uninterrupted run without samples (samples touch no random state).
+    other = handlers_for(train_studio, tmp_path / "other")
+    table2, dataset2, _ = other.read_songs(uploads, "", None)
+    whole = run_to_end(other, table2, dataset2, steps=6, name="tape whole")
+    assert list(whole[-1][1]["loss"]) == list(resumed[-1][1]["loss"])
+    a, b = (load_file(str(h.root / d["token"] / "run/adapter/adapter_model.safetensors")) for h, d in
+            ((handlers, dataset), (other, dataset2)))  # fmt: skip
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
 
 
 def test_a_bad_song_is_refused_with_its_reason_on_the_page(train_studio, uploads, tmp_path):

@@ -381,7 +381,11 @@ class TrainHandlers:
         key = entry.sha256[:16]
         done = (
             f"**{safe_message(entry.name)}** is in your LoRA store and on the stack (weight 1)"
-            + (f"; its trigger word **{safe_message(job.trigger)}** is added to your captions." if job.trigger else ".")
+            + (
+                f"; put **{safe_message(job.trigger)}** in your style, or tick Add trigger words to the style."
+                if job.trigger
+                else "."
+            )
             + f" Trained {outcome.step} steps; settings kept beside it ({safe_message(str(job.record_path))})."
         )
         yield (

@@ -183,3 +183,15 @@ def test_describe_fills_only_the_empty_captions_and_lyrics(thinking_studio, uplo
     assert described[0][1].strip() and described[0][2] == "[Instrumental]"
     assert described[1][1:3] == table[1][1:3] and described[2][1:3] == table[2][1:3]  # typed texts are kept
     assert "✅ take_0.wav: ready" in handlers.check(described, dataset, "lora", 8)
+
+
+def test_the_memory_estimate_grows_with_the_longest_song_and_names_its_parts(train_studio):
+    from training.estimate import memory_estimate
+
+    dit = train_studio.backend.load().transformer
+    short, long = (memory_estimate(dit, "lora", 8, seconds, "cpu") for seconds in (10, 240))
+    assert long.activation_bytes > 20 * short.activation_bytes and long.dit_bytes == short.dit_bytes
+    assert memory_estimate(dit, "lora", 8, 240, "cuda").activation_bytes < long.activation_bytes  # checkpointing
+    assert memory_estimate(dit, "lokr", 8, 10, "cpu").adapter_bytes < short.adapter_bytes
+    words = long.words(free_bytes=1)
+    assert "a copy of the DiT to train" in words and "**does not fit**" in words

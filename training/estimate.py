@@ -35,14 +35,19 @@ class MemoryEstimate:
     def words(self, free_bytes: int | None = None) -> str:
         place = "GPU memory" if self.device == "cuda" else "memory"
         line = (
-            f"About **{self.total_bytes / GB:.1f} GB** more {place} while it trains: a copy of the DiT to train "
-            f"({self.dit_bytes / GB:.1f} GB), the adapter with its optimiser ({self.adapter_bytes / GB:.2f} GB), "
-            f"activations for the longest song ({self.activation_bytes / GB:.1f} GB); the studio's model stays loaded."
+            f"About **{size(self.total_bytes)}** more {place} while it trains: a copy of the DiT to train "
+            f"({size(self.dit_bytes)}), the adapter with its optimiser ({size(self.adapter_bytes)}), "
+            f"activations for the longest song ({size(self.activation_bytes)}); the studio's model stays loaded."
         )
         if free_bytes is not None:
             verdict = "fits" if free_bytes > self.total_bytes else "**does not fit**: use shorter songs or a bigger GPU"
-            line += f" Free now: {free_bytes / GB:.1f} GB, so it {verdict}."
+            line += f" Free now: {size(free_bytes)}, so it {verdict}."
         return line
+
+
+def size(count: int) -> str:
+    """Bytes in the unit a person reads: GB from a tenth of one, else MB."""
+    return f"{count / GB:.1f} GB" if count >= GB / 10 else f"{max(count / 1024**2, 0.1):.1f} MB"
 
 
 def adapter_parameters(transformer, kind: str, rank: int) -> int:

@@ -114,6 +114,7 @@ def build_train_tab(studio: Studio) -> TrainTab:
     read = gr.Button("Read the songs", variant="secondary", elem_id="train-read")
     table = gr.Dataframe(
         headers=COLUMNS, column_count=len(COLUMNS), type="array", interactive=True, wrap=True,
+        column_widths=["18%", "27%", "27%", "10%", "7%", "11%"],
         label="Each song: caption (genre, instruments, mood), lyrics ([Instrumental] for none), language, bpm, key",
         elem_id="train-table",
     )  # fmt: skip

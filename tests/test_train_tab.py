@@ -105,11 +105,13 @@ def test_songs_in_checked_trained_and_the_adapter_on_the_stack(train_studio, upl
 def test_a_lokr_from_the_tab_loads_into_the_stack(train_studio, uploads, tmp_path):
     handlers = handlers_for(train_studio, tmp_path)
     table, dataset, _ = handlers.read_songs(uploads, "", None)
+    plain = take(train_studio)  # the stack empty (a LoRA from the test before may be loaded, disabled)
     updates = run_to_end(handlers, table, dataset, adapter="lokr", name="tape lokr", steps=2, learning_rate=3e-3)
     assert "**tape lokr** is in your LoRA store" in updates[-1][3]
     entry = train_studio.lora_stack().find("tape lokr")
     assert entry.info.kind == "lokr" and (entry.info.rank, entry.info.alpha) == (8, 16)
-    assert not np.array_equal(take(train_studio, loras=updates[-1][4]), take(train_studio))
+    assert not np.array_equal(take(train_studio, loras=updates[-1][4]), plain)
+    np.testing.assert_array_equal(take(train_studio), plain)  # LoKr loaded, stack empty: the base output
 
 
 def test_stop_keeps_the_checkpoint_and_resume_reaches_the_uninterrupted_weights(train_studio, uploads, tmp_path):

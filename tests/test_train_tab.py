@@ -20,7 +20,7 @@ from modes import GenerateRequest
 from outputs import OutputStore
 from studio import Studio
 from ui.runs import ActiveRuns
-from ui.train_tab import TRAIN_LANE, TrainHandlers
+from ui.train_tab import TRAIN_LANE, TrainHandlers, build_train_tab
 
 SR = 48_000  # Hz
 
@@ -197,3 +197,18 @@ def test_the_memory_estimate_grows_with_the_longest_song_and_names_its_parts(tra
     assert memory_estimate(dit, "lokr", 8, 10, "cpu").adapter_bytes < short.adapter_bytes
     words = long.words(free_bytes=1)
     assert "a copy of the DiT to train" in words and "**does not fit**" in words
+
+
+def test_on_zerogpu_the_tab_checks_and_says_plainly_that_it_cannot_train(train_studio, uploads, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPACE_ID", "someone/studio")
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    handlers = handlers_for(train_studio, tmp_path)
+    table, dataset, _ = handlers.read_songs(uploads, "", None)  # uploads are read there
+    verdict = handlers.check(table, dataset, "lora", 8)
+    assert "All 3 songs are ready" in verdict and "Training is not available on this ZeroGPU Space" in verdict
+    assert "near 300 s" in verdict and "python -m training train" in verdict and "About **" not in verdict
+    with pytest.raises(gr.Error, match="Training is not available on this ZeroGPU Space"):
+        run_to_end(handlers, table, dataset, steps=1)
+    with gr.Blocks():
+        tab = build_train_tab(train_studio)
+    assert not tab.train.visible and not tab.resume.visible and not tab.folder.visible

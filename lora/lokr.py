@@ -118,6 +118,14 @@ def check_lokr_layers(
 def refuse_other_lycoris(path: Path, key: str) -> LoraError:
     if "hada_" in key or "loha_" in key:
         return refuse(path, "LoHa adapters are not supported; LoRA and the studio's own LoKr are")
+    if key.endswith(".alpha"):
+        return refuse(
+            path,
+            "LyCORIS LoKr files with per-layer .alpha scalars are not supported; the studio loads the PEFT LoKr "
+            "(adapter_model.safetensors + adapter_config.json) that its trainer writes",
+        )
+    if ".lora_" in key:
+        return refuse(path, "it holds both LoRA and LoKr weights; one kind of adapter per file")
     if "lokr_t2" in key:
         return refuse(path, "convolution LoKr is not supported; the DiT's layers are linear")
     return refuse(path, f"{key!r} is not a LoRA or LoKr weight; not an adapter file?")

@@ -284,6 +284,11 @@ def test_a_lokr_whose_factors_do_not_fit_its_config_is_refused(tiny_backend, pre
     save_file(tensors, str(bad))
     with pytest.raises(LoraError, match=r"layers\.0\.self_attn\.to_q'.*LoKr factors"):
         lora_studio.lora_stack().check(bad, adapter_config=config)
+    tensors[key] = tensors[key][:4]
+    tensors[key.replace("lokr_w1", "alpha")] = tensors[key].new_tensor(16.0)
+    save_file(tensors, str(bad))
+    with pytest.raises(LoraError, match=r"per-layer \.alpha scalars are not supported"):
+        lora_studio.lora_stack().check(bad, adapter_config=config)
     for change, words in (({"r": 10_000}, "r must be a whole number"), ({"rank_pattern": {"x": 2}}, "per-layer")):
         with pytest.raises(LoraError, match=words):
             lora_studio.lora_stack().check(

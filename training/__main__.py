@@ -116,7 +116,7 @@ def _train(args: argparse.Namespace, clips, settings: TrainSettings) -> int:
         print(f"stopped at step {result.step}/{result.total}; checkpoint {result.checkpoint}; run again to resume")
         return 130
     print(f"adapter saved: {result.adapter_dir} (add its two files in the LoRA panel, or Studio.add_lora)")
-    if args.store:
+    if args.store and result.adapter_dir is not None:
         from training.run import store_adapter
 
         name = args.name or args.trigger or args.out.resolve().name

@@ -166,11 +166,21 @@ def test_a_server_folder_is_read_only_for_this_machine(train_studio, tmp_path, m
     handlers = handlers_for(train_studio, tmp_path)
     table, dataset, _ = handlers.read_songs(None, str(folder), None)  # this machine's own user
     assert table[0][:2] == ["a.wav", "ambient pads"] and dataset["root"] == str(folder.resolve())
-    visitor = SimpleNamespace(client=SimpleNamespace(host="192.168.1.20"))
-    with pytest.raises(gr.Error, match="only when the studio runs on your own computer"):
-        handlers.read_songs(None, "/etc", None, visitor)
+
+    def request(peer: str, **headers: str) -> SimpleNamespace:
+        return SimpleNamespace(client=SimpleNamespace(host=peer), headers=headers)
+
+    local = request("127.0.0.1", host="127.0.0.1:7860")
+    assert handlers.read_songs(None, str(folder), None, local)[0] == table  # this machine's own browser
+    assert handlers.read_songs(None, str(folder), None, request("::1", host="[::1]:7860"))[0] == table
+    for stranger in (
+        request("192.168.1.20", host="192.168.1.5:7860"),  # from the network
+        request("127.0.0.1", host="studio.example.org", **{"x-forwarded-for": "203.0.113.9"}),  # a reverse proxy
+        request("127.0.0.1", host="abc.trycloudflare.com"),  # a tunnel
+    ):
+        with pytest.raises(gr.Error, match="only when the studio runs on your own computer"):
+            handlers.read_songs(None, "/etc", None, stranger)
     monkeypatch.setenv("SPACE_ID", "someone/studio")
-    local = SimpleNamespace(client=SimpleNamespace(host="127.0.0.1"))
     with pytest.raises(gr.Error, match="only when the studio runs on your own computer"):
         handlers.read_songs(None, str(folder), None, local)
     with pytest.raises(gr.Error, match="Read the songs first"):

@@ -152,18 +152,37 @@ def build_train_tab(studio: Studio) -> TrainTab:
     )  # fmt: skip
 
 
-def on_this_machine(request: gr.Request | None) -> bool:
-    """Whether a folder path may be read for this request: never on a Space, and only for a client
-    on this machine's loopback (a visitor from the network, logged in or not, uploads instead)."""
-    if on_space():
-        return False
-    if request is None:  # called in-process (tests, scripts): this machine's own user
+FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip")
+
+
+def _loopback(host: str | None) -> bool:
+    if host == "localhost":
         return True
-    host = getattr(getattr(request, "client", None), "host", None)
     try:
         return host is not None and ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def on_this_machine(request: gr.Request | None) -> bool:
+    """Whether a folder path may be read for this request: never on a Space, and only for a browser
+    on this machine itself. The connection must come from loopback, name a loopback host and carry no
+    proxy's forwarding headers: behind a reverse proxy or a tunnel every stranger also arrives from
+    127.0.0.1, but under the public name and forwarded. Anyone else uploads the songs instead."""
+    if on_space():
+        return False
+    if request is None:  # called in-process (tests, scripts): this machine's own user
+        return True
+    headers = {str(k).lower(): v for k, v in dict(getattr(request, "headers", None) or {}).items()}
+    if any(name in headers for name in FORWARDING_HEADERS):
+        return False
+    host_header = str(headers.get("host", ""))
+    name = (
+        host_header[1:].partition("]")[0]
+        if host_header.startswith("[")
+        else host_header.rpartition(":")[0] or host_header
+    )
+    return _loopback(getattr(getattr(request, "client", None), "host", None)) and _loopback(name)
 
 
 class TrainHandlers:

@@ -82,7 +82,9 @@ def target_modules(transformer) -> dict[str, tuple[int, int]]:
     for name, module in transformer.named_modules():
         if ".lora_" in f".{name}" or not isinstance(module, torch.nn.Linear):
             continue
-        targets[name.removesuffix(".base_layer")] = (module.in_features, module.out_features)
+        while name.endswith(".base_layer"):  # a LoKr wrapping a LoRA wrapping the layer: two levels
+            name = name.removesuffix(".base_layer")
+        targets[name] = (module.in_features, module.out_features)
     return targets
 
 

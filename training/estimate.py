@@ -51,20 +51,20 @@ def size(count: int) -> str:
 
 
 def adapter_parameters(transformer, kind: str, rank: int) -> int:
-    """How many weights the adapter adds on the DiT's attention projections."""
-    import torch
-
+    """How many weights the adapter adds on the DiT's attention projections (seen through the
+    wrappers of adapters the studio has loaded)."""
+    from lora.check import target_modules
     from lora.lokr import expected_shapes
 
     total = 0
-    for name, module in transformer.named_modules():
-        if not isinstance(module, torch.nn.Linear) or not name.endswith(tuple(f".{t}" for t in DIFFUSERS_TARGETS)):
+    for name, (in_features, out_features) in target_modules(transformer).items():
+        if not name.endswith(tuple(f".{t}" for t in DIFFUSERS_TARGETS)):
             continue
         if kind == "lokr":
-            shapes = expected_shapes(module.in_features, module.out_features, rank, -1, False)
+            shapes = expected_shapes(in_features, out_features, rank, -1, False)
             total += sum(a * b for a, b in shapes.values())
         else:
-            total += rank * (module.in_features + module.out_features)
+            total += rank * (in_features + out_features)
     return total
 
 
@@ -72,7 +72,10 @@ def memory_estimate(transformer, kind: str, rank: int, longest_s: float, device:
     """The memory a run on ``transformer`` needs beyond what the studio holds already."""
     config = transformer.config
     value_bytes = 2 if device == "cuda" else 4  # bf16 on CUDA, float32 elsewhere (as the trainer runs)
-    params = sum(p.numel() for p in transformer.parameters())
+    # The base weights only: adapters the studio has loaded are dropped by the copy that trains.
+    params = sum(
+        p.numel() for name, p in transformer.named_parameters() if ".lora_" not in name and ".lokr_" not in name
+    )
     tokens = LATENT_FRAMES_PER_S * longest_s / max(1, int(getattr(config, "patch_size", 1) or 1))
     layer_values = tokens * int(config.hidden_size)
     layers = int(config.num_hidden_layers)

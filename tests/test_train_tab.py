@@ -166,6 +166,8 @@ def test_a_server_folder_is_read_only_for_this_machine(train_studio, tmp_path, m
     handlers = handlers_for(train_studio, tmp_path)
     table, dataset, _ = handlers.read_songs(None, str(folder), None)  # this machine's own user
     assert table[0][:2] == ["a.wav", "ambient pads"] and dataset["root"] == str(folder.resolve())
+    again = handlers_for(train_studio, tmp_path).read_songs(None, str(folder), None)[1]  # after a reload
+    assert again["token"] == dataset["token"]  # the same workspace: its checkpoint resumes
 
     def request(peer: str, **headers: str) -> SimpleNamespace:
         return SimpleNamespace(client=SimpleNamespace(host=peer), headers=headers)

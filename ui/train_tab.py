@@ -14,6 +14,7 @@ there (``training.estimate.ZEROGPU_NOTE``).
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import queue
 import secrets
@@ -224,8 +225,13 @@ class TrainHandlers:
                 raise DatasetError("Use one: the uploaded songs or a folder, not both.")
             if not files and not folder:
                 raise DatasetError("Upload your songs, or type the folder they are in.")
-            workspace = self._workspace(dataset)  # the session's: a stopped run stays resumable
-            root = self._folder(folder, request) if folder else self._copy_uploads(files, workspace / "songs")
+            if folder:  # one workspace per folder: after a reload, Read the songs again and Resume
+                root = self._folder(folder, request)
+                digest = hashlib.sha256(str(root).encode("utf-8", "surrogatepass")).hexdigest()
+                workspace = self._workspace({"token": f"folder-{digest[:16]}"})
+            else:  # the session's own: a stopped run stays resumable while the page is open
+                workspace = self._workspace(dataset if dataset and not dataset["token"].startswith("folder-") else None)
+                root = self._copy_uploads(files, workspace / "songs")
             rows = read_rows(root)
         except (DatasetError, OSError) as error:
             raise gr.Error(safe_message(str(error)), title="Cannot read the songs") from error

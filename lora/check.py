@@ -3,7 +3,8 @@
 ``inspect_lora`` refuses a file before a byte of its tensors is read: pickles, oversized or
 corrupt headers, unknown dtypes, layers this DiT lacks, shapes that do not fit, ranks above
 ``MAX_RANK``; it maps the file's keys onto the DiT's module names and works out the alpha/r
-scale to fold into ``lora_B`` (see ``lora.stack`` for the formats and why folding).
+scale to fold into ``lora_B`` (see ``lora.stack`` for the formats and why folding). A PEFT LoKr
+(the studio's trainer writes one) is checked factor by factor against its config (``lora.lokr``).
 
 The file is untrusted: its header is counted on the raw bytes (``HEADER_LIMITS``: length,
 depth, digits, names, dimensions per tensor) before it is parsed, so every check takes time
@@ -28,6 +29,7 @@ from lora.header import (
     read_safetensors_header,
     refuse,
 )
+from lora.lokr import check_lokr_layers, is_lokr_key, lokr_settings, refuse_other_lycoris, split_lokr_key
 
 MAX_RANK = 256
 MAX_WEIGHT = 2.0
@@ -61,9 +63,11 @@ class LoraInfo:
     modules: int  # DiT layers the adapter changes
     key_format: str  # "diffusers", "peft" or "kohya"
     trigger_words: tuple[str, ...] = ()
-    # key in the file -> (DiT module name, "A" | "B"); module -> alpha/r folded into lora_B
+    # key in the file -> (DiT module name, "A" | "B", or a LoKr factor "w1", "w2_a", ...); module ->
+    # alpha/r, folded into lora_B (a LoRA) or w1 (a LoKr: ``lora.lokr``)
     layout: Mapping[str, tuple[str, str]] = field(default_factory=dict, repr=False)
     scales: Mapping[str, float] = field(default_factory=dict, repr=False)
+    kind: str = "lora"  # "lora" or "lokr"
 
 
 def target_modules(transformer) -> dict[str, tuple[int, int]]:
@@ -78,7 +82,9 @@ def target_modules(transformer) -> dict[str, tuple[int, int]]:
     for name, module in transformer.named_modules():
         if ".lora_" in f".{name}" or not isinstance(module, torch.nn.Linear):
             continue
-        targets[name.removesuffix(".base_layer")] = (module.in_features, module.out_features)
+        while name.endswith(".base_layer"):  # a LoKr wrapping a LoRA wrapping the layer: two levels
+            name = name.removesuffix(".base_layer")
+        targets[name] = (module.in_features, module.out_features)
     return targets
 
 
@@ -185,9 +191,11 @@ def inspect_lora(
         if isinstance(transformer_or_targets, Mapping)
         else target_modules(transformer_or_targets)
     )
+    config = read_adapter_config(path, adapter_config)
+    if any(is_lokr_key(key) for key in tensors):
+        return _inspect_lokr(path, tensors, metadata, targets, config)
     keys = _map_keys(path, tensors, targets)
     ranks = _ranks(path, keys.layout, tensors, targets)
-    config = read_adapter_config(path, adapter_config)
     if config.get("use_dora"):
         raise refuse(path, "DoRA adapters are not supported; only plain LoRA")
     scales, stated = _scales(path, ranks, keys.alpha_keys, metadata, config)
@@ -225,8 +233,8 @@ def _map_keys(path: Path, tensors: Mapping[str, Any], targets: Mapping[str, tupl
         if split is None:
             if "dora_scale" in key or "lora_magnitude_vector" in key:
                 raise refuse(path, "DoRA adapters are not supported; only plain LoRA")
-            if any(tag in key for tag in ("lokr_", "hada_", "loha_")):
-                raise refuse(path, "LyCORIS (LoKr/LoHa) adapters are not supported; only plain LoRA")
+            if any(tag in key for tag in ("hada_", "loha_")):
+                raise refuse_other_lycoris(path, key)
             raise refuse(path, f"{key!r} is not a LoRA weight (lora_A/lora_B or lora_down/lora_up); not a LoRA file?")
         raw_module, role = split
         module = aliases.get(_strip_prefixes(raw_module))
@@ -239,7 +247,12 @@ def _map_keys(path: Path, tensors: Mapping[str, Any], targets: Mapping[str, tupl
             keys.alpha_keys[module] = key
         else:
             keys.layout[key] = (module, role)
-    if unknown and not keys.layout:
+    _refuse_unknown(path, unknown, bool(keys.layout))
+    return keys
+
+
+def _refuse_unknown(path: Path, unknown: list[str], some_known: bool) -> None:
+    if unknown and not some_known:
         raise refuse(
             path,
             f"these are files for another model: none of its layers (e.g. {unknown[0]!r}) exist in the "
@@ -251,7 +264,45 @@ def _map_keys(path: Path, tensors: Mapping[str, Any], targets: Mapping[str, tupl
             f"{len(set(unknown))} of its layers do not exist in this model's DiT, e.g. {unknown[0]!r}: "
             "made for another model?",
         )
-    return keys
+
+
+def _inspect_lokr(
+    path: Path,
+    tensors: Mapping[str, Any],
+    metadata: Mapping[str, str],
+    targets: Mapping[str, tuple[int, int]],
+    config: Mapping[str, Any],
+) -> LoraInfo:
+    """A PEFT LoKr (``lora.lokr``): every key a factor of a DiT layer, shaped as its config makes it."""
+    settings = lokr_settings(path, config, MAX_RANK)
+    aliases = _aliases(targets)
+    layout: dict[str, tuple[str, str]] = {}
+    unknown: list[str] = []
+    for key in tensors:
+        split = split_lokr_key(key)
+        if split is None:
+            raise refuse_other_lycoris(path, key)
+        raw_module, role = split
+        module = aliases.get(_strip_prefixes(raw_module))
+        if module is None:
+            unknown.append(raw_module)
+        else:
+            layout[key] = (module, role)
+    _refuse_unknown(path, unknown, bool(layout))
+    ranks = check_lokr_layers(path, layout, tensors, targets, settings)
+    return LoraInfo(
+        path=path,
+        sha256=file_sha256(path),
+        size_bytes=path.stat().st_size,
+        rank=settings["r"],
+        alpha=settings["alpha"],
+        modules=len(ranks),
+        key_format="peft",
+        trigger_words=_metadata_triggers(metadata),
+        layout=layout,
+        scales=dict.fromkeys(ranks, settings["alpha"] / settings["r"]),
+        kind="lokr",
+    )
 
 
 def _ranks(

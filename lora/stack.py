@@ -12,7 +12,10 @@ Accepted key formats (each maps onto the diffusers module names of the DiT):
 - the original ACE-Step 1.5 trainer (PEFT ``save_pretrained`` of the DiT "decoder"), also
   written as one file by the ComfyUI trainers with a per-layer ``.alpha`` scalar:
   ``base_model.model.layers.0.self_attn.q_proj.lora_A.weight``;
-- kohya style: ``lora_unet_layers_0_self_attn_q_proj.lora_down.weight`` / ``lora_up`` / ``.alpha``.
+- kohya style: ``lora_unet_layers_0_self_attn_q_proj.lora_down.weight`` / ``lora_up`` / ``.alpha``;
+- a PEFT LoKr with its ``adapter_config.json`` (``peft_type`` LOKR), as ``training`` writes it
+  (``…q_proj.lokr_w1``, ``lokr_w2`` or ``lokr_w2_a``/``_b``): checked by ``lora.lokr``, loaded
+  by diffusers' ``load_lora_adapter`` (which builds peft's ``LoKrConfig`` from the shapes).
 
 alpha/r: diffusers loads every adapter with alpha = r (scale 1) whatever the file says. When
 a file states alpha (``.alpha`` scalars, ``lora_alpha`` in its metadata, or the PEFT
@@ -176,6 +179,14 @@ class LoraStack:
             self._activate()
             return entry
 
+    def keep(self, checked: CheckedLora) -> Path:
+        """Keep a checked file in the store without loading it (the studio loads it when it is
+        listed or used): for a process that made the file and is not the studio."""
+        info = checked.info
+        return self._store(
+            info, _safe_stem(checked.name or info.path.stem), checked.adapter_config, checked.trigger_words
+        )
+
     def _store(
         self, info: LoraInfo, stem: str, adapter_config: Mapping[str, Any] | None, words: tuple[str, ...]
     ) -> Path:
@@ -218,13 +229,17 @@ class LoraStack:
         except (SafetensorError, OSError) as error:
             raise refuse(entry.path, f"the weights could not be read ({error})") from None
         dtype = self.transformer.dtype
+        lokr = entry.info.kind == "lokr"
+        # The scale goes into one matrix: lora_B of a LoRA, the first Kronecker factor of a LoKr (linear in
+        # each); diffusers then loads either with alpha = r (a LoKr's config inferred from its shapes).
+        scaled = ("w1", "w1_a") if lokr else ("B",)
         state_dict = {}
         for key, (module, role) in entry.info.layout.items():
             tensor = tensors[key]
             scale = entry.info.scales[module]
-            if role == "B" and scale != 1.0:
+            if role in scaled and scale != 1.0:
                 tensor = tensor.float() * scale
-            state_dict[f"{module}.lora_{role}.weight"] = tensor.to(dtype)
+            state_dict[f"{module}.lokr_{role}" if lokr else f"{module}.lora_{role}.weight"] = tensor.to(dtype)
         with warnings.catch_warnings():
             # peft warns whenever a second adapter joins a model; stacking several is the point here.
             warnings.filterwarnings("ignore", message="Already found a `peft_config`", category=UserWarning)

@@ -227,9 +227,11 @@ def test_stop_then_resume_reaches_the_weights_of_an_uninterrupted_run(tiny_backe
         train(fresh_dit(tiny_backend), prepared.clips, other, tmp_path / "split")
 
 
-def test_a_lokr_run_lowers_the_loss_and_saves_a_peft_pair_the_lora_stack_refuses(
+def test_a_lokr_run_lowers_the_loss_passes_the_check_and_plays_in_the_stack(
     tiny_backend, prepared, tmp_path, lora_studio
 ):
+    import torch
+
     model = fresh_dit(tiny_backend)
     result = train(model, prepared.clips, TrainSettings(adapter="lokr", steps=12, **FAST), tmp_path)
     assert evaluation_loss(model, prepared.clips) < evaluation_loss(fresh_dit(tiny_backend), prepared.clips)
@@ -237,9 +239,61 @@ def test_a_lokr_run_lowers_the_loss_and_saves_a_peft_pair_the_lora_stack_refuses
     assert config["peft_type"] == "LOKR" and config["alpha"] == 16
     keys = load_keys(result.adapter_dir / "adapter_model.safetensors")
     assert any(".self_attn.q_proj.lokr_w1" in k for k in keys)
-    # The studio's stack loads LoRA (A/B) weights only: a LoKr is refused in plain words, not half-loaded.
-    with pytest.raises(LoraError, match=r"LyCORIS \(LoKr/LoHa\) adapters are not supported"):
-        lora_studio.add_lora(result.adapter_dir / "adapter_model.safetensors", adapter_config=config)
+    weights = result.adapter_dir / "adapter_model.safetensors"
+    lone = tmp_path / "lone" / "adapter_model.safetensors"  # without its config: refused in plain words
+    lone.parent.mkdir()
+    shutil.copy(weights, lone)
+    with pytest.raises(LoraError, match=r"a LoKr needs its adapter_config\.json"):
+        lora_studio.add_lora(lone)
+
+    plain = take(lora_studio)
+    entry = lora_studio.add_lora(weights, name="lokr-tape", adapter_config=config)
+    assert entry.info.kind == "lokr" and entry.info.modules == 16 and (entry.info.rank, entry.info.alpha) == (8, 16)
+    styled = take(lora_studio, loras=f"{entry.sha256[:12]}:1")
+    assert not np.array_equal(styled, plain)
+    np.testing.assert_array_equal(take(lora_studio), plain)  # an empty stack: the base output, bit for bit
+
+    dit = lora_studio.backend.load().transformer  # at weight 1 the stack is the trained model, layer for layer
+    generator = torch.Generator().manual_seed(0)
+    inputs = dict(
+        hidden_states=torch.randn(1, 50, 8, generator=generator),
+        timestep=torch.tensor([0.5]),
+        timestep_r=torch.tensor([0.5]),
+        encoder_hidden_states=torch.randn(1, 12, 32, generator=generator),
+        context_latents=torch.randn(1, 50, 16, generator=generator),
+        return_dict=False,
+    )
+    with lora_studio.backend.exclusive(), torch.no_grad():
+        lora_studio.lora_stack().apply([(entry.name, 1.0)])
+        loaded = dit(**inputs)[0]
+        lora_studio.lora_stack().apply([])
+        model.eval()
+        trained_out = model(**inputs)[0]
+    torch.testing.assert_close(loaded, trained_out, rtol=1e-5, atol=1e-6)
+
+
+def test_a_lokr_whose_factors_do_not_fit_its_config_is_refused(tiny_backend, prepared, tmp_path, lora_studio):
+    from safetensors.torch import load_file, save_file
+
+    result = train(fresh_dit(tiny_backend), prepared.clips, TrainSettings(adapter="lokr", steps=1, **FAST), tmp_path)
+    config = json.loads((result.adapter_dir / "adapter_config.json").read_text())
+    tensors = load_file(str(result.adapter_dir / "adapter_model.safetensors"))
+    key = next(k for k in tensors if k.endswith("self_attn.q_proj.lokr_w1"))
+    tensors[key] = tensors[key].repeat(2, 1)
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, str(bad))
+    with pytest.raises(LoraError, match=r"layers\.0\.self_attn\.to_q'.*LoKr factors"):
+        lora_studio.lora_stack().check(bad, adapter_config=config)
+    tensors[key] = tensors[key][:4]
+    tensors[key.replace("lokr_w1", "alpha")] = tensors[key].new_tensor(16.0)
+    save_file(tensors, str(bad))
+    with pytest.raises(LoraError, match=r"per-layer \.alpha scalars are not supported"):
+        lora_studio.lora_stack().check(bad, adapter_config=config)
+    for change, words in (({"r": 10_000}, "r must be a whole number"), ({"rank_pattern": {"x": 2}}, "per-layer")):
+        with pytest.raises(LoraError, match=words):
+            lora_studio.lora_stack().check(
+                result.adapter_dir / "adapter_model.safetensors", adapter_config={**config, **change}
+            )
 
 
 def load_keys(path: Path) -> list[str]:
@@ -257,7 +311,7 @@ def test_settings_are_checked_before_training(tiny_backend, prepared, tmp_path):
     )
 
 
-def test_the_command_line_checks_then_trains_from_the_cache(dataset_dir, prepared, tmp_path, capsys):
+def test_the_command_line_checks_then_trains_from_the_cache(dataset_dir, prepared, tmp_path, capsys, cache_dir):
     from training.__main__ import main
 
     assert main(["check", str(dataset_dir)]) == 0
@@ -272,3 +326,11 @@ def test_the_command_line_checks_then_trains_from_the_cache(dataset_dir, prepare
     assert training["trigger_word"] == "tapewarm" and training["settings"]["steps"] == 2
     assert main([*argv[:-6], "--steps", "0"]) == 2
     assert "steps: a whole number from 1" in capsys.readouterr().err
+
+    # --store: the finished adapter kept in the studio's LoRA store (the studio lists and loads it from there).
+    assert main([*argv, "--store", "--name", "tape warm"]) == 0
+    assert "in the LoRA store as 'tape warm'" in capsys.readouterr().out
+    sides = [json.loads(p.read_text()) for p in (cache_dir / "loras").glob("*.json")]
+    side = next(s for s in sides if s["name"] == "tape_warm")
+    assert side["trigger_words"] == ["tapewarm"] and side["adapter_config"]["lora_alpha"] == 16
+    assert len(list((cache_dir / "loras" / "training").glob(f"{side['sha256'][:16]}-tape_warm.json"))) == 1

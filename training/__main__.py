@@ -1,10 +1,11 @@
 """``python -m training``: check, prepare and train from a folder of songs, headless.
 
     python -m training check  SONGS
-    python -m training train  SONGS --out my-style [--adapter lora|lokr] [--steps N] ...
+    python -m training train  SONGS --out my-style [--adapter lora|lokr] [--steps N] [--store] ...
 
 ``train`` prepares what is not cached yet, then trains; Ctrl-C stops at the end of the current
-step and keeps a checkpoint, and the same command run again resumes from it.
+step and keeps a checkpoint, and the same command run again resumes from it. ``--store`` keeps the
+finished adapter in the studio's LoRA store, where the studio's LoRA panel lists it.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--save-every", type=int, default=DEFAULTS.save_every, dest="save_every")
     run.add_argument("--seed", type=int, default=DEFAULTS.seed)
     run.add_argument("--fresh", action="store_true", help="ignore a checkpoint in --out and start again")
+    run.add_argument("--store", action="store_true", help="keep the adapter in the studio's LoRA store when done")
+    run.add_argument(
+        "--name", default=None, help="its name in the LoRA store (default: the trigger word, or --out's name)"
+    )
     return parser.parse_args(argv)
 
 
@@ -111,6 +116,17 @@ def _train(args: argparse.Namespace, clips, settings: TrainSettings) -> int:
         print(f"stopped at step {result.step}/{result.total}; checkpoint {result.checkpoint}; run again to resume")
         return 130
     print(f"adapter saved: {result.adapter_dir} (add its two files in the LoRA panel, or Studio.add_lora)")
+    if args.store and result.adapter_dir is not None:
+        from training.run import store_adapter
+
+        name = args.name or args.trigger or args.out.resolve().name
+        try:
+            checked, stored, _ = store_adapter(pipe.transformer, result.adapter_dir, name, args.trigger)
+        except ValueError as error:
+            print(f"error: the adapter is saved, but not in the LoRA store: {error}", file=sys.stderr)
+            return 2
+        print(f"in the LoRA store as {name!r} ({checked.info.sha256[:16]}, {stored.parent}): "
+              "the studio lists it under LoRA → Show my LoRAs")  # fmt: skip
     return 0
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,12 @@ class Clip:
 def read_dataset(folder: str | Path) -> list[Clip]:
     """The clips of a dataset folder: its manifest if it has one, else the v1 three-file layout.
     Raises ``DatasetError`` listing every clip whose texts are wrong."""
+    return clips_from_rows(Path(folder), dataset_rows(folder))
+
+
+def dataset_rows(folder: str | Path) -> list[dict[str, Any]]:
+    """A dataset folder's rows as written, texts not yet checked (a row whose text file could not be
+    read carries its refusal under ``error``): for a table the user completes before the check."""
     root = Path(folder)
     if not root.is_dir():
         raise DatasetError(f"dataset: {echo(str(folder))} is not a folder")
@@ -95,6 +102,14 @@ def read_dataset(folder: str | Path) -> list[Clip]:
             f"dataset: no songs found; put {'/'.join(AUDIO_SUFFIXES)} files with a name_prompt.txt "
             "caption beside each, or a dataset.json / dataset.csv"
         )
+    if len(rows) > MAX_CLIPS:
+        raise DatasetError(f"dataset: {len(rows):,} songs; the limit is {MAX_CLIPS:,}")
+    return rows
+
+
+def clips_from_rows(root: Path, rows: Sequence[Mapping[str, Any]]) -> list[Clip]:
+    """The clips of manifest-like rows (``MANIFEST_FIELDS``) whose audio lies in ``root``, every
+    text checked; raises ``DatasetError`` naming each bad row and why, all at once."""
     if len(rows) > MAX_CLIPS:
         raise DatasetError(f"dataset: {len(rows):,} songs; the limit is {MAX_CLIPS:,}")
     clips, problems = [], []
@@ -253,3 +268,42 @@ def check_dataset(clips: Sequence[Clip]) -> list[float]:
     if problems:
         raise DatasetError("dataset: " + "; ".join(problems))
     return lengths
+
+
+def safe_file_name(name: str) -> str:
+    """A file name from a stranger as a plain name in the dataset folder (no path, not hidden)."""
+    stem = re.sub(r"[^\w.-]+", "_", Path(name).name).lstrip(".")
+    return stem[:120] or "song"
+
+
+def rows_from_table(table: Any) -> list[dict[str, Any]]:
+    """The table as manifest rows, bounded: at most ``MAX_CLIPS`` rows of the known columns."""
+    rows = table.values.tolist() if hasattr(table, "values") else list(table or [])
+    if len(rows) > MAX_CLIPS:
+        raise DatasetError(f"dataset: {len(rows):,} songs; the limit is {MAX_CLIPS:,}")
+    out = []
+    for row in rows:
+        cells = ["" if cell is None else cell for cell in list(row)[: len(MANIFEST_FIELDS)]]
+        values = dict(zip(MANIFEST_FIELDS, [*cells, *[""] * (len(MANIFEST_FIELDS) - len(cells))], strict=True))
+        if not any(str(v).strip() for v in values.values()):
+            continue  # an empty row the table keeps for typing
+        values = {k: (v if isinstance(v, str) else str(v) if k != "bpm" else v) for k, v in values.items()}
+        if isinstance(values["bpm"], float) and values["bpm"].is_integer():
+            values["bpm"] = int(values["bpm"])
+        out.append(values)
+    return out
+
+
+def fill_row(row: dict[str, Any], described: dict[str, Any]) -> None:
+    """Fill only the row's empty fields from a description."""
+    language = described.get("vocal_language")
+    filled = {
+        "caption": described.get("prompt"),
+        "lyrics": described.get("lyrics"),
+        "language": language if language in VOCAL_LANGUAGES else None,
+        "bpm": described.get("bpm"),
+        "keyscale": described.get("keyscale"),
+    }
+    for name, value in filled.items():
+        if value not in (None, "") and not str(row.get(name) or "").strip():
+            row[name] = value

@@ -37,6 +37,7 @@ from ui.page import Page, SettingsBox, SharedPanels, SongTabs, Takes
 from ui.runs import ActiveRuns, add_api_endpoints
 from ui.song_form import wire_settings_and_links
 from ui.takes import status_markdown, wire_runs, wire_status
+from ui.train_tab import build_train_tab, wire_train
 from validation import MAX_BATCH
 from variations import DEFAULT_VARIANCE
 
@@ -75,7 +76,11 @@ def build_page(studio: Studio, demo: gr.Blocks) -> Page:
         # The mode list: a sidebar on wide screens, a strip of pills on phones (theme.CSS).
         with gr.Column(scale=0, min_width=160, elem_classes="studio-sidebar"):
             mode_nav = gr.Radio(
-                choices=[*((title, mode) for mode, title in MODE_TABS.items()), ("Lyrics", "lyrics")],
+                choices=[
+                    *((title, mode) for mode, title in MODE_TABS.items()),
+                    ("Lyrics", "lyrics"),
+                    ("Train", "train"),
+                ],
                 value="generate",
                 show_label=False,
                 container=False,
@@ -84,6 +89,8 @@ def build_page(studio: Studio, demo: gr.Blocks) -> Page:
             )
         with gr.Column(scale=3, min_width=340, elem_classes="studio-form"):
             songs, lyrics = build_song_tabs(studio)
+            with gr.Column(visible=False, elem_classes="mode-panel") as songs.columns["train"]:
+                train = build_train_tab(studio)
             shared = build_shared_panels(studio)
         with gr.Column(scale=3, min_width=340, elem_classes="studio-takes"):
             takes = build_takes()
@@ -92,7 +99,20 @@ def build_page(studio: Studio, demo: gr.Blocks) -> Page:
             library = build_library(shared=on_space())
             stems = build_stems(studio.backend.variant == "base")
     return Page(
-        demo, status, history, browser, mode_nav, songs, lyrics, shared, takes, settings, library, stems, lyrics_check
+        demo,
+        status,
+        history,
+        browser,
+        mode_nav,
+        songs,
+        lyrics,
+        shared,
+        takes,
+        settings,
+        library,
+        stems,
+        lyrics_check,
+        train,
     )
 
 
@@ -278,7 +298,7 @@ class ModeSwitch:
 
     def show_mode(self, mode: str) -> list:
         columns = [gr.Column(visible=name == mode) for name in self.modes]
-        return [*columns, *(gr.update(visible=mode != "lyrics") for _ in range(self.song_only))]
+        return [*columns, *(gr.update(visible=mode not in ("lyrics", "train")) for _ in range(self.song_only))]
 
 
 def show_flow_edit(method: str) -> list[gr.Column]:
@@ -360,6 +380,7 @@ def wire_page(studio: Studio, runs: ActiveRuns, page: Page) -> None:
         wire_lora,
         wire_library,
         wire_lyrics_check,
+        wire_train,
         add_api_endpoints,
         wire_status,
     ):

@@ -2,7 +2,7 @@
 
 ``ui.layout`` builds a ``Page`` inside the Blocks and hands it to each ``wire_*`` function
 (``wire_runs``, ``wire_idea``, ``wire_lyrics``, ``wire_lora``, ``wire_stems``, ``wire_library``,
-``wire_settings_and_links``, ``add_api_endpoints``), which take ``(studio, runs, page)``.
+``wire_settings_and_links``, ``wire_train``, ``add_api_endpoints``), which take ``(studio, runs, page)``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from ui.lora_panel import LoraPanel
 from ui.lyrics_check_panel import LyricsCheckPanel
 from ui.lyrics_tab import LyricsTab
 from ui.song_form import SongForm
+from ui.train_tab import TrainTab
 
 Component = gr.components.Component
 
@@ -99,6 +100,7 @@ class Page:
     library: Library
     stems: Stems
     lyrics_check: LyricsCheckPanel  # under the takes: the check, repair and edit by line
+    train: TrainTab | None = None  # the Train tab (``ui.train_tab``)
 
     @cached_property
     def form(self) -> SongForm:

@@ -20,7 +20,7 @@ from modes import GenerateRequest
 from outputs import OutputStore
 from studio import Studio
 from ui.runs import ActiveRuns
-from ui.train_tab import TRAIN_LANE, TrainHandlers, build_train_tab
+from ui.train_tab import DEFAULTS, TRAIN_LANE, TrainHandlers, build_train_tab
 
 SR = 48_000  # Hz
 
@@ -154,8 +154,14 @@ def test_a_bad_song_is_refused_with_its_reason_on_the_page(train_studio, uploads
     assert "Nothing was trained" in verdict and "About **" not in verdict  # no model time for a bad dataset
     with pytest.raises(gr.Error, match="no caption"):
         run_to_end(handlers, table, dataset, steps=1)
-    with pytest.raises(gr.Error, match="rank: a whole number from 1 to 256"):
+    with pytest.raises(gr.Error, match="Rank: a whole number from 1 to 256"):
         run_to_end(handlers, table, dataset, steps=1, rank=0.5 * 1000)
+    settings = handlers.settings  # the form's numbers: a typed value is refused, never replaced
+    with pytest.raises(ValueError, match="Learning rate: above 0 and at most 1, got 0"):
+        settings({"learning_rate": 0})
+    with pytest.raises(ValueError, match=r"Alpha: a whole number, got 2\.5"):
+        settings({"alpha": 2.5})
+    assert settings({"steps": ""}).steps is None and settings({}).learning_rate == DEFAULTS.learning_rate
 
 
 def test_a_server_folder_is_read_only_for_this_machine(train_studio, tmp_path, monkeypatch):

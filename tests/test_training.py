@@ -325,7 +325,7 @@ def test_the_command_line_checks_then_trains_from_the_cache(dataset_dir, prepare
     training = json.loads((tmp_path / "adapter" / "training.json").read_text())
     assert training["trigger_word"] == "tapewarm" and training["settings"]["steps"] == 2
     assert main([*argv[:-6], "--steps", "0"]) == 2
-    assert "steps: a whole number from 1" in capsys.readouterr().err
+    assert "Steps: a whole number from 1" in capsys.readouterr().err
 
     # --store: the finished adapter kept in the studio's LoRA store (the studio lists and loads it from there).
     assert main([*argv, "--store", "--name", "tape warm"]) == 0

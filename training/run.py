@@ -87,7 +87,7 @@ class TrainJob:
             raise ValueError(f"adapter name: one line of at most {MAX_NAME_CHARS} characters")
         every = values.get("sample_every") or 0
         if isinstance(every, bool) or not float(every).is_integer() or not 0 <= every <= MAX_SAMPLE_EVERY:
-            raise ValueError(f"sample every: a whole number of steps from 0 (none) to {MAX_SAMPLE_EVERY:,}")
+            raise ValueError(f"A sample every N steps: a whole number of steps from 0 (none) to {MAX_SAMPLE_EVERY:,}")
         return cls(studio, clips, rows, settings, trigger, name, int(every), workspace)
 
     @property

@@ -67,11 +67,13 @@ class TrainSettings:
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or not low <= value <= high:
-                raise ValueError(f"{name}: a whole number from {low} to {high}, got {value!r}")
+                raise ValueError(f"{_words(name)}: a whole number from {low:,} to {high:,}, got {value!r}")
         if self.steps is not None and not (isinstance(self.steps, int) and 1 <= self.steps <= 1_000_000):
-            raise ValueError(f"steps: a whole number from 1 to 1,000,000, got {self.steps!r}")
-        if not 0 < self.learning_rate <= 1 or not 0 <= self.dropout < 1:
-            raise ValueError(f"learning_rate in (0, 1] and dropout in [0, 1), got {self.learning_rate}, {self.dropout}")
+            raise ValueError(f"Steps: a whole number from 1 to 1,000,000, got {self.steps!r}")
+        if not 0 < self.learning_rate <= 1:
+            raise ValueError(f"Learning rate: above 0 and at most 1, got {self.learning_rate:g}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"Dropout: from 0 up to (not including) 1, got {self.dropout:g}")
         if self.save_every < 1 or self.warmup_steps < 0 or self.max_grad_norm <= 0 or self.weight_decay < 0:
             raise ValueError("save_every at least 1, warmup_steps and weight_decay at least 0, max_grad_norm above 0")
 
@@ -308,3 +310,9 @@ def train(
         {**identity, "step": step, "losses": losses, **(extra or {})},
     )  # fmt: skip
     return TrainResult(step, total, False, losses, saved, save())
+
+
+def _words(name: str) -> str:
+    """A setting's name as the page and the command line's help write it: "gradient_accumulation"
+    reads "Gradient accumulation"."""
+    return name.replace("_", " ").capitalize()

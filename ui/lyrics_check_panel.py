@@ -25,7 +25,7 @@ from outputs import SETTINGS_FILE, Run, Take, load_settings
 from serving.zerogpu import lyrics_check_on_zerogpu
 from stems import StemModelUnavailableError
 from studio import Studio
-from ui.controls import pass_through
+from ui.controls import pass_through, range_number
 from ui.runs import RUN_OPTIONS, ActiveRuns, Job, Words, guarded_run, run_files, session_key
 from ui.takes import SongRuns, result_outputs
 from validation import MAX_BATCH, coerce_value, safe_message
@@ -110,7 +110,7 @@ def build_lyrics_check(studio: Studio) -> LyricsCheckPanel:
         if hears_with_test_model(studio):
             gr.Markdown(TEST_SPEECH_NOTE, elem_classes="control-help")
         with gr.Row():
-            take = gr.Number(value=1, precision=0, minimum=1, maximum=MAX_BATCH, label="Take", min_width=100, scale=0)
+            take = range_number(1, MAX_BATCH, 1, "Take", value=1, min_width=100, scale=0)
             check = gr.Button("Check the lyrics", interactive=False, elem_id="check-lyrics")
         table = gr.HTML("", elem_id="lyrics-check-table", css_template=KARAOKE_CSS, js_on_load=KARAOKE_JS)
         lrc = gr.File(label="Timed lyrics (LRC)", visible=False, interactive=False)

@@ -48,9 +48,10 @@ from training.dataset import dataset_rows as read_rows
 from training.estimate import ZEROGPU_NOTE
 from training.run import prune_workspaces
 from training.trainer import TrainSettings
+from ui.controls import range_number
 from ui.lora_panel import with_lora
 from ui.runs import RUN_OPTIONS, ActiveRuns, Canceller, Job, Words, guarded_run, guarded_stream, session_key
-from validation import safe_message
+from validation import figure, safe_message
 
 if TYPE_CHECKING:
     from ui.page import Page
@@ -127,16 +128,16 @@ def build_train_tab(studio: Studio) -> TrainTab:
         name = gr.Textbox(label="Adapter name", placeholder="my-style")
         adapter = gr.Radio([("LoRA", "lora"), ("LoKr (faster)", "lokr")], value=DEFAULTS.adapter, label="Kind")
     with gr.Row():
-        rank = gr.Number(DEFAULTS.rank, label="Rank", precision=0, minimum=1, maximum=256)
-        alpha = gr.Number(DEFAULTS.alpha, label="Alpha", precision=0, minimum=1)
-        learning_rate = gr.Number(DEFAULTS.learning_rate, label="Learning rate", minimum=0)
+        rank = range_number(1, 256, 1, "Rank", value=DEFAULTS.rank)
+        alpha = range_number(1, 10_000, 1, "Alpha", value=DEFAULTS.alpha)
+        learning_rate = gr.Number(DEFAULTS.learning_rate, label="Learning rate (above 0, at most 1)")
     with gr.Row():
         steps = gr.Number(
-            None, label="Steps (empty: the official 100 epochs)", precision=0, minimum=0,
+            None, label="Steps (1-1,000,000; empty: the official 100 epochs)", precision=None,
             elem_classes=EMPTY_NUMBER_CLASS,
         )  # fmt: skip
         seed = gr.Number(DEFAULTS.seed, label="Seed", precision=0)
-        sample_every = gr.Number(0, label="A sample every N steps (0: none)", precision=0, minimum=0)
+        sample_every = gr.Number(0, label="A sample every N steps (0: none)", precision=None)
     check = gr.Button("Check", variant="secondary", elem_id="train-check")
     verdict = gr.Markdown("", elem_id="train-verdict")
     with gr.Row():
@@ -331,14 +332,15 @@ class TrainHandlers:
                 return default
             number = float(value)
             if not number.is_integer():
-                raise ValueError(f"{name}: a whole number, got {value!r}")
+                raise ValueError(f"{name.capitalize()}: a whole number, got {figure(number)}")
             return int(number)
 
+        rate = values.get("learning_rate")  # a typed 0 is refused, not read as the default
         settings = TrainSettings(
             adapter=str(values.get("adapter") or DEFAULTS.adapter),
             rank=whole("rank", DEFAULTS.rank),  # type: ignore[arg-type]
             alpha=whole("alpha", DEFAULTS.alpha),  # type: ignore[arg-type]
-            learning_rate=float(values.get("learning_rate") or DEFAULTS.learning_rate),
+            learning_rate=DEFAULTS.learning_rate if rate in (None, "") else float(rate),
             steps=whole("steps", None),
             seed=whole("seed", DEFAULTS.seed),  # type: ignore[arg-type]
         )

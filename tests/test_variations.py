@@ -140,7 +140,7 @@ def test_vary_request_validation_names_the_field_and_value():
         (dict(parent_run_id="run-1", variance=-0.1), "variance: .*-0.1"),
         (dict(parent_run_id="run-1", variance=float("nan")), "variance: .*nan"),
         (dict(parent_run_id=" ", variance=0.5), "parent_run_id"),
-        (dict(parent_run_id="run-1", variance=0.5, seed=2**32), "seed: .*4294967296"),
+        (dict(parent_run_id="run-1", variance=0.5, seed=2**32), "seed: .*4,294,967,296"),
     ]:
         with pytest.raises(ValueError, match=field):
             VaryRequest(**bad).validate()

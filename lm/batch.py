@@ -9,10 +9,11 @@ them, as the official CFG loop does (ACE-Step 1.5 ``acestep/llm_inference.py``,
 Prompts of different lengths are left-padded to one width (``_run_pt``'s padding side), with
 position ids counted from each row's first real token.
 
-Sampling draws Gumbel noise from a generator seeded once per batch, so a seed repeats its tokens
-on the same device and backend (not across devices: their random streams differ). Top-p keeps the
-fewest best tokens holding ``top_p`` of the mass, found with one sort per row, on the device and
-with no copy to the host. Nothing here knows about Gradio.
+Sampling draws one uniform number per row from a generator seeded once per batch and takes the
+token where the softmax's running sum passes it, so a seed repeats its tokens on the same device
+and backend (not across devices: their random streams differ). Top-p keeps the fewest best tokens
+holding ``top_p`` of the mass, found with one sort per row, on the device and with no copy to the
+host (on a CPU, where host and device are one, NumPy sorts). Nothing here knows about Gradio.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import numpy as np
 
 from lm.session import MLX_PREFILL_CHUNK, Sampling, cache_keyword
 
-_TINY = 1e-10  # keeps the Gumbel noise's logs finite
 # On a CPU, top-p first sorts this many best logits (a 150k vocabulary's full sort costs more than the
 # forward of a small LM); the whole row only when they hold less than top_p of the mass.
 SORT_HEAD = 1_024
@@ -223,6 +223,58 @@ class _MlxOps:
     def all(self, x) -> bool:
         return bool(self.mx.all(x).item())
 
+    def minimum(self, x, high: int):
+        return self.mx.minimum(x, high)
+
+
+class _NumpyOps:
+    """The same operations in NumPy: mlx's sampling on a CPU, where host and device are one memory
+    and mlx's CPU kernels for exp, softmax and sort are many times slower than NumPy's."""
+
+    def where(self, condition, a, b):
+        return np.where(condition, a, b)
+
+    def log(self, x):
+        return np.log(x)
+
+    def clip(self, x, low: float, high: float):
+        return np.clip(x, low, high)
+
+    def softmax(self, z):
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    def kth_best(self, z, k: int):
+        return np.partition(z, z.shape[-1] - k, axis=-1)[:, -k][:, None]
+
+    def sort_descending(self, z):
+        return -np.sort(-z, axis=-1)
+
+    def cumsum(self, x):
+        return np.cumsum(x, axis=-1)
+
+    def row_min(self, x):
+        return x.min(axis=-1, keepdims=True)
+
+    def on_cpu(self, z) -> bool:
+        return True
+
+    def head(self, z, k: int):
+        return -np.sort(-np.partition(z, z.shape[-1] - k, axis=-1)[:, -k:], axis=-1)
+
+    def log_total(self, z):
+        top = z.max(axis=-1, keepdims=True)
+        return top + np.log(np.exp(z - top).sum(axis=-1, keepdims=True))
+
+    def exp(self, x):
+        return np.exp(x)
+
+    def all(self, x) -> bool:
+        return bool(x.all())
+
+    def minimum(self, x, high: int):
+        return np.minimum(x, high)
+
 
 class _TorchOps:
     """The same operations in torch's spelling."""
@@ -246,6 +298,8 @@ class _TorchOps:
         return z.topk(k, dim=-1).values[:, -1:]
 
     def sort_descending(self, z):
+        if z.device.type == "cpu":  # NumPy's sort is several times torch's on a CPU (and shares its memory)
+            return self.torch.from_numpy(-np.sort(-z.numpy(), axis=-1))
         return z.sort(dim=-1, descending=True).values
 
     def cumsum(self, x):
@@ -269,6 +323,9 @@ class _TorchOps:
     def all(self, x) -> bool:
         return bool(x.all())
 
+    def minimum(self, x, high: int):
+        return x.clamp(max=high)
+
 
 class _MlxBatch:
     def __init__(self, model, cond, uncond, takes, guidance, sampling, seed) -> None:
@@ -284,18 +341,18 @@ class _MlxBatch:
         padded, pads = _rows(cond, uncond, takes)
         self.rows = len(padded)
         self.key = mx.random.key(seed)
+        self.on_cpu = mx.default_device() == mx.cpu
         self.index = _Index(lambda ids: mx.array(ids.astype(np.int32)))
         self.cache = [BatchKVCache(pads) for _ in model.layers]
         ids = mx.array(padded)
         with mx.stream(self.stream):
             for start in range(0, ids.shape[1], MLX_PREFILL_CHUNK):
-                logits = model(ids[:, start : start + MLX_PREFILL_CHUNK], cache=self.cache)
-                self.logits = logits[:, -1, :]
+                self.logits = last_logits(model, ids[:, start : start + MLX_PREFILL_CHUNK], self.cache)
                 mx.eval(self.logits)
 
     def _step(self, ids) -> None:
         with self.mx.stream(self.stream):
-            self.logits = self.model(ids, cache=self.cache)[:, -1, :]
+            self.logits = last_logits(self.model, ids, self.cache)
             self.mx.async_eval(self.logits)
 
     @property
@@ -313,7 +370,11 @@ class _MlxBatch:
             if self.guidance is not None:
                 cond, uncond = z[: self.takes], z[self.takes :]
                 z = uncond + self.guidance * (cond - uncond)
-            picked = _sample(_MlxOps(mx), z, self.sampling, self._uniform)
+            if self.on_cpu:  # the guided logits to NumPy (the same memory) and one index back
+                drawn = _sample(_NumpyOps(), np.array(z), self.sampling, lambda shape: np.array(self._uniform(shape)))
+                picked = mx.array(drawn.astype(np.int32))
+            else:
+                picked = _sample(_MlxOps(mx), z, self.sampling, self._uniform)
             token = picked if allowed is None else allowed[picked]
             mx.async_eval(token)
             return token
@@ -332,12 +393,26 @@ class _MlxBatch:
         return np.array(self.mx.stack(list(tokens), axis=1)).astype(np.int64)
 
 
+def last_logits(model: Any, ids: Any, cache: Any) -> Any:
+    """mlx-lm: each row's logits at its last position, ``[rows, vocab]``. mlx-lm's models return
+    logits for every position; for several tokens (a prefill, forced text) the head runs on the last
+    hidden state alone (a 150k-token head over a 256-token chunk costs more than the chunk's layers)."""
+    inner = getattr(model, "model", None)
+    tied = getattr(getattr(model, "args", None), "tie_word_embeddings", None)
+    if ids.shape[1] == 1 or inner is None or (tied is None and not hasattr(model, "lm_head")):
+        return model(ids, cache=cache)[:, -1, :]
+    hidden = inner(ids, cache)[:, -1:, :]
+    head = inner.embed_tokens.as_linear if tied else model.lm_head
+    return head(hidden)[:, -1, :]
+
+
 # ---- the sampler, in array operations both torch and mlx spell alike
 
 
 def _sample(ops, z, sampling: Sampling, uniform):
     """Row-wise indices into ``z`` ([rows, n] float32 logits): greedy at temperature 0; else top-k,
-    then top-p cut (on the raw logits unless ``temperature_first``), then Gumbel-max at the temperature."""
+    then top-p cut (on the raw logits unless ``temperature_first``), then one draw per row from the
+    softmax at the temperature, by its cumulative sum (one uniform a row: no noise over the vocabulary)."""
     if sampling.temperature == 0:
         return z.argmax(-1)
     temperature = sampling.temperature
@@ -347,8 +422,10 @@ def _sample(ops, z, sampling: Sampling, uniform):
         z = ops.where(z >= ops.kth_best(z, sampling.top_k), z, float("-inf"))
     if sampling.top_p < 1.0:
         z = ops.where(_nucleus(ops, z, sampling.top_p), z, float("-inf"))
-    noise = -ops.log(-ops.log(ops.clip(uniform(z.shape), _TINY, 1.0 - 1e-7)))
-    return (z / temperature + noise).argmax(-1)
+    held = ops.cumsum(ops.softmax(z / temperature))
+    # The first token whose cumulative mass passes the draw (a cut token adds no mass, so is never it).
+    draw = uniform((z.shape[0], 1)) * held[:, -1:]
+    return ops.minimum((held <= draw).sum(-1), z.shape[-1] - 1)
 
 
 def _nucleus(ops, z, top_p: float):

@@ -202,13 +202,15 @@ def test_top_p_off_samples_the_whole_vocabulary():
     assert (picks >= 1_024).mean() > 0.6
 
 
-@pytest.mark.parametrize("backend", ["torch", "mlx"])
+@pytest.mark.parametrize("backend", ["torch", "mlx", "numpy"])
 def test_a_cpu_tries_the_best_logits_first_and_keeps_the_same_nucleus(backend, monkeypatch):
     from lm import batch
 
     if backend == "mlx":
         mx = pytest.importorskip("mlx.core")
         ops, array = batch._MlxOps(mx), mx.array
+    elif backend == "numpy":  # mlx's sampling on a CPU
+        ops, array = batch._NumpyOps(), np.asarray
     else:
         import torch
 

@@ -22,16 +22,20 @@ the studio's decode loop costs nothing beyond the model's forwards.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
+import statistics
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend import RunControl
+from lm.batch import last_logits
 from lm.plan import PlannerSettings
 from lm.planner import Planner
-from lm.session import cache_keyword
+from lm.session import MLX_PREFILL_CHUNK, LoadedLM, cache_keyword, load_lm
 from lyrics_lm import LyricsLM, LyricsRequest
 from tools.tiny_model import ensure_tiny_lyrics_lm, ensure_tiny_planner
 
@@ -52,7 +56,6 @@ PLANNER_1_7B_VOCAB = 151_669 + 64_000  # Qwen3's vocabulary plus the audio codes
 PLANNER_0_6B = {**PLANNER_1_7B, "hidden_size": 1024, "intermediate_size": 3072}
 PLANNER_SHAPES = {"0.6B": PLANNER_0_6B, "1.7B": PLANNER_1_7B, "full-size": PLANNER_1_7B}
 LM_GUIDANCE = 2.0  # the bare loop's CFG scale, as the planner's default
-BARE_PROMPT_TOKENS = 96  # about the planner's prompt for a short caption and lyrics
 
 
 def build_full_size_planner(target: Path, shape: str = "1.7B") -> Path:
@@ -78,14 +81,62 @@ def build_full_size_planner(target: Path, shape: str = "1.7B") -> Path:
     return target
 
 
-def bench_planner(source: str, backend: str, seconds: int, device: str | None = None) -> dict:
-    planner = Planner(source, backend=backend, max_caption_tokens=32, device=device)
+@dataclass
+class Forwards:
+    """The forwards one planner run made, batch by batch: each batch's row prompts (token counts,
+    conditional rows first) and the width of every feed after its prefill (1: a sampled token)."""
+
+    batches: list[dict] = field(default_factory=list)
+
+    def loader(self, device: str | None):
+        """A ``Planner`` loader that records its batches' forwards (the studio's loop is unchanged)."""
+
+        def load(source: str, backend: str) -> LoadedLM:
+            lm = load_lm(source, backend, device=device)
+
+            def new_batch(cond, uncond, takes, *rest):
+                rows = [len(cond)] * takes + ([len(uncond)] * takes if uncond is not None else [])
+                record = {"rows": rows, "takes": takes, "feeds": []}
+                self.batches.append(record)
+                return _Recording(lm.new_batch(cond, uncond, takes, *rest), record["feeds"])
+
+            return dataclasses.replace(lm, new_batch=new_batch)
+
+        return load
+
+
+class _Recording:
+    """A decode batch that notes each feed's width and passes everything through."""
+
+    def __init__(self, batch, feeds: list[int]) -> None:
+        self._batch, self._feeds = batch, feeds
+
+    def __getattr__(self, name):
+        return getattr(self._batch, name)
+
+    def feed(self, tokens) -> None:
+        self._feeds.append(1)
+        self._batch.feed(tokens)
+
+    def feed_ids(self, ids) -> None:
+        self._feeds.append(len(ids))
+        self._batch.feed_ids(ids)
+
+
+def bench_planner(
+    source: str, backend: str, seconds: int, device: str | None = None, forwards: Forwards | None = None
+) -> dict:
+    """The studio's planner on ``source``: metadata plus ``seconds * 5`` codes, timed after a warm-up run.
+    ``forwards``, when given, receives the timed run's forwards (for ``bare_loop``)."""
+    recorder = Forwards()
+    planner = Planner(source, backend=backend, max_caption_tokens=32, device=device, loader=recorder.loader(device))
     started = time.perf_counter()
     planner.load()
     load_s = time.perf_counter() - started
     settings = PlannerSettings(max_caption_tokens=32)
     stats: dict = {}
     planner.plan("warm-up", "", seed=0, settings=settings, duration=10, bpm=120)  # first-call allocations
+    recorder.batches.clear()
     plan = planner.plan(
         "upbeat synth-pop, female vocals",
         "[verse]\nneon lights and midnight trains\n[chorus]\nwe are the sound",
@@ -94,6 +145,8 @@ def bench_planner(source: str, backend: str, seconds: int, device: str | None = 
         stats=stats,
         duration=seconds,
     )
+    if forwards is not None:
+        forwards.batches[:] = recorder.batches
     return {
         "model": "planner",
         "backend": backend,
@@ -105,59 +158,118 @@ def bench_planner(source: str, backend: str, seconds: int, device: str | None = 
     }
 
 
-def bare_loop(source: str, backend: str, tokens: int, device: str | None = None) -> float:
-    """Tokens per second of the plainest CFG decode of ``source``: batch-2 forwards with a KV cache."""
+def bare_loop(source: str, backend: str, forwards: Forwards, tokens: int, device: str | None = None) -> float:
+    """Tokens per second of the plainest loop making the studio run's own forwards (``forwards``): the
+    same rows, left padding, prompt lengths, feeds, KV cache kind and dtype, with guidance and an
+    argmax on the device in place of the constraint and the sampler; ``tokens`` sampled tokens."""
     run = _bare_mlx if backend == "mlx" else _bare_torch
-    run(source, 8, device)  # warm-up: first-call allocations
+    model = _bare_model(source, backend, device)
+    run(model, Forwards([{"rows": [8, 6], "takes": 1, "feeds": [1, 2, 1]}]))  # warm-up: first-call allocations
     started = time.perf_counter()
-    run(source, tokens, device)
+    run(model, forwards)
     return round(tokens / (time.perf_counter() - started), 1)
 
 
-def _bare_torch(source: str, tokens: int, device: str | None) -> None:
+def _bare_model(source: str, backend: str, device: str | None):
+    key = (source, backend, device)
+    if key not in _MODELS:
+        if backend == "mlx":
+            from mlx_lm import load
+
+            _MODELS[key] = load(source)[0]
+        else:
+            import torch
+            from transformers import AutoModelForCausalLM
+
+            from backend import pick_device
+
+            info = pick_device(device)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, info.dtype))
+            _MODELS[key] = model.to(info.device).eval()
+    return _MODELS[key]
+
+
+_MODELS: dict = {}  # one load per model for the warm-up and the timings
+
+
+def _prompts(rows: list[int]) -> tuple[list[list[int]], list[int]]:
+    """Left-padded rows of made-up ids of the recorded lengths, and each row's padding."""
+    width = max(rows)
+    return [[0] * (width - n) + [100 + i % 1000 for i in range(n)] for n in rows], [width - n for n in rows]
+
+
+def _bare_torch(model, forwards: Forwards) -> None:
     import torch
-    from transformers import AutoModelForCausalLM
 
-    from backend import pick_device
+    cache_name, device = cache_keyword(model), model.device
 
-    info = pick_device(device)
-    model = _bare_torch.models.get(source)  # type: ignore[attr-defined]
-    if model is None:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, info.dtype)).to(info.device).eval()
-        _bare_torch.models[source] = model  # type: ignore[attr-defined]
-    ids = torch.arange(2 * BARE_PROMPT_TOKENS, device=model.device).reshape(2, -1) % 1000 + 100
-    cache = cache_keyword(model)
+    def forward(ids, mask, positions, cache):
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                    logits_to_keep=1, **{cache_name: cache})  # fmt: skip
+        return out.logits[:, -1], getattr(out, cache_name)
+
     with torch.inference_mode():
-        out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
-        for _ in range(tokens):
-            logits = out.logits[:, -1].float()
-            token = (logits[1] + LM_GUIDANCE * (logits[0] - logits[1])).argmax()
-            out = model(input_ids=token.expand(2, 1), use_cache=True, logits_to_keep=1, **{cache: getattr(out, cache)})
-        out.logits.cpu()
+        for batch in forwards.batches:
+            padded, pads = _prompts(batch["rows"])
+            pad = torch.tensor(pads, device=device)[:, None]
+            columns = torch.arange(len(padded[0]), device=device)[None]
+            mask = (columns >= pad).long() if any(pads) else None
+            rows, takes, after = len(pads), batch["takes"], len(padded[0]) - pad
+            logits, cache = forward(torch.tensor(padded, device=device), mask, (columns - pad).clamp(min=0), None)
+            for width in batch["feeds"]:
+                if width == 1:
+                    z = logits.float()
+                    guided = z[takes:] + LM_GUIDANCE * (z[:takes] - z[takes:]) if rows > takes else z
+                    ids = guided.argmax(-1).repeat(rows // takes)[:, None]
+                else:
+                    ids = torch.full((rows, width), 100, device=device)
+                positions = after + torch.arange(width, device=device)[None]
+                after = after + width
+                mask = torch.cat([mask, mask.new_ones(rows, width)], dim=1) if mask is not None else None
+                logits, cache = forward(ids, mask, positions, cache)
+            logits.cpu()
 
 
-_bare_torch.models = {}  # type: ignore[attr-defined]  # one load per model for the warm-up and the timing
-
-
-def _bare_mlx(source: str, tokens: int, _device: str | None) -> None:
+def _bare_mlx(model, forwards: Forwards) -> None:
     import mlx.core as mx
-    from mlx_lm import load
-    from mlx_lm.models.cache import make_prompt_cache
+    from mlx_lm.models.cache import BatchKVCache
 
-    model = _bare_mlx.models.get(source)  # type: ignore[attr-defined]
-    if model is None:
-        model = _bare_mlx.models[source] = load(source)[0]  # type: ignore[attr-defined]
-    cache = make_prompt_cache(model)
-    ids = mx.arange(2 * BARE_PROMPT_TOKENS).reshape(2, -1) % 1000 + 100
-    logits = model(ids, cache=cache)[:, -1].astype(mx.float32)
-    for _ in range(tokens):
-        token = mx.argmax(logits[1] + LM_GUIDANCE * (logits[0] - logits[1]))
-        logits = model(mx.broadcast_to(token.reshape(1, 1), (2, 1)), cache=cache)[:, -1].astype(mx.float32)
-        mx.async_eval(logits)
-    mx.eval(logits)
+    for batch in forwards.batches:
+        padded, pads = _prompts(batch["rows"])
+        cache = [BatchKVCache(pads) for _ in model.layers]
+        rows, takes, ids = len(pads), batch["takes"], mx.array(padded)
+        for start in range(0, ids.shape[1], MLX_PREFILL_CHUNK):
+            logits = last_logits(model, ids[:, start : start + MLX_PREFILL_CHUNK], cache)
+            mx.eval(logits)
+        for width in batch["feeds"]:
+            if width == 1:
+                z = logits.astype(mx.float32)
+                guided = z[takes:] + LM_GUIDANCE * (z[:takes] - z[takes:]) if rows > takes else z
+                step = mx.tile(mx.argmax(guided, axis=-1), rows // takes)[:, None]
+            else:
+                step = mx.full((rows, width), 100, dtype=mx.int32)
+            logits = last_logits(model, step, cache)
+            mx.async_eval(logits)
+        mx.eval(logits)
 
 
-_bare_mlx.models = {}  # type: ignore[attr-defined]
+def compare(source: str, backend: str, seconds: int, device: str | None, repeats: int = 1) -> dict:
+    """The studio's planner and the bare loop of its forwards, alternated ``repeats`` times (a shared
+    CPU's load drifts): the median of each speed and of the pairs' ratios (``overhead``, bare / studio)."""
+    studio, bare, ratios = [], [], []
+    for _ in range(repeats):
+        forwards = Forwards()
+        row = bench_planner(source, backend, seconds, device, forwards)
+        studio.append(row["tokens_per_second"])
+        bare.append(bare_loop(source, backend, forwards, row["tokens"], device))
+        ratios.append(bare[-1] / studio[-1] if studio[-1] else float("nan"))
+    return {
+        **row,
+        "tokens_per_second": statistics.median(studio),
+        "bare_tokens_per_second": statistics.median(bare),
+        "overhead": round(statistics.median(ratios), 3),
+        "overheads": [round(r, 3) for r in ratios],
+    }
 
 
 def bench_writer(source: str, backend: str, tokens: int) -> dict:
@@ -200,7 +312,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lyrics-tokens", type=int, default=300)
     parser.add_argument("--backends", nargs="+", default=None, help="default: transformers, and mlx when installed")
     parser.add_argument("--json", type=Path, default=Path("bench_lm.json"))
+    parser.add_argument("--repeats", type=int, default=1, help="studio and bare runs alternated; medians reported")
+    parser.add_argument("--threads", type=int, default=None, help="torch's CPU threads (1 on a busy shared CPU)")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     backends = args.backends or ["transformers"] + (["mlx"] if importlib.util.find_spec("mlx_lm") else [])
     rows = []
@@ -210,10 +328,7 @@ def main(argv: list[str] | None = None) -> None:
             planner = str(build_full_size_planner(Path(folder) / f"planner-{args.random_weights}", args.random_weights))
         writer = args.lyrics_model or str(ensure_tiny_lyrics_lm())
         for backend in backends:
-            row = bench_planner(planner, backend, args.seconds, args.device)
-            bare = bare_loop(planner, backend, row["tokens"], args.device)
-            overhead = round(bare / row["tokens_per_second"], 2) if row["tokens_per_second"] else None
-            rows.append({**row, "bare_tokens_per_second": bare, "overhead": overhead})
+            rows.append(compare(planner, backend, args.seconds, args.device, args.repeats))
             if not args.random_weights:
                 rows.append(bench_writer(writer, backend, args.lyrics_tokens))
     columns = ("model", "backend", "tokens", "codes", "seconds", "tokens_per_second", "bare_tokens_per_second")

@@ -109,6 +109,7 @@ class _TorchBatch:
         self.mask = (columns >= pad).long() if any(pads) else None
         self.next_position = width - pad[:, 0]
         self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.head = HeadTries()
         self.index = _Index(lambda ids: torch.from_numpy(ids).to(device))
         self.cache = None
         self.cache_name = cache_keyword(model)
@@ -143,7 +144,7 @@ class _TorchBatch:
             if self.guidance is not None:
                 cond, uncond = z[: self.takes], z[self.takes :]
                 z = uncond + self.guidance * (cond - uncond)
-            picked = _sample(_TorchOps(torch), z, self.sampling, self._uniform)
+            picked = _sample(_TorchOps(torch), z, self.sampling, self._uniform, self.head)
             return picked if allowed is None else allowed[picked]
 
     @property
@@ -342,6 +343,7 @@ class _MlxBatch:
         self.rows = len(padded)
         self.key = mx.random.key(seed)
         self.on_cpu = mx.default_device() == mx.cpu
+        self.head = HeadTries()
         self.index = _Index(lambda ids: mx.array(ids.astype(np.int32)))
         self.cache = [BatchKVCache(pads) for _ in model.layers]
         ids = mx.array(padded)
@@ -371,10 +373,11 @@ class _MlxBatch:
                 cond, uncond = z[: self.takes], z[self.takes :]
                 z = uncond + self.guidance * (cond - uncond)
             if self.on_cpu:  # the guided logits to NumPy (the same memory) and one index back
-                drawn = _sample(_NumpyOps(), np.array(z), self.sampling, lambda shape: np.array(self._uniform(shape)))
+                uniform = lambda shape: np.array(self._uniform(shape))  # noqa: E731
+                drawn = _sample(_NumpyOps(), np.array(z), self.sampling, uniform, self.head)
                 picked = mx.array(drawn.astype(np.int32))
             else:
-                picked = _sample(_MlxOps(mx), z, self.sampling, self._uniform)
+                picked = _sample(_MlxOps(mx), z, self.sampling, self._uniform, self.head)
             token = picked if allowed is None else allowed[picked]
             mx.async_eval(token)
             return token
@@ -409,7 +412,7 @@ def last_logits(model: Any, ids: Any, cache: Any) -> Any:
 # ---- the sampler, in array operations both torch and mlx spell alike
 
 
-def _sample(ops, z, sampling: Sampling, uniform):
+def _sample(ops, z, sampling: Sampling, uniform, head: HeadTries | None = None):
     """Row-wise indices into ``z`` ([rows, n] float32 logits): greedy at temperature 0; else top-k,
     then top-p cut (on the raw logits unless ``temperature_first``), then one draw per row from the
     softmax at the temperature, by its cumulative sum (one uniform a row: no noise over the vocabulary)."""
@@ -421,23 +424,44 @@ def _sample(ops, z, sampling: Sampling, uniform):
     if sampling.top_k and sampling.top_k < z.shape[-1]:
         z = ops.where(z >= ops.kth_best(z, sampling.top_k), z, float("-inf"))
     if sampling.top_p < 1.0:
-        z = ops.where(_nucleus(ops, z, sampling.top_p), z, float("-inf"))
+        z = ops.where(_nucleus(ops, z, sampling.top_p, head), z, float("-inf"))
     held = ops.cumsum(ops.softmax(z / temperature))
     # The first token whose cumulative mass passes the draw (a cut token adds no mass, so is never it).
     draw = uniform((z.shape[0], 1)) * held[:, -1:]
     return ops.minimum((held <= draw).sum(-1), z.shape[-1] - 1)
 
 
-def _nucleus(ops, z, top_p: float):
+class HeadTries:
+    """Whether trying the best ``SORT_HEAD`` logits first is worth it for a batch: after two misses
+    in a row (a flat distribution, as a random-weight LM's) only every 16th token tries. Either way
+    the nucleus is the same, so this changes the time, never the tokens."""
+
+    def __init__(self) -> None:
+        self.misses = 0
+        self.calls = 0
+
+    def worth(self) -> bool:
+        self.calls += 1
+        return self.misses < 2 or self.calls % 16 == 0
+
+    def note(self, hit: bool) -> None:
+        self.misses = 0 if hit else self.misses + 1
+
+
+def _nucleus(ops, z, top_p: float, tries: HeadTries | None = None):
     """The fewest best tokens of each row holding ``top_p`` of its probability (and any tied with the
     last of them): those at or above the worst logit whose better tokens hold less than ``top_p``.
-    On a CPU (where reading a flag back costs nothing) the best ``SORT_HEAD`` are tried first: the
-    same tokens whenever they hold ``top_p`` of the mass, so a seed draws alike either way."""
-    if z.shape[-1] > SORT_HEAD and ops.on_cpu(z):
+    On a CPU (where reading a flag back costs nothing) the best ``SORT_HEAD`` are tried first (when
+    ``tries`` finds it worth it): the same tokens whenever they hold ``top_p`` of the mass, so a seed
+    draws alike either way."""
+    if z.shape[-1] > SORT_HEAD and ops.on_cpu(z) and (tries is None or tries.worth()):
         head = ops.head(z, SORT_HEAD)
         p = ops.exp(head - ops.log_total(z))
         held = ops.cumsum(p)
-        if ops.all(held[:, -1:] >= top_p):
+        hit = ops.all(held[:, -1:] >= top_p)
+        if tries is not None:
+            tries.note(hit)
+        if hit:
             return z >= ops.row_min(ops.where(held - p < top_p, head, float("inf")))
     best = ops.sort_descending(z)
     p = ops.softmax(best)

@@ -3,7 +3,8 @@
     python -m tools.bench_lm                                # tiny planner and writer, transformers and mlx
     python -m tools.bench_lm --planner 1.7B --seconds 180     # a real planner: 900 codes
     python -m tools.bench_lm --random-weights full-size --seconds 180 --backends transformers  # 1.7B shape, no download
-    python -m tools.bench_lm --random-weights 0.6B --seconds 10 --device cpu  # 0.6B shape, studio vs bare loop
+    python -m tools.bench_lm --random-weights 0.6B --seconds 10 --device cpu --repeats 3  # 0.6B, studio vs bare
+    python -m tools.bench_lm --planner FOLDER ...          # a planner built before (build_full_size_planner)
 
 The planner plans a song of ``--seconds`` (5 codes a second, with LM guidance, so two forward
 passes per token); the lyrics writer writes ``--lyrics-tokens`` tokens. Prints a table and
@@ -13,10 +14,14 @@ planner's tokenizer, so the speed is the real model's with nothing downloaded; `
 the 0.6B planner's shape (Qwen3-0.6B: hidden 1024, 28 layers).
 
 Beside each planner row stands a bare loop of the same model on the same backend
-(``bare_tokens_per_second``): one prompt prefilled as a batch of two (conditional and
-unconditional rows), then one batched forward per token with a KV cache, guidance and an argmax
-on the device, nothing else. ``overhead`` is the bare loop's speed over the studio's: 1.0 means
-the studio's decode loop costs nothing beyond the model's forwards.
+(``bare_tokens_per_second``) that makes the studio run's own forwards, recorded as it ran: the
+same prompts' lengths left-padded into one batch (conditional rows, then unconditional: CFG as a
+batch of 2 x takes), the same KV cache kind, dtype and attention mask, the same forced feeds,
+and for each sampled token one batched forward with guidance and an argmax on the device; no
+constraint, no top-p, no bookkeeping. ``overhead`` is the studio's seconds over the bare loop's
+(1.0: the studio's decode loop costs nothing beyond the model's forwards). ``--repeats N``
+alternates studio and bare runs N times and reports medians (a shared CPU's load drifts);
+``--threads 1`` keeps torch to one thread (on a busy CPU, two threads wait on each other).
 """
 
 from __future__ import annotations
@@ -123,51 +128,51 @@ class _Recording:
         self._batch.feed_ids(ids)
 
 
-def bench_planner(
-    source: str, backend: str, seconds: int, device: str | None = None, forwards: Forwards | None = None
-) -> dict:
-    """The studio's planner on ``source``: metadata plus ``seconds * 5`` codes, timed after a warm-up run.
-    ``forwards``, when given, receives the timed run's forwards (for ``bare_loop``)."""
+def load_planner(source: str, backend: str, device: str | None = None) -> tuple[Planner, Forwards, float]:
+    """The studio's planner on ``source``, loaded and warmed up (first-call allocations), with the
+    recorder of its forwards and its load time."""
     recorder = Forwards()
     planner = Planner(source, backend=backend, max_caption_tokens=32, device=device, loader=recorder.loader(device))
     started = time.perf_counter()
     planner.load()
     load_s = time.perf_counter() - started
-    settings = PlannerSettings(max_caption_tokens=32)
-    stats: dict = {}
-    planner.plan("warm-up", "", seed=0, settings=settings, duration=10, bpm=120)  # first-call allocations
+    planner.plan("warm-up", "", seed=0, settings=PlannerSettings(max_caption_tokens=32), duration=10, bpm=120)
+    return planner, recorder, load_s
+
+
+def bench_planner(planner: Planner, recorder: Forwards, seconds: int) -> tuple[dict, Forwards]:
+    """One timed plan: metadata plus ``seconds * 5`` codes; its figures and the forwards it made."""
     recorder.batches.clear()
+    stats: dict = {}
     plan = planner.plan(
         "upbeat synth-pop, female vocals",
         "[verse]\nneon lights and midnight trains\n[chorus]\nwe are the sound",
         seed=1,
-        settings=settings,
+        settings=PlannerSettings(max_caption_tokens=32),
         stats=stats,
         duration=seconds,
     )
-    if forwards is not None:
-        forwards.batches[:] = recorder.batches
-    return {
+    row = {
         "model": "planner",
-        "backend": backend,
-        "load_s": round(load_s, 2),
+        "backend": planner.backend,
         "tokens": stats["tokens"],
         "codes": len(plan.codes),
         "seconds": stats["seconds"],
         "tokens_per_second": stats["tokens_per_second"],
     }
+    return row, Forwards(list(recorder.batches))
 
 
-def bare_loop(source: str, backend: str, forwards: Forwards, tokens: int, device: str | None = None) -> float:
-    """Tokens per second of the plainest loop making the studio run's own forwards (``forwards``): the
-    same rows, left padding, prompt lengths, feeds, KV cache kind and dtype, with guidance and an
-    argmax on the device in place of the constraint and the sampler; ``tokens`` sampled tokens."""
+def bare_loop(source: str, backend: str, forwards: Forwards, device: str | None = None) -> float:
+    """Seconds the plainest loop takes to make the studio run's own forwards (``forwards``): the same
+    rows, left padding, prompt lengths, feeds, KV cache kind and dtype, with guidance and an argmax
+    on the device in place of the constraint and the sampler."""
     run = _bare_mlx if backend == "mlx" else _bare_torch
     model = _bare_model(source, backend, device)
     run(model, Forwards([{"rows": [8, 6], "takes": 1, "feeds": [1, 2, 1]}]))  # warm-up: first-call allocations
     started = time.perf_counter()
     run(model, forwards)
-    return round(tokens / (time.perf_counter() - started), 1)
+    return time.perf_counter() - started
 
 
 def _bare_model(source: str, backend: str, device: str | None):
@@ -255,18 +260,21 @@ def _bare_mlx(model, forwards: Forwards) -> None:
 
 def compare(source: str, backend: str, seconds: int, device: str | None, repeats: int = 1) -> dict:
     """The studio's planner and the bare loop of its forwards, alternated ``repeats`` times (a shared
-    CPU's load drifts): the median of each speed and of the pairs' ratios (``overhead``, bare / studio)."""
+    CPU's load drifts): the median of each speed and of the pairs' ratios (``overhead``: the studio's
+    seconds over the bare loop's for the same forwards; 1.0 is a loop that costs nothing)."""
+    planner, recorder, load_s = load_planner(source, backend, device)
     studio, bare, ratios = [], [], []
     for _ in range(repeats):
-        forwards = Forwards()
-        row = bench_planner(source, backend, seconds, device, forwards)
-        studio.append(row["tokens_per_second"])
-        bare.append(bare_loop(source, backend, forwards, row["tokens"], device))
-        ratios.append(bare[-1] / studio[-1] if studio[-1] else float("nan"))
+        row, forwards = bench_planner(planner, recorder, seconds)
+        bare_s = bare_loop(source, backend, forwards, device)
+        studio.append(row["tokens"] / row["seconds"])
+        bare.append(row["tokens"] / bare_s)
+        ratios.append(row["seconds"] / bare_s)
     return {
         **row,
-        "tokens_per_second": statistics.median(studio),
-        "bare_tokens_per_second": statistics.median(bare),
+        "load_s": round(load_s, 2),
+        "tokens_per_second": round(statistics.median(studio), 2),
+        "bare_tokens_per_second": round(statistics.median(bare), 2),
         "overhead": round(statistics.median(ratios), 3),
         "overheads": [round(r, 3) for r in ratios],
     }

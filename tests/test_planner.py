@@ -218,10 +218,13 @@ def test_a_cpu_tries_the_best_logits_first_and_keeps_the_same_nucleus(backend, m
     rng = np.random.default_rng(0)
     peaked = array((rng.standard_normal((3, 5_000)) * 6).astype(np.float32))  # the nucleus lies in the best 1,024
     flat = array(rng.standard_normal((2, 5_000)).astype(np.float32))  # it does not: the whole row is sorted
-    for z in (peaked, flat):
+    ties = array(np.round(rng.standard_normal((2, 5_000)), 1).astype(np.float32))  # many equal logits
+    for z in (peaked, flat, ties):
         head_first = np.array(batch._nucleus(ops, z, 0.9).tolist())
-        monkeypatch.setattr(batch, "SORT_HEAD", 10**9)  # the full sort, as on a GPU
+        sorted_ = np.array(batch._sorted_nucleus(ops, z, 0.9).tolist())  # one sort per row, as on a GPU
+        monkeypatch.setattr(batch, "SORT_HEAD", 10**9)  # no head: the CPU's bins
         np.testing.assert_array_equal(head_first, np.array(batch._nucleus(ops, z, 0.9).tolist()))
+        np.testing.assert_array_equal(head_first, sorted_)
         monkeypatch.undo()
     assert np.array(batch._nucleus(ops, peaked, 0.9).tolist()).sum(-1).max() < batch.SORT_HEAD
 

@@ -22,6 +22,9 @@ constraint, no top-p, no bookkeeping. ``overhead`` is the studio's seconds over 
 (1.0: the studio's decode loop costs nothing beyond the model's forwards). ``--repeats N``
 alternates studio and bare runs N times and reports medians (a shared CPU's load drifts);
 ``--threads 1`` keeps torch to one thread (on a busy CPU, two threads wait on each other).
+``overhead_in_run`` is the studio run's seconds over the seconds its own forwards took, each
+waited for inside the run: the same question asked without a second model, so a shared CPU's
+drifting load weighs on both sides alike.
 """
 
 from __future__ import annotations
@@ -89,9 +92,11 @@ def build_full_size_planner(target: Path, shape: str = "1.7B") -> Path:
 @dataclass
 class Forwards:
     """The forwards one planner run made, batch by batch: each batch's row prompts (token counts,
-    conditional rows first) and the width of every feed after its prefill (1: a sampled token)."""
+    conditional rows first) and the width of every feed after its prefill (1: a sampled token);
+    ``seconds``: the time they took inside the run (each waited for, so the rest is the loop's own)."""
 
     batches: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
 
     def loader(self, device: str | None):
         """A ``Planner`` loader that records its batches' forwards (the studio's loop is unchanged)."""
@@ -103,7 +108,10 @@ class Forwards:
                 rows = [len(cond)] * takes + ([len(uncond)] * takes if uncond is not None else [])
                 record = {"rows": rows, "takes": takes, "feeds": []}
                 self.batches.append(record)
-                return _Recording(lm.new_batch(cond, uncond, takes, *rest), record["feeds"])
+                started = time.perf_counter()
+                batch = _Recording(lm.new_batch(cond, uncond, takes, *rest), record["feeds"], self)
+                batch.wait(started)
+                return batch
 
             return dataclasses.replace(lm, new_batch=new_batch)
 
@@ -111,21 +119,34 @@ class Forwards:
 
 
 class _Recording:
-    """A decode batch that notes each feed's width and passes everything through."""
+    """A decode batch that notes each feed's width and time and passes everything through."""
 
-    def __init__(self, batch, feeds: list[int]) -> None:
-        self._batch, self._feeds = batch, feeds
+    def __init__(self, batch, feeds: list[int], forwards: Forwards) -> None:
+        self._batch, self._feeds, self._forwards = batch, feeds, forwards
 
     def __getattr__(self, name):
         return getattr(self._batch, name)
 
+    def wait(self, started: float) -> None:
+        """Wait for the logits (mlx and CUDA compute them asynchronously); count the time as the forward's."""
+        logits = self._batch.logits
+        if hasattr(self._batch, "mx"):
+            self._batch.mx.eval(logits)
+        elif logits.is_cuda:
+            self._batch.torch.cuda.synchronize()
+        self._forwards.seconds += time.perf_counter() - started
+
     def feed(self, tokens) -> None:
+        started = time.perf_counter()
         self._feeds.append(1)
         self._batch.feed(tokens)
+        self.wait(started)
 
     def feed_ids(self, ids) -> None:
+        started = time.perf_counter()
         self._feeds.append(len(ids))
         self._batch.feed_ids(ids)
+        self.wait(started)
 
 
 def load_planner(source: str, backend: str, device: str | None = None) -> tuple[Planner, Forwards, float]:
@@ -143,6 +164,7 @@ def load_planner(source: str, backend: str, device: str | None = None) -> tuple[
 def bench_planner(planner: Planner, recorder: Forwards, seconds: int) -> tuple[dict, Forwards]:
     """One timed plan: metadata plus ``seconds * 5`` codes; its figures and the forwards it made."""
     recorder.batches.clear()
+    recorder.seconds = 0.0
     stats: dict = {}
     plan = planner.plan(
         "upbeat synth-pop, female vocals",
@@ -159,8 +181,9 @@ def bench_planner(planner: Planner, recorder: Forwards, seconds: int) -> tuple[d
         "codes": len(plan.codes),
         "seconds": stats["seconds"],
         "tokens_per_second": stats["tokens_per_second"],
+        "forward_seconds": round(recorder.seconds, 3),
     }
-    return row, Forwards(list(recorder.batches))
+    return row, Forwards(list(recorder.batches), recorder.seconds)
 
 
 def bare_loop(source: str, backend: str, forwards: Forwards, device: str | None = None) -> float:
@@ -263,13 +286,14 @@ def compare(source: str, backend: str, seconds: int, device: str | None, repeats
     CPU's load drifts): the median of each speed and of the pairs' ratios (``overhead``: the studio's
     seconds over the bare loop's for the same forwards; 1.0 is a loop that costs nothing)."""
     planner, recorder, load_s = load_planner(source, backend, device)
-    studio, bare, ratios = [], [], []
+    studio, bare, ratios, own = [], [], [], []
     for _ in range(repeats):
         row, forwards = bench_planner(planner, recorder, seconds)
         bare_s = bare_loop(source, backend, forwards, device)
         studio.append(row["tokens"] / row["seconds"])
         bare.append(row["tokens"] / bare_s)
         ratios.append(row["seconds"] / bare_s)
+        own.append(row["seconds"] / forwards.seconds)
     return {
         **row,
         "load_s": round(load_s, 2),
@@ -277,6 +301,10 @@ def compare(source: str, backend: str, seconds: int, device: str | None, repeats
         "bare_tokens_per_second": round(statistics.median(bare), 2),
         "overhead": round(statistics.median(ratios), 3),
         "overheads": [round(r, 3) for r in ratios],
+        # The run's seconds over its own forwards' (timed within the run, so a shared CPU's drifting
+        # load weighs on both alike): what the loop adds, measured without a second model.
+        "overhead_in_run": round(statistics.median(own), 3),
+        "overheads_in_run": [round(r, 3) for r in own],
     }
 
 
@@ -339,10 +367,11 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(compare(planner, backend, args.seconds, args.device, args.repeats))
             if not args.random_weights:
                 rows.append(bench_writer(writer, backend, args.lyrics_tokens))
-    columns = ("model", "backend", "tokens", "codes", "seconds", "tokens_per_second", "bare_tokens_per_second")
-    print(" ".join(f"{c:>22}" for c in (*columns, "overhead")))
+    columns = ("model", "backend", "tokens", "codes", "seconds", "tokens_per_second", "bare_tokens_per_second",
+               "overhead", "overhead_in_run")  # fmt: skip
+    print(" ".join(f"{c:>22}" for c in columns))
     for row in rows:
-        print(" ".join(f"{row[c]!s:>22}" for c in (*columns, "overhead")))
+        print(" ".join(f"{row.get(c)!s:>22}" for c in columns))
     args.json.write_text(json.dumps({"planner": planner, "lyrics": writer, "rows": rows}, indent=2))
     print(f"wrote {args.json}")
 

@@ -9,10 +9,12 @@ them, as the official CFG loop does (ACE-Step 1.5 ``acestep/llm_inference.py``,
 Prompts of different lengths are left-padded to one width (``_run_pt``'s padding side), with
 position ids counted from each row's first real token.
 
-Sampling draws Gumbel noise from a generator seeded once per batch, so a seed repeats its tokens
-on the same device and backend (not across devices: their random streams differ). Top-p keeps the
-fewest best tokens holding ``top_p`` of the mass, found with one sort per row, on the device and
-with no copy to the host. Nothing here knows about Gradio.
+Sampling draws one uniform number per row from a generator seeded once per batch and takes the
+token where the softmax's running sum passes it, so a seed repeats its tokens on the same device
+and backend (not across devices: their random streams differ). Top-p keeps the fewest best tokens
+holding ``top_p`` of the mass, found with one sort per row, on the device and with no copy to the
+host (on a CPU, where host and device are one, NumPy finds it by bins, without a sort). Nothing
+here knows about Gradio.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import numpy as np
 
 from lm.session import MLX_PREFILL_CHUNK, Sampling, cache_keyword
 
-_TINY = 1e-10  # keeps the Gumbel noise's logs finite
 # On a CPU, top-p first sorts this many best logits (a 150k vocabulary's full sort costs more than the
 # forward of a small LM); the whole row only when they hold less than top_p of the mass.
 SORT_HEAD = 1_024
@@ -109,6 +110,7 @@ class _TorchBatch:
         self.mask = (columns >= pad).long() if any(pads) else None
         self.next_position = width - pad[:, 0]
         self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.head = HeadTries()
         self.index = _Index(lambda ids: torch.from_numpy(ids).to(device))
         self.cache = None
         self.cache_name = cache_keyword(model)
@@ -143,7 +145,7 @@ class _TorchBatch:
             if self.guidance is not None:
                 cond, uncond = z[: self.takes], z[self.takes :]
                 z = uncond + self.guidance * (cond - uncond)
-            picked = _sample(_TorchOps(torch), z, self.sampling, self._uniform)
+            picked = _sample(_TorchOps(torch), z, self.sampling, self._uniform, self.head)
             return picked if allowed is None else allowed[picked]
 
     @property
@@ -223,6 +225,70 @@ class _MlxOps:
     def all(self, x) -> bool:
         return bool(self.mx.all(x).item())
 
+    def numpy(self, z) -> np.ndarray:
+        return np.array(z)
+
+    def from_numpy(self, x):
+        return self.mx.array(x)
+
+    def minimum(self, x, high: int):
+        return self.mx.minimum(x, high)
+
+
+class _NumpyOps:
+    """The same operations in NumPy: mlx's sampling on a CPU, where host and device are one memory
+    and mlx's CPU kernels for exp, softmax and sort are many times slower than NumPy's."""
+
+    def where(self, condition, a, b):
+        return np.where(condition, a, b)
+
+    def log(self, x):
+        return np.log(x)
+
+    def clip(self, x, low: float, high: float):
+        return np.clip(x, low, high)
+
+    def softmax(self, z):
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    def kth_best(self, z, k: int):
+        return np.partition(z, z.shape[-1] - k, axis=-1)[:, -k][:, None]
+
+    def sort_descending(self, z):
+        return -np.sort(-z, axis=-1)
+
+    def cumsum(self, x):
+        return np.cumsum(x, axis=-1)
+
+    def row_min(self, x):
+        return x.min(axis=-1, keepdims=True)
+
+    def on_cpu(self, z) -> bool:
+        return True
+
+    def head(self, z, k: int):
+        return -np.sort(-np.partition(z, z.shape[-1] - k, axis=-1)[:, -k:], axis=-1)
+
+    def log_total(self, z):
+        top = z.max(axis=-1, keepdims=True)
+        return top + np.log(np.exp(z - top).sum(axis=-1, keepdims=True))
+
+    def exp(self, x):
+        return np.exp(x)
+
+    def all(self, x) -> bool:
+        return bool(x.all())
+
+    def numpy(self, z) -> np.ndarray:
+        return z
+
+    def from_numpy(self, x):
+        return x
+
+    def minimum(self, x, high: int):
+        return np.minimum(x, high)
+
 
 class _TorchOps:
     """The same operations in torch's spelling."""
@@ -269,6 +335,15 @@ class _TorchOps:
     def all(self, x) -> bool:
         return bool(x.all())
 
+    def numpy(self, z) -> np.ndarray:
+        return z.numpy()
+
+    def from_numpy(self, x):
+        return self.torch.from_numpy(x)
+
+    def minimum(self, x, high: int):
+        return x.clamp(max=high)
+
 
 class _MlxBatch:
     def __init__(self, model, cond, uncond, takes, guidance, sampling, seed) -> None:
@@ -284,18 +359,19 @@ class _MlxBatch:
         padded, pads = _rows(cond, uncond, takes)
         self.rows = len(padded)
         self.key = mx.random.key(seed)
+        self.on_cpu = mx.default_device() == mx.cpu
+        self.head = HeadTries()
         self.index = _Index(lambda ids: mx.array(ids.astype(np.int32)))
         self.cache = [BatchKVCache(pads) for _ in model.layers]
         ids = mx.array(padded)
         with mx.stream(self.stream):
             for start in range(0, ids.shape[1], MLX_PREFILL_CHUNK):
-                logits = model(ids[:, start : start + MLX_PREFILL_CHUNK], cache=self.cache)
-                self.logits = logits[:, -1, :]
+                self.logits = last_logits(model, ids[:, start : start + MLX_PREFILL_CHUNK], self.cache)
                 mx.eval(self.logits)
 
     def _step(self, ids) -> None:
         with self.mx.stream(self.stream):
-            self.logits = self.model(ids, cache=self.cache)[:, -1, :]
+            self.logits = last_logits(self.model, ids, self.cache)
             self.mx.async_eval(self.logits)
 
     @property
@@ -313,7 +389,12 @@ class _MlxBatch:
             if self.guidance is not None:
                 cond, uncond = z[: self.takes], z[self.takes :]
                 z = uncond + self.guidance * (cond - uncond)
-            picked = _sample(_MlxOps(mx), z, self.sampling, self._uniform)
+            if self.on_cpu:  # the guided logits to NumPy (the same memory) and one index back
+                uniform = lambda shape: np.array(self._uniform(shape))  # noqa: E731
+                drawn = _sample(_NumpyOps(), np.array(z), self.sampling, uniform, self.head)
+                picked = mx.array(drawn.astype(np.int32))
+            else:
+                picked = _sample(_MlxOps(mx), z, self.sampling, self._uniform, self.head)
             token = picked if allowed is None else allowed[picked]
             mx.async_eval(token)
             return token
@@ -332,12 +413,26 @@ class _MlxBatch:
         return np.array(self.mx.stack(list(tokens), axis=1)).astype(np.int64)
 
 
+def last_logits(model: Any, ids: Any, cache: Any) -> Any:
+    """mlx-lm: each row's logits at its last position, ``[rows, vocab]``. mlx-lm's models return
+    logits for every position; for several tokens (a prefill, forced text) the head runs on the last
+    hidden state alone (a 150k-token head over a 256-token chunk costs more than the chunk's layers)."""
+    inner = getattr(model, "model", None)
+    tied = getattr(getattr(model, "args", None), "tie_word_embeddings", None)
+    if ids.shape[1] == 1 or inner is None or (tied is None and not hasattr(model, "lm_head")):
+        return model(ids, cache=cache)[:, -1, :]
+    hidden = inner(ids, cache)[:, -1:, :]
+    head = inner.embed_tokens.as_linear if tied else model.lm_head
+    return head(hidden)[:, -1, :]
+
+
 # ---- the sampler, in array operations both torch and mlx spell alike
 
 
-def _sample(ops, z, sampling: Sampling, uniform):
+def _sample(ops, z, sampling: Sampling, uniform, head: HeadTries | None = None):
     """Row-wise indices into ``z`` ([rows, n] float32 logits): greedy at temperature 0; else top-k,
-    then top-p cut (on the raw logits unless ``temperature_first``), then Gumbel-max at the temperature."""
+    then top-p cut (on the raw logits unless ``temperature_first``), then one draw per row from the
+    softmax at the temperature, by its cumulative sum (one uniform a row: no noise over the vocabulary)."""
     if sampling.temperature == 0:
         return z.argmax(-1)
     temperature = sampling.temperature
@@ -346,23 +441,85 @@ def _sample(ops, z, sampling: Sampling, uniform):
     if sampling.top_k and sampling.top_k < z.shape[-1]:
         z = ops.where(z >= ops.kth_best(z, sampling.top_k), z, float("-inf"))
     if sampling.top_p < 1.0:
-        z = ops.where(_nucleus(ops, z, sampling.top_p), z, float("-inf"))
-    noise = -ops.log(-ops.log(ops.clip(uniform(z.shape), _TINY, 1.0 - 1e-7)))
-    return (z / temperature + noise).argmax(-1)
+        z = ops.where(_nucleus(ops, z, sampling.top_p, head), z, float("-inf"))
+    held = ops.cumsum(ops.softmax(z / temperature))
+    # The first token whose cumulative mass passes the draw (a cut token adds no mass, so is never it).
+    draw = uniform((z.shape[0], 1)) * held[:, -1:]
+    return ops.minimum((held <= draw).sum(-1), z.shape[-1] - 1)
 
 
-def _nucleus(ops, z, top_p: float):
+class HeadTries:
+    """Whether trying the best ``SORT_HEAD`` logits first is worth it for a batch: after two misses
+    in a row (a flat distribution, as a random-weight LM's) only every 16th token tries. Either way
+    the nucleus is the same, so this changes the time, never the tokens."""
+
+    def __init__(self) -> None:
+        self.misses = 0
+        self.calls = 0
+
+    def worth(self) -> bool:
+        self.calls += 1
+        return self.misses < 2 or self.calls % 16 == 0
+
+    def note(self, hit: bool) -> None:
+        self.misses = 0 if hit else self.misses + 1
+
+
+def _nucleus(ops, z, top_p: float, tries: HeadTries | None = None):
     """The fewest best tokens of each row holding ``top_p`` of its probability (and any tied with the
     last of them): those at or above the worst logit whose better tokens hold less than ``top_p``.
-    On a CPU (where reading a flag back costs nothing) the best ``SORT_HEAD`` are tried first: the
-    same tokens whenever they hold ``top_p`` of the mass, so a seed draws alike either way."""
-    if z.shape[-1] > SORT_HEAD and ops.on_cpu(z):
+    On a CPU (where reading a flag back costs nothing) the best ``SORT_HEAD`` are tried first (when
+    ``tries`` finds it worth it), then ``_binned_threshold`` finds that logit without a sort; on
+    other devices one sort per row. All three give the same tokens, so a seed draws alike either way."""
+    if not ops.on_cpu(z):
+        return _sorted_nucleus(ops, z, top_p)
+    if z.shape[-1] > SORT_HEAD and (tries is None or tries.worth()):
         head = ops.head(z, SORT_HEAD)
         p = ops.exp(head - ops.log_total(z))
         held = ops.cumsum(p)
-        if ops.all(held[:, -1:] >= top_p):
+        hit = ops.all(held[:, -1:] >= top_p)
+        if tries is not None:
+            tries.note(hit)
+        if hit:
             return z >= ops.row_min(ops.where(held - p < top_p, head, float("inf")))
+    return z >= ops.from_numpy(_binned_threshold(ops.numpy(z), top_p))
+
+
+def _sorted_nucleus(ops, z, top_p: float):
     best = ops.sort_descending(z)
     p = ops.softmax(best)
     better = ops.cumsum(p) - p
     return z >= ops.row_min(ops.where(better < top_p, best, float("inf")))
+
+
+_BINS = 2_048
+
+
+def _binned_threshold(z: np.ndarray, top_p: float) -> np.ndarray:
+    """Each row's nucleus threshold, ``[rows, 1]``: the largest logit ``v`` whose tokens at or above it
+    hold ``top_p`` of the mass, found without sorting the row (a CPU sorts a 150k row in milliseconds).
+    The row's mass is summed into ``_BINS`` bins of equal width by logit, best first, to the bin
+    where it reaches ``top_p``; only that bin's few logits are sorted."""
+    out = np.empty((z.shape[0], 1), dtype=z.dtype)
+    for r, row in enumerate(z):
+        finite = np.isfinite(row)
+        row = row if finite.all() else row[finite]
+        top, low = row.max(), row.min()
+        if top == low:
+            out[r] = top
+            continue
+        p = np.exp(row - top)
+        p /= p.sum(dtype=np.float64)
+        # Rounding keeps order, so the bins do: a better logit never lands in a lower bin, ties share one.
+        bins = ((row - low) * ((_BINS - 1) / (top - low))).astype(np.intp)
+        from_top = np.cumsum(np.bincount(bins, weights=p, minlength=_BINS)[::-1])
+        j = min(int(np.argmax(from_top >= top_p)), _BINS - 1) if from_top[-1] >= top_p else _BINS - 1
+        above = from_top[j - 1] if j else 0.0
+        here = bins == _BINS - 1 - j
+        values, mass = row[here], p[here]
+        order = np.argsort(-values, kind="stable")
+        held = above + np.cumsum(mass[order], dtype=np.float64)
+        out[r] = values[order][
+            min(int(np.argmax(held >= top_p)) if held[-1] >= top_p else held.size - 1, held.size - 1)
+        ]
+    return out

@@ -18,6 +18,8 @@ def test_bench_lm_prints_the_studio_beside_the_bare_loop(tmp_path, capsys, cache
     planner = next(row for row in rows if row["model"] == "planner")
     assert planner["codes"] == 50 and planner["tokens_per_second"] > 0
     assert planner["bare_tokens_per_second"] > 0 and planner["overhead"] > 0
+    # The run's seconds hold its own forwards' (timed inside it), so the in-run ratio is at least 1.
+    assert planner["overhead_in_run"] >= 1.0 and 0 < planner["forward_seconds"] <= planner["seconds"]
     assert "bare_tokens_per_second" in capsys.readouterr().out
 
 

@@ -202,13 +202,15 @@ def test_top_p_off_samples_the_whole_vocabulary():
     assert (picks >= 1_024).mean() > 0.6
 
 
-@pytest.mark.parametrize("backend", ["torch", "mlx"])
+@pytest.mark.parametrize("backend", ["torch", "mlx", "numpy"])
 def test_a_cpu_tries_the_best_logits_first_and_keeps_the_same_nucleus(backend, monkeypatch):
     from lm import batch
 
     if backend == "mlx":
         mx = pytest.importorskip("mlx.core")
         ops, array = batch._MlxOps(mx), mx.array
+    elif backend == "numpy":  # mlx's sampling on a CPU
+        ops, array = batch._NumpyOps(), np.asarray
     else:
         import torch
 
@@ -216,12 +218,51 @@ def test_a_cpu_tries_the_best_logits_first_and_keeps_the_same_nucleus(backend, m
     rng = np.random.default_rng(0)
     peaked = array((rng.standard_normal((3, 5_000)) * 6).astype(np.float32))  # the nucleus lies in the best 1,024
     flat = array(rng.standard_normal((2, 5_000)).astype(np.float32))  # it does not: the whole row is sorted
-    for z in (peaked, flat):
+    ties = array(np.round(rng.standard_normal((2, 5_000)), 1).astype(np.float32))  # many equal logits
+    for z in (peaked, flat, ties):
         head_first = np.array(batch._nucleus(ops, z, 0.9).tolist())
-        monkeypatch.setattr(batch, "SORT_HEAD", 10**9)  # the full sort, as on a GPU
+        sorted_ = np.array(batch._sorted_nucleus(ops, z, 0.9).tolist())  # one sort per row, as on a GPU
+        monkeypatch.setattr(batch, "SORT_HEAD", 10**9)  # no head: the CPU's bins
         np.testing.assert_array_equal(head_first, np.array(batch._nucleus(ops, z, 0.9).tolist()))
+        np.testing.assert_array_equal(head_first, sorted_)
         monkeypatch.undo()
     assert np.array(batch._nucleus(ops, peaked, 0.9).tolist()).sum(-1).max() < batch.SORT_HEAD
+
+
+def test_a_flat_distribution_stops_trying_the_best_logits_first():
+    from lm import batch
+
+    class Counting(batch._NumpyOps):
+        heads = 0
+
+        def head(self, z, k):
+            Counting.heads += 1
+            return super().head(z, k)
+
+    rng = np.random.default_rng(1)
+    for scale, tried in ((1.0, 3), (6.0, 20)):  # flat: tries 1, 2 and 16 of 20; peaked: every one
+        z = (rng.standard_normal((2, 5_000)) * scale).astype(np.float32)
+        Counting.heads, tries = 0, batch.HeadTries()
+        for _ in range(20):
+            np.testing.assert_array_equal(batch._nucleus(Counting(), z, 0.9, tries), batch._nucleus(Counting(), z, 0.9))
+        assert Counting.heads - 20 == tried  # the 20 calls without ``tries`` always try
+
+
+def test_numpy_sampling_follows_the_softmax_and_a_seed_repeats():
+    from lm.batch import _NumpyOps, _sample
+
+    logits = np.log([0.5, 0.25, 0.15, 0.1]).astype(np.float32)
+
+    def numpy_draws(sampling, count, seed=0):
+        rng = np.random.default_rng(seed)
+        z = np.broadcast_to(logits, (count, 4)).copy()
+        return _sample(_NumpyOps(), z, sampling, lambda shape: rng.random(shape, dtype=np.float32))
+
+    picks = numpy_draws(Sampling(temperature=0.7), 20_000)
+    expected = np.exp(logits / 0.7) / np.exp(logits / 0.7).sum()
+    np.testing.assert_allclose(np.bincount(picks, minlength=4) / picks.size, expected, atol=0.015)
+    np.testing.assert_array_equal(numpy_draws(Sampling(0.7, 0.9), 50, 3), numpy_draws(Sampling(0.7, 0.9), 50, 3))
+    assert set(numpy_draws(Sampling(temperature=0.5, top_p=0.7), 300)) == {0, 1}
 
 
 def test_code_vocabulary_comes_from_the_tokenizer(torch_planner):

@@ -170,7 +170,7 @@ def draws(logits, sampling: Sampling, count: int, seed: int = 0) -> np.ndarray:
     """``count`` draws from ``logits`` as ``count`` rows of one batch, on the CPU's torch."""
     import torch
 
-    from lm.batch import _sample, _TorchOps
+    from lm.token_sampler import _sample, _TorchOps
 
     z = torch.tensor(np.asarray(logits, dtype=np.float32)).expand(count, -1)
     generator = torch.Generator().manual_seed(seed)
@@ -204,7 +204,7 @@ def test_top_p_off_samples_the_whole_vocabulary():
 
 @pytest.mark.parametrize("backend", ["torch", "mlx", "numpy"])
 def test_a_cpu_tries_the_best_logits_first_and_keeps_the_same_nucleus(backend, monkeypatch):
-    from lm import batch
+    from lm import token_sampler as batch
 
     if backend == "mlx":
         mx = pytest.importorskip("mlx.core")
@@ -230,7 +230,7 @@ def test_a_cpu_tries_the_best_logits_first_and_keeps_the_same_nucleus(backend, m
 
 
 def test_a_flat_distribution_stops_trying_the_best_logits_first():
-    from lm import batch
+    from lm import token_sampler as batch
 
     class Counting(batch._NumpyOps):
         heads = 0
@@ -249,7 +249,7 @@ def test_a_flat_distribution_stops_trying_the_best_logits_first():
 
 
 def test_numpy_sampling_follows_the_softmax_and_a_seed_repeats():
-    from lm.batch import _NumpyOps, _sample
+    from lm.token_sampler import _NumpyOps, _sample
 
     logits = np.log([0.5, 0.25, 0.15, 0.1]).astype(np.float32)
 

@@ -88,3 +88,20 @@ def test_a_sample_every_step_keeps_only_the_newest_samples_on_disk(tiny_studio, 
     kept = sorted(path.name for path in (job.out_dir / SAMPLES_SUBDIR).iterdir())
     assert kept == ["step-000003.wav", "step-000004.wav"]
     assert [path.name for path in job.samples] == kept
+
+
+def test_a_song_named_many_times_is_encoded_and_held_once_and_memory_is_bounded(tiny_studio, upload, tmp_path):
+    from training.prepare import prepare
+
+    handlers = TrainHandlers(tiny_studio, ActiveRuns(), root=tmp_path / "workspaces")
+    table, dataset, _ = handlers.read_songs(upload, "", None)
+    rows = rows_from_table(table * 50)  # a manifest naming one upload 50 times: one encode's worth of memory
+    clips = clips_from_rows(Path(dataset["root"]), rows)
+    pipe = tiny_studio.backend.load()
+    report = prepare(pipe, clips)
+    assert report.encoded == 1 and len(report.clips) == 50
+    assert all(clip.tensors is report.clips[0].tensors for clip in report.clips)
+    one = next(report.cache_dir.glob("*.safetensors")).stat().st_size
+    with pytest.raises(ValueError, match=r"prepared songs take .* GB, over the .* GB a run holds in memory"):
+        prepare(pipe, clips + clips_from_rows(Path(dataset["root"]), rows_from_table([[*table[0][:1], "other"]])),
+                max_bytes=int(1.5 * one))  # fmt: skip

@@ -105,3 +105,20 @@ def test_a_song_named_many_times_is_encoded_and_held_once_and_memory_is_bounded(
     with pytest.raises(ValueError, match=r"prepared songs take .* GB, over the .* GB a run holds in memory"):
         prepare(pipe, clips + clips_from_rows(Path(dataset["root"]), rows_from_table([[*table[0][:1], "other"]])),
                 max_bytes=int(1.5 * one))  # fmt: skip
+
+
+def test_a_csv_of_two_million_rows_is_refused_without_reading_them_all(tmp_path):
+    import tracemalloc
+
+    from training.dataset import MAX_CLIPS, MAX_MANIFEST_BYTES, DatasetError, dataset_rows
+
+    rows = MAX_MANIFEST_BYTES // 2 - 10
+    (tmp_path / "dataset.csv").write_bytes(b"audio\n" + b"\n".join([b"x"] * rows))  # just under 4 MB
+    tracemalloc.start()
+    try:
+        with pytest.raises(DatasetError, match=f"songs; the limit is {MAX_CLIPS:,}"):
+            dataset_rows(tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * 1024**2  # the file's text and a thousand rows; all of them took 350 MB

@@ -1,8 +1,10 @@
-"""The Train tab against a stranger with a script: the disk its workspaces and samples may take.
+"""The Train tab against a stranger with a script: the disk and memory a dataset may take.
 
 Reading uploaded songs copies them into a workspace; a client that brings no session gets a fresh
 workspace each time, so one upload read again and again would fill the disk (off a Space nothing
-was ever removed). A sample every step of a long run wrote 3.8 MB a step. Both are bounded now.
+was ever removed). A sample every step of a long run wrote 3.8 MB a step. A manifest naming one
+song a thousand times encoded it a thousand times and held a thousand copies in memory; a 4 MB
+dataset.csv of one-letter lines was read whole (two million rows) before the count was refused.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -171,9 +172,12 @@ def _manifest_rows(path: Path) -> list[dict[str, Any]]:
     else:
         try:
             text = raw.decode("utf-8-sig")
-            rows = list(csv.DictReader(io.StringIO(text)))
+            # read no further than one row past the limit: 4 MB of one-letter lines are two million rows
+            rows = list(itertools.islice(csv.DictReader(io.StringIO(text)), MAX_CLIPS + 1))
         except (UnicodeDecodeError, csv.Error) as error:
             raise DatasetError(f"{path.name}: not a UTF-8 CSV with a header row ({error})") from None
+        if len(rows) > MAX_CLIPS:
+            raise DatasetError(f"{path.name}: over {MAX_CLIPS:,} songs; the limit is {MAX_CLIPS:,}")
     for row in rows:
         unknown = sorted(str(key) for key in row if key not in MANIFEST_FIELDS)
         if unknown:

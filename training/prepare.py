@@ -32,6 +32,9 @@ CACHE_DIR_NAME = ".ace-train-cache"
 PREP_VERSION = 1  # bump when what is cached changes
 HASH_CHUNK_BYTES = 1024**2
 TENSOR_NAMES = ("target_latents", "encoder_hidden_states", "context_latents")
+# The prepared songs a run holds in memory together (a 4-minute song with long lyrics is about 25 MB at the
+# full size): a thousand such songs would take more memory than a Space has, and the run would be killed.
+MAX_PREPARED_BYTES = 8 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -86,10 +89,12 @@ def prepare(
     control: RunControl | None = None,
     trigger_word: str = "",
     cache_dir: Path | None = None,
+    max_bytes: int = MAX_PREPARED_BYTES,
 ) -> PrepareReport:
     """Every clip's training tensors, from the cache or encoded now. Every uncached clip is checked
-    (format, length, silence) before the first is encoded; refusals name each clip. Raises
-    ``DatasetError``, ``Cancelled``."""
+    (format, length, silence) before the first is encoded; refusals name each clip; the prepared
+    tensors are refused before loading when over ``max_bytes`` together. Raises ``DatasetError``,
+    ``Cancelled``."""
     from safetensors.torch import load_file
 
     control = control or RunControl()
@@ -98,9 +103,14 @@ def prepare(
     cache = cache_dir or clips[0].audio.parent / CACHE_DIR_NAME
     fingerprint = model_fingerprint(pipe)
     keys = [clip_key(clip, fingerprint, trigger_word) for clip in clips]
-    missing = [
-        (clip, key) for clip, key in zip(clips, keys, strict=True) if not (cache / f"{key}.safetensors").is_file()
-    ]
+    # a song named twice (same audio and texts) is checked and encoded once
+    missing = list(
+        {
+            key: (clip, key)
+            for clip, key in zip(clips, keys, strict=True)
+            if not (cache / f"{key}.safetensors").is_file()
+        }.values()
+    )
     problems = []
     for clip, _ in missing:
         control.check()
@@ -114,10 +124,19 @@ def prepare(
         control.check()
         control.report(index / len(missing), f"Preparing {clip.name} ({index + 1}/{len(missing)})")
         _save(cache / f"{key}.safetensors", encode_clip(pipe, clip, key, trigger_word))
+    held = sum((cache / f"{key}.safetensors").stat().st_size for key in set(keys))
+    if held > max_bytes:
+        raise DatasetError(
+            f"dataset: its {len(set(keys)):,} prepared songs take {held / 1e9:,.1f} GB, over the "
+            f"{max_bytes / 1e9:,.1f} GB a run holds in memory; train on fewer or shorter songs"
+        )
+    loaded: dict[str, dict[str, Any]] = {}  # a song named twice is held once (the trainer only reads it)
     prepared = []
     for clip, key in zip(clips, keys, strict=True):
-        tensors = load_file(str(cache / f"{key}.safetensors"))
-        prepared.append(PreparedClip(clip.name, key, {name: tensors[name] for name in TENSOR_NAMES}))
+        if key not in loaded:
+            tensors = load_file(str(cache / f"{key}.safetensors"))
+            loaded[key] = {name: tensors[name] for name in TENSOR_NAMES}
+        prepared.append(PreparedClip(clip.name, key, loaded[key]))
     control.report(1.0, f"Prepared {len(clips)} songs ({len(missing)} encoded, {len(clips) - len(missing)} cached)")
     return PrepareReport(prepared, len(missing), cache)
 

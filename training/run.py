@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from backend import RunControl
 from training.adapter import CONFIG_NAME, WEIGHTS_NAME
-from training.dataset import Clip
+from training.dataset import Clip, DatasetError
 from training.trainer import StepReport, TrainResult, TrainSettings, train
 
 if TYPE_CHECKING:
@@ -32,6 +32,9 @@ RUN_SUBDIR = "run"
 SAMPLES_SUBDIR = "samples"
 RECORDS_SUBDIR = "training"  # in the LoRA store: each trained adapter's settings, by its sha256
 MAX_SAMPLE_EVERY = 1_000_000
+# Only the newest samples stay on disk (the page plays the latest): a sample every step of a long run
+# would otherwise write 3.8 MB a step (10 s of float stereo) into a workspace a stranger can make.
+MAX_SAMPLES_KEPT = 10
 MAX_NAME_CHARS = 100
 
 
@@ -64,6 +67,7 @@ class TrainJob:
     result: TrainResult | None = None
     record_path: Path | None = None
     samples: list[Path] = field(default_factory=list)
+    keep_samples: int = MAX_SAMPLES_KEPT
 
     @classmethod
     def make(
@@ -147,6 +151,11 @@ class TrainJob:
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, audio.T, pipe.sample_rate, subtype="FLOAT")
         self.samples.append(path)
+        # the folder, not this job's list: a stopped, resumed or restarted run writes into the same one
+        kept = sorted(path.parent.glob("step-*.wav"), key=lambda f: (f.stat().st_mtime_ns, len(f.name), f.name))
+        for old in kept[: -self.keep_samples]:
+            old.unlink(missing_ok=True)
+        self.samples = [sample for sample in self.samples if sample.exists()]
         return pipe.sample_rate, audio.T
 
     def add_to_store(self) -> LoraEntry:
@@ -188,14 +197,37 @@ def store_adapter(transformer, adapter_dir: Path, name: str, trigger: str, store
     return checked, stored, keep_record(stack.store_dir, checked.info.sha256, name, adapter_dir)
 
 
-def prune_workspaces(root: Path, keep_s: float) -> None:
-    """Remove the workspaces under ``root`` that nothing has touched for ``keep_s`` seconds."""
+def prune_workspaces(root: Path, keep_s: float, spare: str | None = None) -> None:
+    """Remove the workspaces under ``root`` that nothing has touched for ``keep_s`` seconds (but
+    never those whose name starts with ``spare``)."""
     if not root.is_dir():
         return
     cutoff = time.time() - keep_s
     for folder in root.iterdir():
-        if not folder.is_dir() or folder.is_symlink():
+        if not folder.is_dir() or folder.is_symlink() or (spare and folder.name.startswith(spare)):
             continue
         touched = max([folder.stat().st_mtime, *(entry.stat().st_mtime for entry in folder.iterdir())])
         if touched < cutoff:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+MIN_FILE_BYTES = 4096  # an empty file still takes a block and an inode
+
+
+def check_upload_room(root: Path, songs: Path, files: Sequence[str], budget: int, spare: str | None = None) -> None:
+    """Refuse (``DatasetError``) uploads that would take the songs of every workspace under ``root``
+    (``songs`` being replaced, and those whose name starts with ``spare``, not counted) over ``budget``
+    bytes. Counts sizes only (stat), so it is as quick as the workspaces are few."""
+    adding = sum(max(Path(path).stat().st_size, MIN_FILE_BYTES) for path in files)
+    held = 0
+    for workspace in root.iterdir() if root.is_dir() else ():
+        others = workspace / "songs"
+        if (spare and workspace.name.startswith(spare)) or others == songs or not others.is_dir():
+            continue
+        held += sum(max(f.stat().st_size, MIN_FILE_BYTES) for f in others.iterdir() if f.is_file())
+    if held + adding > budget:
+        raise DatasetError(
+            f"These songs ({adding / 1e6:,.1f} MB) do not fit: the studio already holds {held / 1e6:,.1f} MB "
+            f"of uploaded training songs, and its limit is {budget / 1e6:,.0f} MB. "
+            "Try again later, or with fewer or compressed songs."
+        )

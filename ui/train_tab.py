@@ -46,7 +46,7 @@ from training.dataset import (
 )
 from training.dataset import dataset_rows as read_rows
 from training.estimate import ZEROGPU_NOTE
-from training.run import prune_workspaces
+from training.run import check_upload_room, prune_workspaces
 from training.trainer import TrainSettings
 from ui.controls import range_number
 from ui.lora_panel import with_lora
@@ -62,7 +62,11 @@ COLUMNS = list(MANIFEST_FIELDS)  # audio, caption, lyrics, language, bpm, keysca
 TEXT_SUFFIXES = ("_prompt.txt", "_lyrics.txt")
 MANIFESTS = ("dataset.json", "dataset.csv")
 WORKSPACE_SUBDIR = "training"
-WORKSPACE_KEEP_S = 2 * 24 * 3600  # on a Space: a workspace untouched this long is removed
+WORKSPACE_KEEP_S = 2 * 24 * 3600  # an upload's workspace untouched this long is removed
+FOLDER_PREFIX = "folder-"  # a folder's workspace, named by the folder's path
+# Every browser's uploaded songs together (each read of an upload copies it into a fresh workspace
+# when the client brings no session: without a budget one upload, read again and again, fills the disk).
+MAX_UPLOADED_BYTES = 16 * 1024**3
 YIELD_EVERY_S = 0.5  # the page is updated at most this often while training (and at every sample)
 TRAIN_WORDS = Words(
     failed="Cannot train", unavailable="Model unavailable", crashed="Training failed",
@@ -196,6 +200,7 @@ class TrainHandlers:
     ) -> None:
         self.studio = studio
         self.runs = runs
+        self.max_uploaded_bytes = MAX_UPLOADED_BYTES
         self.describe_limits = describe_limits or {}  # e.g. max_lyrics_tokens (``Studio.describe``)
         if root is None:
             from tools.tiny_model import default_cache_dir
@@ -209,8 +214,9 @@ class TrainHandlers:
         token = (dataset or {}).get("token")
         if not token:
             token = secrets.token_hex(8)
-            if on_space():  # strangers' abandoned workspaces must not fill a shared disk
-                prune_workspaces(self.root, WORKSPACE_KEEP_S)
+            # abandoned upload workspaces must not hold the uploads' budget (``MAX_UPLOADED_BYTES``) for
+            # ever; off a Space a folder's workspace stays (its run resumes after a reload)
+            prune_workspaces(self.root, WORKSPACE_KEEP_S, spare=None if on_space() else FOLDER_PREFIX)
         folder = self.root / token
         folder.mkdir(parents=True, exist_ok=True)
         return folder
@@ -229,9 +235,11 @@ class TrainHandlers:
             if folder:  # one workspace per folder: after a reload, Read the songs again and Resume
                 root = self._folder(folder, request)
                 digest = hashlib.sha256(str(root).encode("utf-8", "surrogatepass")).hexdigest()
-                workspace = self._workspace({"token": f"folder-{digest[:16]}"})
+                workspace = self._workspace({"token": f"{FOLDER_PREFIX}{digest[:16]}"})
             else:  # the session's own: a stopped run stays resumable while the page is open
-                workspace = self._workspace(dataset if dataset and not dataset["token"].startswith("folder-") else None)
+                workspace = self._workspace(
+                    dataset if dataset and not dataset["token"].startswith(FOLDER_PREFIX) else None
+                )
                 root = self._copy_uploads(files, workspace / "songs")
             rows = read_rows(root)
         except (DatasetError, OSError) as error:
@@ -266,7 +274,9 @@ class TrainHandlers:
             wanted = name.lower().endswith(AUDIO_SUFFIXES + TEXT_SUFFIXES) or name.lower() in MANIFESTS
             if not wanted:
                 raise DatasetError(f"{path.name[:100]!r}: not a song, a _prompt.txt / _lyrics.txt or a dataset file")
-            shutil.copyfile(path, songs / name)
+        check_upload_room(self.root, songs, files, self.max_uploaded_bytes, spare=FOLDER_PREFIX)
+        for path in map(Path, files):
+            shutil.copyfile(path, songs / safe_file_name(path.name))
         return songs.resolve()
 
     def _rows_and_root(self, table: Any, dataset: dict | None) -> tuple[list[dict[str, Any]], Path]:

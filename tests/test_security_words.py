@@ -268,3 +268,20 @@ def test_random_values_raise_only_worded_value_errors(data):
         assert message.split(":", 1)[0] in names, message[:200]
         assert len(message) <= MAX_MESSAGE, message
         assert "<" not in message, message
+
+
+def test_a_shared_loras_name_shows_as_text_not_as_a_link_or_markup():
+    """On a Space the LoRA store is shared: a name one visitor gives is read in others' pages."""
+    from ui.lora_panel import describe_stack
+    from ui.words import literal
+
+    name = "[win a prize](https://x.example) **now** <img src=x onerror=alert(1)>"
+    shown = describe_stack("abc:1", {"abc": name})
+    assert "](https://" not in shown and "<img" not in shown and "**now**" not in shown
+    assert "\\[win a prize\\]\\(https://x\\.example\\)" in shown and "&lt;img" in shown
+    assert literal("tape warm v1") == "tape warm v1"  # a plain name reads as itself
+    import markdown_it
+
+    text = markdown_it.MarkdownIt().render(literal(name))
+    assert "<a " not in text and "<strong>" not in text and "<img" not in text
+    assert "[win a prize](https://x.example) **now** &lt;img src=x onerror=alert(1)&gt;" in text

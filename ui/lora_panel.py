@@ -6,7 +6,6 @@ the run lock is taken (``Studio.add_lora``), so an upload never queues behind a 
 
 from __future__ import annotations
 
-import html
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from theme import EMPTY_NUMBER_CLASS
 from tooltips import TOOLTIPS
 from ui.controls import range_number
 from ui.runs import GPU_EVENT_TIME_LIMIT_S, RUN_OPTIONS, ActiveRuns, Job, ProgressRelay, Words, guarded_run, session_key
+from ui.words import literal
 from validation import MAX_LORA_WEIGHT, check_range, parse_lora_stack, safe_message
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ def describe_stack(stack: str, names: dict[str, str]) -> str:
         return safe_message(str(error))
     if not items:
         return "The stack is empty: no LoRA, the model as it is."
-    lines = [f"{i}. **{html.escape(names.get(key, key))}** × {weight:g}" for i, (key, weight) in enumerate(items, 1)]
+    lines = [f"{i}. **{literal(names.get(key, key))}** × {weight:g}" for i, (key, weight) in enumerate(items, 1)]
     return "The stack, applied top to bottom:\n\n" + "\n".join(lines)
 
 
@@ -186,7 +186,7 @@ class LoraHandlers:
                 raise ValueError(f"preset: no preset called {name[:80]!r}")
             path = fetch_preset(name, ProgressRelay(progress))
             entry = self.studio.add_lora(path, name=preset.name, trigger_words=preset.trigger_words)
-            note = f"Added **{html.escape(entry.name)}**; suggested weight {preset.weight:g}."
+            note = f"Added **{literal(entry.name)}**; suggested weight {preset.weight:g}."
             return self._choices(entry.sha256[:16]), note
 
         return self._guarded(request, Job(work, words=PRESET_WORDS), ProgressRelay(progress))
@@ -195,7 +195,7 @@ class LoraHandlers:
 def added_note(entry: Any) -> str:
     """What the page says of an added LoRA: its size, and the strength it plays at."""
     info = entry.info
-    note = f"Added **{html.escape(entry.name)}** (rank {info.rank}, {info.modules} layers)"
+    note = f"Added **{literal(entry.name)}** (rank {info.rank}, {info.modules} layers)"
     if info.alpha is None:
         return (
             f"{note}. Its alpha is unknown, so 1 is assumed (alpha = rank): an official LoRA may play weaker "

@@ -25,7 +25,7 @@ from ui.runs import (
     session_key,
 )
 from ui.song_form import song_values
-from ui.words import in_words, user_terms
+from ui.words import in_words, literal, user_terms
 from validation import MAX_BATCH, safe_message
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ def run_summary(run: Run) -> str:
         text += f"  \nSampler: {html.escape(note)}."
     loras = run.settings.get("loras")
     if loras:
-        stack = ", ".join(f"{html.escape(item['name'])} ×{item['weight']:g}" for item in loras)
+        stack = ", ".join(f"{literal(item['name'])} ×{item['weight']:g}" for item in loras)
         text += f"  \nLoRAs: {stack}."
     vary = run.settings.get("vary")
     if vary:

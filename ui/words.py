@@ -9,6 +9,7 @@ wraps a page handler so that every ``gr.Error`` it raises is relabelled; the tex
 from __future__ import annotations
 
 import functools
+import html
 import re
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -92,3 +93,13 @@ def _is_generator(handler: Callable[..., Any]) -> bool:
     import inspect
 
     return inspect.isgeneratorfunction(handler) or inspect.isgeneratorfunction(getattr(handler, "__func__", None))
+
+
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+
+
+def literal(text: str) -> str:
+    """A name for Markdown as text: markup escaped and Markdown's punctuation backslashed, so a
+    LoRA named ``[win](https://x.example)`` on a shared Space's store shows those characters and is
+    no link in another visitor's page."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", html.escape(text, quote=False))

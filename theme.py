@@ -300,7 +300,8 @@ CSS = f"""
 .studio-takes, .studio-form {{ max-width: 100%; overflow-wrap: anywhere; }}
 /* Gradio's bare red "Error" badge over a failed event's outputs says nothing: the failure's words
    are in the studio's message (the toast, or the run's line beside the buttons). */
-.gradio-container [data-testid="status-tracker"] .error {{ display: none; }}
+.studio-body [data-testid="status-tracker"] .error, .studio-actions-bar [data-testid="status-tracker"] .error {{
+  display: none; }}
 .control-help {{ font-size: 0.85rem; color: var(--body-text-color-subdued); }}
 .control-help p {{ color: var(--body-text-color-subdued); }}
 .fit-meter {{ font-size: 0.9rem; }}

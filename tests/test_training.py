@@ -156,7 +156,6 @@ def take(studio: Studio, **changes) -> np.ndarray:
 
 
 def test_the_saved_adapter_passes_the_studio_check_and_plays_at_its_trained_alpha(trained, lora_studio, tmp_path):
-    import torch
 
     result, model, _ = trained
     folder = result.adapter_dir
@@ -178,22 +177,7 @@ def test_the_saved_adapter_passes_the_studio_check_and_plays_at_its_trained_alph
 
     # The stack at weight 1 is the trained model, layer for layer.
     dit = lora_studio.backend.load().transformer
-    generator = torch.Generator().manual_seed(0)
-    inputs = dict(
-        hidden_states=torch.randn(1, 50, 8, generator=generator),
-        timestep=torch.tensor([0.75]),
-        timestep_r=torch.tensor([0.75]),
-        encoder_hidden_states=torch.randn(1, 12, 32, generator=generator),
-        context_latents=torch.randn(1, 50, 16, generator=generator),
-        return_dict=False,
-    )
-    with lora_studio.backend.exclusive(), torch.no_grad():
-        lora_studio.lora_stack().apply([(entry.name, 1.0)])
-        loaded = dit(**inputs)[0]
-        lora_studio.lora_stack().apply([])
-        model.eval()
-        trained_out = model(**inputs)[0]
-    torch.testing.assert_close(loaded, trained_out, rtol=1e-5, atol=1e-6)
+    _assert_stack_plays_as_trained(lora_studio, dit, model, entry, 0.75)
 
 
 def _stop_at(step: int, control: RunControl):
@@ -230,7 +214,6 @@ def test_stop_then_resume_reaches_the_weights_of_an_uninterrupted_run(tiny_backe
 def test_a_lokr_run_lowers_the_loss_passes_the_check_and_plays_in_the_stack(
     tiny_backend, prepared, tmp_path, lora_studio
 ):
-    import torch
 
     model = fresh_dit(tiny_backend)
     result = train(model, prepared.clips, TrainSettings(adapter="lokr", steps=12, **FAST), tmp_path)
@@ -254,22 +237,7 @@ def test_a_lokr_run_lowers_the_loss_passes_the_check_and_plays_in_the_stack(
     np.testing.assert_array_equal(take(lora_studio), plain)  # an empty stack: the base output, bit for bit
 
     dit = lora_studio.backend.load().transformer  # at weight 1 the stack is the trained model, layer for layer
-    generator = torch.Generator().manual_seed(0)
-    inputs = dict(
-        hidden_states=torch.randn(1, 50, 8, generator=generator),
-        timestep=torch.tensor([0.5]),
-        timestep_r=torch.tensor([0.5]),
-        encoder_hidden_states=torch.randn(1, 12, 32, generator=generator),
-        context_latents=torch.randn(1, 50, 16, generator=generator),
-        return_dict=False,
-    )
-    with lora_studio.backend.exclusive(), torch.no_grad():
-        lora_studio.lora_stack().apply([(entry.name, 1.0)])
-        loaded = dit(**inputs)[0]
-        lora_studio.lora_stack().apply([])
-        model.eval()
-        trained_out = model(**inputs)[0]
-    torch.testing.assert_close(loaded, trained_out, rtol=1e-5, atol=1e-6)
+    _assert_stack_plays_as_trained(lora_studio, dit, model, entry, 0.5)
 
 
 def test_a_lokr_whose_factors_do_not_fit_its_config_is_refused(tiny_backend, prepared, tmp_path, lora_studio):
@@ -334,3 +302,25 @@ def test_the_command_line_checks_then_trains_from_the_cache(dataset_dir, prepare
     side = next(s for s in sides if s["name"] == "tape_warm")
     assert side["trigger_words"] == ["tapewarm"] and side["adapter_config"]["lora_alpha"] == 16
     assert len(list((cache_dir / "loras" / "training").glob(f"{side['sha256'][:16]}-tape_warm.json"))) == 1
+
+
+def _assert_stack_plays_as_trained(lora_studio, dit, model, entry, t: float) -> None:
+    """The stack's DiT with ``entry`` at weight 1 gives the trained model's output at timestep ``t``."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    inputs = dict(
+        hidden_states=torch.randn(1, 50, 8, generator=generator),
+        timestep=torch.tensor([t]),
+        timestep_r=torch.tensor([t]),
+        encoder_hidden_states=torch.randn(1, 12, 32, generator=generator),
+        context_latents=torch.randn(1, 50, 16, generator=generator),
+        return_dict=False,
+    )
+    with lora_studio.backend.exclusive(), torch.no_grad():
+        lora_studio.lora_stack().apply([(entry.name, 1.0)])
+        loaded = dit(**inputs)[0]
+        lora_studio.lora_stack().apply([])
+        model.eval()
+        trained_out = model(**inputs)[0]
+    torch.testing.assert_close(loaded, trained_out, rtol=1e-5, atol=1e-6)
